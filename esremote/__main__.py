@@ -1,0 +1,5 @@
+import sys
+
+from esremote.cli import main
+
+sys.exit(main())

@@ -1,0 +1,33 @@
+"""Shared test set-up. Fixtures of each area live in tests/fixtures/ and are loaded here."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+pytest_plugins = [
+    "tests.fixtures.ssh",
+]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"the shared reference directory is missing: expected {SHARED} beside the clone")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def testdata(shared_dir) -> Path:
+    return shared_dir / "testdata"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_prefect_home(tmp_path_factory):
+    """Each test session gets its own Prefect home, without telemetry."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    yield
