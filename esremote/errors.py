@@ -139,3 +139,16 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, EsRemoteError):
         return exc.transient
     return isinstance(exc, (TimeoutError, ConnectionResetError, ConnectionRefusedError, BrokenPipeError))
+
+
+class GroupError(EsRemoteError):
+    """Some hosts of a fan-out failed. Carries every host's result, successes included."""
+
+    def __init__(self, results) -> None:  # results: a GroupResult (see ssh.py)
+        failed = results.failed
+        names = ", ".join(sorted(str(h) for h in failed))
+        first = next(iter(failed.values()), None)
+        super().__init__(f"{len(failed)} of {len(results)} hosts failed ({names})"
+                         + (f"; first: {first}" if first is not None else ""),
+                         transient=all(is_transient(e) for e in failed.values()) if failed else False)
+        self.results = results
