@@ -1,0 +1,34 @@
+import base64
+import logging
+
+from esremote.redact import MASK, Redactor, RedactingFilter
+
+
+def test_raw_and_encoded_api_key_are_masked():
+    r = Redactor()
+    r.add_api_key("VuaCfGcBCdbkQm-e5aOx", "ui2lp2axTNmsyakw9tvNnw")
+    encoded = base64.b64encode(b"VuaCfGcBCdbkQm-e5aOx:ui2lp2axTNmsyakw9tvNnw").decode()
+    text = r.redact(f"key ui2lp2axTNmsyakw9tvNnw encoded {encoded} id VuaCfGcBCdbkQm-e5aOx")
+    assert "ui2lp2axTNmsyakw9tvNnw" not in text and encoded not in text
+    assert text.count(MASK) == 2 and "VuaCfGcBCdbkQm-e5aOx" in text  # the id is not secret
+
+
+def test_log_records_are_scrubbed_before_handlers_see_them(caplog):
+    r = Redactor(["s3cr3t-password"])
+    logger = logging.getLogger("esremote.test.redact")
+    caplog.handler.addFilter(RedactingFilter(r))
+    try:
+        logger.warning("login with %s failed", "s3cr3t-password")
+        try:
+            raise ValueError("bad s3cr3t-password")
+        except ValueError:
+            logger.exception("boom")
+    finally:
+        caplog.handler.filters.clear()
+    assert "s3cr3t-password" not in caplog.text
+    assert MASK in caplog.text
+
+
+def test_short_strings_are_not_treated_as_secrets():
+    r = Redactor(["ab"])
+    assert r.redact("about") == "about"
