@@ -1,0 +1,441 @@
+"""`bin/elasticsearch-keystore` of a lab node: a twin of Elasticsearch's keystore CLI (es-facts §7).
+
+Same sub-commands, flags, prompts, messages and exit codes as KeyStoreCli, on the real file format
+(esremote.keystore). Like Elasticsearch's terminal: without a tty, prompts go to stderr and every
+answer or secret is the next line of stdin (the keystore password first, when there is one).
+
+The keystore is `$ES_PATH_CONF/elasticsearch.keystore`, else `$ES_HOME/config/elasticsearch.keystore`.
+Writes use format 6 when the node's version (`$ES_HOME/lib/lab-node.json`) is 8.14 or later, else 5.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+from esremote.errors import KeystoreError
+from esremote.keystore import CORRUPTED, KEYSTORE_FILENAME, SEED_SETTING, Keystore, has_password
+
+# org.elasticsearch.cli.ExitCodes
+OK, USAGE, DATA_ERROR, CODE_ERROR, IO_ERROR, CONFIG = 0, 64, 65, 70, 74, 78
+SILENT, NORMAL, VERBOSE = 0, 1, 2
+
+PASSWORD_PROMPT = "Enter password for the elasticsearch keystore : "
+NEW_PASSWORD_PROMPT = "Enter new password for the elasticsearch keystore (empty for no password): "
+CONFIRM_PASSWORD_PROMPT = "Enter same password again: "
+STDIN_CLOSED = "unable to read from standard input; is standard input open and a tty attached?"
+
+USAGE_TEXT = """A tool for managing settings stored in the elasticsearch keystore
+
+Commands
+--------
+create - Creates a new elasticsearch keystore
+list - List entries in the keystore
+show - Show a value from the keystore
+add - Add a string settings to the keystore
+add-file - Add a file setting to the keystore
+remove - Remove settings from the keystore
+upgrade - Upgrade the keystore format
+passwd - Changes the password of a keystore
+has-passwd - Succeeds if the keystore exists and is password-protected, fails with exit code 1 otherwise.
+
+Non-option arguments:
+command
+
+Option         Description
+------         -----------
+-h, --help     Show help
+-s, --silent   Show minimal output
+-v, --verbose  Show verbose output
+"""
+
+GLOBAL_FLAGS = {"h": "help", "s": "silent", "v": "verbose"}
+COMMAND_FLAGS = {
+    "create": {"p": "password"},
+    "list": {},
+    "show": {"o": "output"},
+    "add": {"x": "stdin", "f": "force"},
+    "add-file": {"f": "force"},
+    "remove": {},
+    "upgrade": {},
+    "passwd": {},
+    "has-passwd": {},
+}
+OPTIONS_WITH_VALUE = {"output"}
+
+
+class UserError(Exception):
+    """org.elasticsearch.cli.UserException: a message and an exit code."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code, self.message = exit_code, message
+
+
+class OptionError(UserError):
+    """joptsimple's OptionException: printed without the exit-code suffix, always USAGE."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(USAGE, message)
+
+
+class Terminal:
+    """Prompts and output; without a tty, answers are lines of stdin (prompts on stderr)."""
+
+    def __init__(self, stdin=None, stdout=None, stderr=None) -> None:
+        self.stdin = stdin or sys.stdin.buffer
+        self.out = stdout or sys.stdout
+        self.err = stderr or sys.stderr
+        self.verbosity = NORMAL
+        self.tty = _isatty(self.stdin)
+
+    def println(self, text: str, level: int = NORMAL) -> None:
+        if self.verbosity >= level:
+            print(text, file=self.out, flush=True)
+
+    def error_println(self, text: str, level: int = NORMAL) -> None:
+        if self.verbosity >= level:
+            print(text, file=self.err, flush=True)
+
+    def read_line(self) -> str | None:
+        line = self.stdin.readline()
+        if not line:
+            return None
+        return line.decode("utf-8").removesuffix("\n").removesuffix("\r")
+
+    def read_text(self, prompt: str, secret: bool = False) -> str:
+        if self.tty:
+            return getpass.getpass(prompt) if secret else input(prompt)
+        self.err.write(prompt)
+        self.err.flush()
+        line = self.read_line()
+        if line is None:
+            raise UserError(CODE_ERROR, STDIN_CLOSED)
+        return line
+
+    def read_secret(self, prompt: str) -> str:
+        return self.read_text(prompt, secret=True)
+
+    def prompt_yes_no(self, question: str, default_yes: bool = False) -> bool:
+        while True:
+            answer = self.read_text(f"{question} {'[Y/n]' if default_yes else '[y/N]'} ").lower()
+            if not answer:
+                return default_yes
+            if answer in ("y", "n"):
+                return answer == "y"
+            self.println(f"Did not understand answer '{answer}'")
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# --- where the keystore is, and which format this "binary" writes -------------------------------
+
+def config_dir(environ=os.environ) -> Path:
+    if environ.get("ES_PATH_CONF"):
+        return Path(environ["ES_PATH_CONF"])
+    if environ.get("ES_HOME"):
+        return Path(environ["ES_HOME"]) / "config"
+    raise UserError(CONFIG, "ES_PATH_CONF or ES_HOME must be set (bin/elasticsearch-keystore sets ES_HOME)")
+
+
+def write_version(environ=os.environ) -> int:
+    """Format 6 from 8.14 on, 5 before; 6 when the node's version is unknown."""
+    home = environ.get("ES_HOME")
+    try:
+        info = json.loads((Path(home) / "lib" / "lab-node.json").read_text()) if home else {}
+    except (OSError, ValueError):
+        info = {}
+    version = info.get("version")
+    if isinstance(version, str):
+        version = version.split("-")[0].split(".")
+    try:
+        major_minor = tuple(int(part) for part in version[:2]) if version else None
+    except (TypeError, ValueError):
+        major_minor = None
+    return 5 if major_minor is not None and major_minor < (8, 14) else 6
+
+
+# --- argument parsing (joptsimple-like: short flags combine, `--` ends options) ------------------
+
+def parse_args(argv: list[str]) -> tuple[str | None, dict[str, object], list[str]]:
+    """-> (command, options, positional arguments). Global flags may come before or after it."""
+    command: str | None = None
+    options: dict[str, object] = {}
+    args: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        flags = {**GLOBAL_FLAGS, **COMMAND_FLAGS.get(command or "", {})}
+        if arg == "--":
+            args += argv[i + 1:]
+            break
+        if arg.startswith("--") and len(arg) > 2:
+            name, _, value = arg[2:].partition("=")
+            if name not in flags.values():
+                raise OptionError(f"{name} is not a recognized option")
+            i = _set_option(options, name, value or None, argv, i)
+        elif arg.startswith("-") and len(arg) > 1:
+            for pos, letter in enumerate(arg[1:], start=1):
+                if letter not in flags:
+                    raise OptionError(f"{letter} is not a recognized option")
+                name = flags[letter]
+                if name in OPTIONS_WITH_VALUE:
+                    i = _set_option(options, name, arg[pos + 1:] or None, argv, i)
+                    break
+                options[name] = True
+        elif command is None:
+            command = arg
+        else:
+            args.append(arg)
+        i += 1
+    return command, options, args
+
+
+def _set_option(options: dict, name: str, value: str | None, argv: list[str], i: int) -> int:
+    if name not in OPTIONS_WITH_VALUE:
+        options[name] = True
+        return i
+    if value is None:
+        if i + 1 >= len(argv):
+            raise OptionError(f"Option {name} requires an argument")
+        i += 1
+        value = argv[i]
+    options[name] = value
+    return i
+
+
+# --- loading and saving -------------------------------------------------------------------------
+
+def keystore_path(environ=os.environ) -> Path:
+    return config_dir(environ) / KEYSTORE_FILENAME
+
+
+def not_found(path: Path) -> UserError:
+    return UserError(DATA_ERROR, f"Elasticsearch keystore not found at [{path}]. "
+                                 "Use 'create' command to create one.")
+
+
+def open_keystore(terminal: Terminal, path: Path) -> tuple[Keystore, str]:
+    """BaseKeyStoreCommand: load, ask the password when there is one, decrypt."""
+    if not path.exists():
+        raise not_found(path)
+    try:
+        protected = has_password(path)
+    except KeystoreError as exc:  # Lucene's CorruptIndexException (IO) or format too old/new (state)
+        reason = getattr(exc, "reason", str(exc))
+        raise UserError(CODE_ERROR if "format is too" in reason else IO_ERROR, reason) from None
+    password = terminal.read_secret(PASSWORD_PROMPT) if protected else ""
+    try:
+        return Keystore.load(path, password), password
+    except KeystoreError as exc:  # SecurityException in Elasticsearch
+        raise UserError(DATA_ERROR, getattr(exc, "reason", CORRUPTED)) from None
+
+
+def save(keystore: Keystore, path: Path, password: str) -> None:
+    try:
+        keystore.save(path, password, version=write_version())
+    except KeystoreError as exc:
+        raise UserError(IO_ERROR, str(exc)) from None
+
+
+def read_new_password(terminal: Terminal) -> str:
+    password = terminal.read_secret(NEW_PASSWORD_PROMPT)
+    if terminal.read_secret(CONFIRM_PASSWORD_PROMPT) != password:
+        raise UserError(DATA_ERROR, "Passwords are not equal, exiting.")
+    return password
+
+
+def set_setting(keystore: Keystore, name: str, value: bytes) -> None:
+    try:
+        keystore.set_file(name, value)
+    except KeystoreError as exc:  # the setting-name pattern (IllegalArgumentException)
+        raise UserError(DATA_ERROR, getattr(exc, "reason", str(exc))) from None
+
+
+# --- sub-commands -------------------------------------------------------------------------------
+
+def cmd_create(terminal: Terminal, options: dict, args: list[str]) -> int:
+    path = keystore_path()
+    if path.exists() and not terminal.prompt_yes_no("An elasticsearch keystore already exists. Overwrite?"):
+        terminal.println("Exiting without creating keystore.")
+        return OK
+    password = read_new_password(terminal) if options.get("password") else ""
+    save(Keystore.create(), path, password)
+    terminal.println(f"Created elasticsearch keystore in {path}")
+    return OK
+
+
+def cmd_list(terminal: Terminal, options: dict, args: list[str]) -> int:
+    keystore, _ = open_keystore(terminal, keystore_path())
+    for name in keystore.names():
+        terminal.println(name)
+    return OK
+
+
+def cmd_show(terminal: Terminal, options: dict, args: list[str]) -> int:
+    if len(args) != 1:
+        raise UserError(USAGE, "Must provide a single setting name to show")
+    keystore, _ = open_keystore(terminal, keystore_path())
+    name = args[0]
+    if name not in keystore:
+        raise UserError(CONFIG, f"Setting [{name}] does not exist in the keystore.")
+    value = keystore.get(name)
+    if options.get("output"):
+        Path(str(options["output"])).write_bytes(value)
+        return OK
+    try:
+        terminal.println(value.decode("utf-8"), SILENT)
+    except UnicodeDecodeError:
+        if _isatty(terminal.out):
+            raise UserError(IO_ERROR, "Please redirect binary output to a file instead") from None
+        terminal.out.flush()
+        terminal.out.buffer.write(value)
+        terminal.out.buffer.flush()
+    return OK
+
+
+def _open_or_create(terminal: Terminal, force: bool) -> tuple[Keystore | None, str]:
+    path = keystore_path()
+    if path.exists():
+        return open_keystore(terminal, path)
+    if not force and not terminal.prompt_yes_no(
+            "The elasticsearch keystore does not exist. Do you want to create it?"):
+        terminal.println("Exiting without creating keystore.")
+        return None, ""
+    keystore = Keystore.create()
+    save(keystore, path, "")
+    return keystore, ""
+
+
+def cmd_add(terminal: Terminal, options: dict, args: list[str]) -> int:
+    if not args:
+        raise UserError(USAGE, "the setting names can not be empty")
+    keystore, password = _open_or_create(terminal, bool(options.get("force")))
+    if keystore is None:
+        return OK
+    for name in args:
+        if name in keystore and not options.get("force") and not terminal.prompt_yes_no(
+                f"Setting {name} already exists. Overwrite?"):
+            terminal.println("Exiting without modifying keystore.")
+            return OK
+        if options.get("stdin"):
+            value = terminal.read_line() or ""
+        else:
+            value = terminal.read_secret(f"Enter value for {name}: ")
+        set_setting(keystore, name, value.encode("utf-8"))
+    save(keystore, keystore_path(), password)
+    return OK
+
+
+def cmd_add_file(terminal: Terminal, options: dict, args: list[str]) -> int:
+    if not args:
+        raise UserError(USAGE, "Missing setting name")
+    if len(args) % 2:
+        raise UserError(USAGE, "settings and filenames must come in pairs")
+    keystore, password = _open_or_create(terminal, bool(options.get("force")))
+    if keystore is None:
+        return OK
+    for name, file in zip(args[::2], args[1::2]):
+        if name in keystore and not options.get("force") and not terminal.prompt_yes_no(
+                f"Setting {name} already exists. Overwrite?"):
+            terminal.println("Exiting without modifying keystore.")
+            return OK
+        if not Path(file).is_file():
+            raise UserError(IO_ERROR, f"File [{file}] does not exist")
+        set_setting(keystore, name, Path(file).read_bytes())
+    save(keystore, keystore_path(), password)
+    return OK
+
+
+def cmd_remove(terminal: Terminal, options: dict, args: list[str]) -> int:
+    if not args:
+        raise UserError(USAGE, "Must supply at least one setting to remove")
+    keystore, password = open_keystore(terminal, keystore_path())
+    for name in args:
+        if name not in keystore:
+            raise UserError(CONFIG, f"Setting [{name}] does not exist in the keystore.")
+        keystore.remove(name)
+    save(keystore, keystore_path(), password)
+    return OK
+
+
+def cmd_upgrade(terminal: Terminal, options: dict, args: list[str]) -> int:
+    keystore, password = open_keystore(terminal, keystore_path())
+    if SEED_SETTING not in keystore:
+        keystore.set_file(SEED_SETTING, Keystore.create().get(SEED_SETTING))
+    save(keystore, keystore_path(), password)
+    return OK
+
+
+def cmd_passwd(terminal: Terminal, options: dict, args: list[str]) -> int:
+    keystore, _ = open_keystore(terminal, keystore_path())
+    save(keystore, keystore_path(), read_new_password(terminal))
+    terminal.println("Elasticsearch keystore password changed successfully.")
+    return OK
+
+
+def cmd_has_passwd(terminal: Terminal, options: dict, args: list[str]) -> int:
+    path = keystore_path()
+    if not path.exists():
+        raise UserError(1, "Elasticsearch keystore not found")
+    try:
+        protected = has_password(path)
+    except KeystoreError as exc:
+        raise UserError(IO_ERROR, getattr(exc, "reason", str(exc))) from None
+    if not protected:
+        raise UserError(1, "Keystore is not password-protected")
+    terminal.println("Keystore is password-protected")
+    return OK
+
+
+COMMANDS = {
+    "create": cmd_create, "list": cmd_list, "show": cmd_show, "add": cmd_add, "add-file": cmd_add_file,
+    "remove": cmd_remove, "upgrade": cmd_upgrade, "passwd": cmd_passwd, "has-passwd": cmd_has_passwd,
+}
+
+
+def run(argv: list[str], terminal: Terminal) -> int:
+    command, options, args = parse_args(argv)
+    if options.get("silent") and options.get("verbose"):
+        raise UserError(USAGE, "Cannot specify -s and -v together")
+    terminal.verbosity = SILENT if options.get("silent") else VERBOSE if options.get("verbose") else NORMAL
+    if options.get("help"):
+        terminal.println(USAGE_TEXT, SILENT)
+        return OK
+    if command is None:
+        raise UserError(USAGE, "Missing command")
+    if command not in COMMANDS:
+        raise UserError(USAGE, f"Unknown command [{command}]")
+    return COMMANDS[command](terminal, options, args)
+
+
+def main(argv: list[str] | None = None, terminal: Terminal | None = None) -> int:
+    terminal = terminal or Terminal()
+    try:
+        return run(sys.argv[1:] if argv is None else argv, terminal)
+    except UserError as exc:
+        if exc.exit_code == USAGE:
+            terminal.error_println(USAGE_TEXT, SILENT)
+        if isinstance(exc, OptionError):
+            terminal.error_println(f"ERROR: {exc.message}", SILENT)
+        else:
+            terminal.error_println("", SILENT)
+            terminal.error_println(f"ERROR: {exc.message}, with exit code {exc.exit_code}", SILENT)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:  # Elasticsearch prints IOExceptions and exits IO_ERROR
+        terminal.error_println(f"ERROR: {exc.strerror or exc}, with exit code {IO_ERROR}", SILENT)
+        return IO_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
