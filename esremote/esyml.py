@@ -439,7 +439,7 @@ def _trailing_break(text: str) -> str:
 def unified_diff(old: str, new: str, path: str) -> str:
     """A unified diff of two versions of a file, as `diff -u`/git show it ("" when equal)."""
     lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                 fromfile=f"a/{path}", tofile=f"b/{path}")
+                                 fromfile=path, tofile=path)
     out = []
     for line in lines:
         if not line.endswith(("\n", "\r")):
