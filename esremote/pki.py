@@ -8,10 +8,10 @@ KeyStore, which lists a certificate as a trusted entry (`trustedCertEntry`, what
 truststore needs) only when its bag carries Oracle's attribute 2.16.840.1.113894.746875.1.1.
 `cryptography` can emit that attribute only in a certificate-only file (`serialize_java_truststore`);
 its `serialize_key_and_certificates` writes the CA without it, so Java would see the key entry alone.
-certutil's files hold both in one file, so `to_pkcs12` assembles the container (RFC 7292) from
-parts that `cryptography` makes: the private key is encrypted by `cryptography` (PKCS#8, PBES2,
-AES-256-CBC), certificates are stored in the clear (they are public), and the file is sealed with an
-HMAC-SHA256 MAC whose key comes from the PKCS#12 key-derivation function (RFC 7292 appendix B).
+certutil's files hold both in one file, so `to_pkcs12` assembles the container (RFC 7292) with
+`cryptography`'s primitives: the private key is a PKCS#8 shrouded key bag (PBES2: PBKDF2-HMAC-SHA256
+and AES-256-CBC), certificates are stored in the clear (they are public), and the file is sealed with
+an HMAC-SHA256 MAC whose key comes from the PKCS#12 key-derivation function (RFC 7292 appendix B).
 Reading goes through `cryptography`'s own loader.
 """
 
@@ -27,7 +27,10 @@ from typing import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
@@ -212,6 +215,8 @@ def issue(ca: CertificateAuthority | None, name: str, dns: Iterable[str] = (), i
     subject = parse_dn(name)
     issuer, signer = (ca.cert.subject, ca.key) if ca else (subject, key)
     start, end = _validity(days)
+    if ca is not None:
+        end = min(end, ca.cert.not_valid_after_utc)  # a certificate never outlives its CA
     builder = (x509.CertificateBuilder()
                .subject_name(subject).issuer_name(issuer).public_key(key.public_key())
                .serial_number(x509.random_serial_number())
@@ -221,8 +226,6 @@ def issue(ca: CertificateAuthority | None, name: str, dns: Iterable[str] = (), i
     if ca is not None:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False)
-        if ca.cert.not_valid_after_utc < end:
-            builder = builder.not_valid_after(ca.cert.not_valid_after_utc)
     san = _san(dns, ips)
     if san:
         builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
@@ -346,7 +349,13 @@ _LOCAL_KEY_ID = "1.2.840.113549.1.9.21"
 _JAVA_TRUSTED_KEY_USAGE = "2.16.840.1.113894.746875.1.1"
 _ANY_EXTENDED_KEY_USAGE = "2.5.29.37.0"
 _SHA256 = "2.16.840.1.101.3.4.2.1"
+_PBES2 = "1.2.840.113549.1.5.13"
+_PBKDF2 = "1.2.840.113549.1.5.12"
+_HMAC_SHA256 = "1.2.840.113549.2.9"
+_AES256_CBC = "2.16.840.1.101.3.4.1.42"
+_NULL = b"\x05\x00"
 _MAC_ITERATIONS = 10000
+_KEY_ITERATIONS = 10000
 
 
 class _Pfx:
@@ -370,15 +379,25 @@ class _Pfx:
         return _seq(_int(3), _data_content(auth_safe), self._mac_data(auth_safe))
 
     def _shrouded(self, key: PrivateKey) -> bytes:
-        """EncryptedPrivateKeyInfo, made by `cryptography` (PBES2 / PBKDF2 / AES-256-CBC)."""
-        return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                 serialization.BestAvailableEncryption(self.password.encode()))
+        """EncryptedPrivateKeyInfo: PBES2 (PBKDF2-HMAC-SHA256, AES-256-CBC), what Java and OpenSSL 3
+        write. Built here rather than by `private_bytes(..., BestAvailableEncryption)` because that
+        refuses the blank password certutil allows (`--pass ""`)."""
+        plain = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption())
+        salt, iv = os.urandom(16), os.urandom(16)
+        aes_key = PBKDF2HMAC(hashes.SHA256(), 32, salt, _KEY_ITERATIONS).derive(self.password.encode())
+        padder = padding.PKCS7(128).padder()
+        encryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).encryptor()
+        sealed = encryptor.update(padder.update(plain) + padder.finalize()) + encryptor.finalize()
+        kdf = _seq(_oid(_PBKDF2), _seq(_octets(salt), _int(_KEY_ITERATIONS), _seq(_oid(_HMAC_SHA256), _NULL)))
+        scheme = _seq(_oid(_PBES2), _seq(kdf, _seq(_oid(_AES256_CBC), _octets(iv))))
+        return _seq(scheme, _octets(sealed))
 
     def _mac_data(self, auth_safe: bytes) -> bytes:
         salt = os.urandom(16)
         mac_key = pkcs12_kdf(self.password, salt, _MAC_ITERATIONS, purpose=3, length=32)
         digest = hmac.new(mac_key, auth_safe, hashlib.sha256).digest()
-        algorithm = _seq(_oid(_SHA256), b"\x05\x00")
+        algorithm = _seq(_oid(_SHA256), _NULL)
         return _seq(_seq(algorithm, _octets(digest)), _octets(salt), _int(_MAC_ITERATIONS))
 
 
