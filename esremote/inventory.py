@@ -16,6 +16,7 @@ Secrets are `SecretRef`s, resolved only when something calls `.resolve()`.
 
 from __future__ import annotations
 
+import difflib
 import getpass
 import io
 import os
@@ -473,7 +474,8 @@ _HINTS = {
 
 def _validation_error(exc: ValidationError, where: str, lines: dict[tuple, int]) -> InventoryError:
     errors = exc.errors(include_url=False, include_input=False)
-    errors.sort(key=lambda e: _line_of(tuple(e["loc"]), lines) or 0)
+    # Top to bottom; a missing key last, since a misspelt key nearby usually explains it.
+    errors.sort(key=lambda e: (e["type"] == "missing", _line_of(tuple(e["loc"]), lines) or 0))
     first = errors[0]
     loc = tuple(first["loc"])
     message = _HINTS.get(first["type"])
@@ -484,6 +486,9 @@ def _validation_error(exc: ValidationError, where: str, lines: dict[tuple, int])
             message += "; fix the value"
     if first["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
+        guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        if guess:
+            message += f"; did you mean {guess[0]}?"
         if allowed:
             message += f" (allowed here: {', '.join(allowed)})"
     if len(errors) > 1:
