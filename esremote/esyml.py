@@ -156,11 +156,11 @@ class EsYml:
             line = key.start_mark.line + 1
             if not isinstance(key, yaml.ScalarNode) or key.value == "":
                 raise YmlError("a setting name must be a non-empty plain name", file=self.source, line=line)
+            path = f"{prefix}.{key.value}" if prefix else key.value
             if key.value in names:
-                raise YmlError(f"duplicate key {key.value!r} (first on line {names[key.value]}); "
+                raise YmlError(f"key {path} is defined twice (also on line {names[key.value]}); "
                                "Elasticsearch refuses duplicate keys: keep one", file=self.source, line=line)
             names[key.value] = line
-            path = f"{prefix}.{key.value}" if prefix else key.value
             entry = _Entry(path, key, value, mapping, parent)
             self._seen[id(value)] = self._seen.get(id(value), 0) + 1
             if isinstance(value, yaml.MappingNode):
@@ -211,14 +211,14 @@ class EsYml:
 
         Returns False when the file already says exactly that (nothing is rewritten then)."""
         rendered = render(value)
-        _check_name(key)
         entry = self._leaves.get(key)
         if entry is not None:
             if _same(_value(entry.value), value):
                 return False
-            start, end = self._value_span(entry)
-            new = self._text[:start] + rendered + self._text[end:]
+            start, end, lead = self._value_span(entry)
+            new = self._text[:start] + lead + rendered + self._text[end:]
         else:
+            _check_name(key)
             new = self._append(key, rendered)
         self._replace(new, expect={**self.flat(), key: _value(self._probe(rendered))})
         return True
@@ -257,19 +257,20 @@ class EsYml:
 
     # editing internals ---------------------------------------------------------------------------
 
-    def _value_span(self, entry: _Entry) -> tuple[int, int]:
-        """Where the text of a setting's value is: the whole of it for one-line (plain, quoted, flow)
-        values, else from just after the colon (block lists and block scalars become flow values)."""
+    def _value_span(self, entry: _Entry) -> tuple[int, int, str]:
+        """Where the text of a setting's value is, and what must precede a new value there: the
+        value itself for one-line (plain, quoted, flow) values, else everything after the colon
+        (block lists and block scalars become flow values)."""
         self._check_editable(entry)
         node = entry.value
         if isinstance(node, yaml.ScalarNode) and node.style not in ("|", ">") or getattr(node, "flow_style", False):
-            return self._offset(node.start_mark), self._offset(node.end_mark)
+            return self._offset(node.start_mark), self._offset(node.end_mark), ""
         colon = self._offset(entry.key.end_mark)
         while colon < len(self._text) and self._text[colon] in " \t":
             colon += 1
         if self._text[colon:colon + 1] != ":":
             raise self._refuse(entry, "its key is not followed by a colon")
-        return colon + 1, self._content_end(node)
+        return colon + 1, self._content_end(node), " "
 
     def _append(self, key: str, rendered: str) -> str:
         if self._root is not None and self._root.flow_style:
@@ -376,13 +377,27 @@ def _render_scalar(value: Any, *, flow: bool) -> str:
             raise ValueError(f"setting values must be finite numbers, not {value}")
         return repr(value)
     if isinstance(value, str):
-        return value if _plain_is_safe(value, flow) else json.dumps(value, ensure_ascii=False)
+        return value if _plain_is_safe(value, flow) else _double_quoted(value)
     raise TypeError(f"a setting value must be a bool, number, str or a list of those, not "
                     f"{type(value).__name__}")
 
 
+# Characters YAML does not allow raw in a file, or that it would read as line breaks.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
+# Plain words that YAML 1.1 readers (older tools, SnakeYAML) would take for booleans.
+_YAML11_BOOLS = {"y", "n", "yes", "no", "on", "off"}
+
+
+def _double_quoted(text: str) -> str:
+    """JSON string syntax, which is also a YAML double-quoted scalar."""
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        raise ValueError("a setting value cannot contain lone surrogate characters")
+    quoted = json.dumps(text, ensure_ascii=False)
+    return _UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
+
+
 def _plain_is_safe(text: str, flow: bool) -> bool:
-    if not _PLAIN_OK.fullmatch(text):
+    if not _PLAIN_OK.fullmatch(text) or _UNPRINTABLE.search(text) or text.lower() in _YAML11_BOOLS:
         return False
     probe = f"v: [{text}]" if flow else f"v: {text}"
     try:
