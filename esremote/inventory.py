@@ -17,7 +17,6 @@ Secrets are `SecretRef`s, resolved only when something calls `.resolve()`.
 from __future__ import annotations
 
 import difflib
-import getpass
 import io
 import os
 import re
@@ -41,7 +40,7 @@ from esremote.errors import InventoryError
 from esremote.secrets import SecretRef, local_path
 
 __all__ = [
-    "AliasLink", "Auth", "Cluster", "Inventory", "Node", "ResolvedNode", "SSHSettings", "SSHTarget",
+    "AliasLink", "Auth", "Cluster", "Inventory", "Node", "NodeSSH", "ResolvedNode", "SSHSettings",
     "SecretRef", "dump_inventory", "load_inventory",
 ]
 
@@ -166,14 +165,15 @@ class AliasLink(_Model):
     remote: Name
 
 
-class SSHTarget(BaseModel):
-    """Everything needed to open an SSH session to one node, defaults applied."""
+class NodeSSH(BaseModel):
+    """How to reach one node, levels merged. `port`/`user` left unset fall back to ~/.ssh/config,
+    then to 22 and the local user (the SSH layer does that, as OpenSSH would)."""
 
     model_config = ConfigDict(frozen=True)
 
     host: str
-    port: int
-    user: str
+    port: int | None
+    user: str | None
     key_file: Path | None
     known_hosts: Path
     trust_on_first_use: bool
@@ -196,7 +196,7 @@ class ResolvedNode(BaseModel):
     service_user: str
     restart_command: str
     keystore_password: SecretRef | None
-    ssh: SSHTarget
+    ssh: NodeSSH
 
     @property
     def keystore_path(self) -> PurePosixPath:
@@ -208,6 +208,18 @@ class ResolvedNode(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.cluster}/{self.name}"
+
+    def ssh_target(self):
+        """An `esremote.ssh.SSHTarget` for this node; resolves the sudo password reference now."""
+        from esremote.ssh import SSHTarget  # lazy: loading an inventory does not need paramiko
+
+        ssh = self.ssh
+        return SSHTarget(
+            host=ssh.host, port=ssh.port, user=ssh.user, key_file=ssh.key_file, known_hosts=ssh.known_hosts,
+            trust_on_first_use=ssh.trust_on_first_use, connect_timeout=ssh.connect_timeout,
+            sudo_password=ssh.sudo_password.resolve() if ssh.sudo_password is not None else None,
+            name=str(self),
+        )
 
 
 class Inventory(_Model):
@@ -288,10 +300,10 @@ class Inventory(_Model):
         def pick(key: str, default):
             return ssh[key] if ssh.get(key) is not None else default
 
-        target = SSHTarget(
+        target = NodeSSH(
             host=node.address,
-            port=pick("port", 22),
-            user=pick("user", getpass.getuser()),
+            port=ssh.get("port"),
+            user=ssh.get("user"),
             key_file=ssh.get("key_file"),
             known_hosts=pick("known_hosts", Path(DEFAULT_KNOWN_HOSTS).expanduser()),
             trust_on_first_use=pick("trust_on_first_use", False),

@@ -102,6 +102,31 @@ def test_resolved_nodes_merge_ssh_and_cluster_defaults(site):
     assert [str(n) for n in inv.nodes()] == ["local/es-local-1", "local/es-local-2", "remote/es-remote-1"]
 
 
+def test_unset_port_and_user_are_left_to_ssh_config(site):
+    _, text = site
+    text = text.replace("  user: esadmin\n", "").replace("  port: 22\n", "")
+    one, two = load_inventory(write(site, text)).nodes("local")
+    assert (one.ssh.port, one.ssh.user) == (None, None)
+    assert (two.ssh.port, two.ssh.user) == (2222, None)
+
+
+def test_ssh_target_resolves_the_sudo_password_only_when_asked(site, monkeypatch):
+    from esremote.ssh import SSHTarget
+
+    _, text = site
+    text = text.replace("  sudo_password: null ", "  sudo_password: {env: ESR_SUDO}")
+    monkeypatch.delenv("ESR_SUDO", raising=False)
+    node = load_inventory(write(site, text)).nodes("local")[1]   # loads without the secret
+    monkeypatch.setenv("ESR_SUDO", "sudo-S3cret")
+    target = node.ssh_target()
+    assert isinstance(target, SSHTarget)
+    assert (target.host, target.port, target.user, target.name) == \
+        ("es-local-2.example.com", 2222, "esadmin", "local/es-local-2")
+    assert target.key_file == site[0] / ".ssh" / "id_ed25519"
+    assert target.sudo_password.get_secret_value() == "sudo-S3cret"
+    assert "sudo-S3cret" not in repr(target) + str(target) + repr(node)
+
+
 def test_unknown_cluster_name_is_an_inventory_error(site):
     inv = load_inventory(write(site, site[1]))
     with pytest.raises(InventoryError, match="no cluster named 'nope'; the inventory has: local, remote"):
