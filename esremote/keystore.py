@@ -129,10 +129,15 @@ def _read_header(reader: _Reader) -> int:
         raise keystore_error(f"The Elasticsearch keystore [{_display_path(source)}] format is too old. "
                              "You should delete and recreate it in order to upgrade.")
     if version > CURRENT_VERSION:
-        raise keystore_error(f"The Elasticsearch keystore [{_display_path(source)}] format is too new. "
-                             "Are you trying to downgrade? You should delete and recreate it in order "
-                             "to downgrade.")
+        raise format_too_new(source)
     return version
+
+
+def format_too_new(source: str = "") -> KeystoreError:
+    """What a node says of a keystore written by a newer Elasticsearch (also used by the lab's 8.13)."""
+    return keystore_error(f"The Elasticsearch keystore [{_display_path(source)}] format is too new. "
+                          "Are you trying to downgrade? You should delete and recreate it in order "
+                          "to downgrade.")
 
 
 def _check_footer(data: bytes, source: str) -> None:

@@ -60,13 +60,13 @@ def test_create_list_show(node):
     assert format_version(node.keystore) == 6 and oct(node.keystore.stat().st_mode & 0o777) == "0o660"
     assert node.run("list").stdout == f"{SEED_SETTING}\n"
     assert node.run("-s", "list").stdout == ""
-    seed = node.run("show", SEED_SETTING).stdout
-    assert seed == Keystore.load(node.keystore).get_string(SEED_SETTING) + "\n"
+    seed = node.run("show", SEED_SETTING).stdout  # no console: the raw value, no newline added
+    assert seed == Keystore.load(node.keystore).get_string(SEED_SETTING)
 
     before = node.keystore.read_bytes()
     result = node.run("create", stdin="n\n")
     assert result.returncode == 0
-    assert result.stderr == "An elasticsearch keystore already exists. Overwrite? [y/N] "
+    assert result.stderr == "An elasticsearch keystore already exists. Overwrite? [y/N]"
     assert result.stdout == "Exiting without creating keystore.\n"
     assert node.keystore.read_bytes() == before
 
@@ -87,17 +87,17 @@ def test_add_from_stdin_as_the_ssh_driver_runs_it(node_813):
 def test_existing_setting_asks_before_overwriting(node_813):
     result = node_813.run("add", "bootstrap.password", stdin="n\n")
     assert result.returncode == 0 and result.stdout == "Exiting without modifying keystore.\n"
-    assert result.stderr == "Setting bootstrap.password already exists. Overwrite? [y/N] "
+    assert result.stderr == "Setting bootstrap.password already exists. Overwrite? [y/N]"
     result = node_813.run("add", "-x", "bootstrap.password", stdin="maybe\ny\nnew-pw\n")
     assert result.returncode == 0
-    assert "Did not understand answer 'maybe'" in result.stdout
+    assert "Did not understand answer 'maybe'\n" in result.stderr
     assert Keystore.load(node_813.keystore).get_string("bootstrap.password") == "new-pw"
 
 
 def test_add_without_a_keystore(node):
     result = node.run("add", "a.b", stdin="n\n")
     assert result.returncode == 0 and not node.keystore.exists()
-    assert result.stderr == "The elasticsearch keystore does not exist. Do you want to create it? [y/N] "
+    assert result.stderr == "The elasticsearch keystore does not exist. Do you want to create it? [y/N]"
     assert result.stdout == "Exiting without creating keystore.\n"
     result = node.run("add", "-xf", "a.b", stdin="value\n")
     assert result.returncode == 0
@@ -131,11 +131,12 @@ def test_password_protected_keystore(node):
 def test_has_passwd(node):
     result = node.run("has-passwd")
     assert result.returncode == 1
-    assert _error(result) == "ERROR: Elasticsearch keystore not found, with exit code 1"
+    assert result.stderr == "ERROR: Elasticsearch keystore not found\n"
     node.run("create")
     result = node.run("has-passwd")
     assert result.returncode == 1
-    assert _error(result) == "ERROR: Keystore is not password-protected, with exit code 1"
+    assert result.stderr == "ERROR: Keystore is not password-protected\n"
+    assert node.run("-s", "has-passwd").stderr == ""
     node.run("passwd", stdin="pw\npw\n")
     result = node.run("has-passwd")
     assert (result.returncode, result.stdout) == (0, "Keystore is password-protected\n")
@@ -154,8 +155,8 @@ def test_has_passwd(node):
      "ERROR: File [/nonexistent/f] does not exist, with exit code 74"),
     (["list", "--bogus"], "", 64, "ERROR: bogus is not a recognized option"),
     (["frobnicate"], "", 64, "ERROR: Unknown command [frobnicate], with exit code 64"),
-    (["add", "a.b"], "", 70, "ERROR: unable to read from standard input; is standard input open and a "
-                             "tty attached?, with exit code 70"),
+    (["add", "-x", "a.b"], "", 70, "java.lang.IllegalStateException: unable to read from standard input; "
+                                   "is standard input open and a tty attached?"),
 ])
 def test_errors_and_exit_codes(node_813, args, stdin, code, message):
     if args == ["list"]:
@@ -187,4 +188,14 @@ def test_corrupted_keystore(node_813):
     node_813.keystore.write_bytes(bytes(data))
     result = node_813.run("list")
     assert result.returncode == 74
-    assert "Keystore has been corrupted or tampered with" in _error(result)
+    assert _error(result) == ("org.apache.lucene.index.CorruptIndexException: Keystore has been corrupted "
+                              f"or tampered with (resource={node_813.keystore})")
+
+
+def test_a_node_before_8_14_refuses_format_6(node_813):
+    Keystore.create().save(node_813.keystore, version=6)
+    result = node_813.run("list")
+    assert result.returncode == 70
+    assert _error(result) == (f"java.lang.IllegalStateException: The Elasticsearch keystore "
+                              f"[{node_813.keystore}] format is too new. Are you trying to downgrade? "
+                              "You should delete and recreate it in order to downgrade.")

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from esremote.errors import KeystoreError
-from esremote.keystore import CORRUPTED, KEYSTORE_FILENAME, SEED_SETTING, Keystore, has_password
+from esremote.keystore import (CORRUPTED, KEYSTORE_FILENAME, SEED_SETTING, Keystore, format_too_new,
+                               format_version, has_password)
 
 # org.elasticsearch.cli.ExitCodes
 OK, USAGE, DATA_ERROR, CODE_ERROR, IO_ERROR, CONFIG = 0, 64, 65, 70, 74, 78
@@ -68,11 +69,20 @@ OPTIONS_WITH_VALUE = {"output"}
 
 
 class UserError(Exception):
-    """org.elasticsearch.cli.UserException: a message and an exit code."""
+    """org.elasticsearch.cli.UserException: an exit code and a message (None: already printed)."""
 
-    def __init__(self, exit_code: int, message: str) -> None:
+    def __init__(self, exit_code: int, message: str | None) -> None:
         super().__init__(message)
         self.exit_code, self.message = exit_code, message
+
+
+class JavaError(Exception):
+    """Any other exception: Elasticsearch prints it (class: message) and exits 74 for an IOException,
+    70 for the rest."""
+
+    def __init__(self, java_class: str, message: str, exit_code: int = CODE_ERROR) -> None:
+        super().__init__(message)
+        self.java_class, self.message, self.exit_code = java_class, message, exit_code
 
 
 class OptionError(UserError):
@@ -113,7 +123,7 @@ class Terminal:
         self.err.flush()
         line = self.read_line()
         if line is None:
-            raise UserError(CODE_ERROR, STDIN_CLOSED)
+            raise JavaError("java.lang.IllegalStateException", STDIN_CLOSED)
         return line
 
     def read_secret(self, prompt: str) -> str:
@@ -121,12 +131,12 @@ class Terminal:
 
     def prompt_yes_no(self, question: str, default_yes: bool = False) -> bool:
         while True:
-            answer = self.read_text(f"{question} {'[Y/n]' if default_yes else '[y/N]'} ").lower()
+            answer = self.read_text(f"{question} {'[Y/n]' if default_yes else '[y/N]'}").lower()
             if not answer:
                 return default_yes
             if answer in ("y", "n"):
                 return answer == "y"
-            self.println(f"Did not understand answer '{answer}'")
+            self.error_println(f"Did not understand answer '{answer}'")
 
 
 def _isatty(stream) -> bool:
@@ -223,15 +233,26 @@ def not_found(path: Path) -> UserError:
                                  "Use 'create' command to create one.")
 
 
+def is_protected(path: Path) -> bool:
+    """KeyStoreWrapper.load: the clear header, with load's failures (they are not UserExceptions).
+    A node older than 8.14 does not know format 6 and refuses it as too new."""
+    try:
+        if format_version(path) > write_version():
+            raise format_too_new(str(path))
+        return has_password(path)
+    except KeystoreError as exc:
+        reason = getattr(exc, "reason", str(exc))
+        if reason == CORRUPTED:  # a checksum or structure failure: Lucene's CorruptIndexException
+            raise JavaError("org.apache.lucene.index.CorruptIndexException",
+                            f"{reason} (resource={path})", IO_ERROR) from None
+        raise JavaError("java.lang.IllegalStateException", reason) from None
+
+
 def open_keystore(terminal: Terminal, path: Path) -> tuple[Keystore, str]:
     """BaseKeyStoreCommand: load, ask the password when there is one, decrypt."""
     if not path.exists():
         raise not_found(path)
-    try:
-        protected = has_password(path)
-    except KeystoreError as exc:  # Lucene's CorruptIndexException (IO) or format too old/new (state)
-        reason = getattr(exc, "reason", str(exc))
-        raise UserError(CODE_ERROR if "format is too" in reason else IO_ERROR, reason) from None
+    protected = is_protected(path)
     password = terminal.read_secret(PASSWORD_PROMPT) if protected else ""
     try:
         return Keystore.load(path, password), password
@@ -264,10 +285,10 @@ def set_setting(keystore: Keystore, name: str, value: bytes) -> None:
 
 def cmd_create(terminal: Terminal, options: dict, args: list[str]) -> int:
     path = keystore_path()
+    password = read_new_password(terminal) if options.get("password") else ""  # asked first, as ES does
     if path.exists() and not terminal.prompt_yes_no("An elasticsearch keystore already exists. Overwrite?"):
         terminal.println("Exiting without creating keystore.")
         return OK
-    password = read_new_password(terminal) if options.get("password") else ""
     save(Keystore.create(), path, password)
     terminal.println(f"Created elasticsearch keystore in {path}")
     return OK
@@ -291,14 +312,24 @@ def cmd_show(terminal: Terminal, options: dict, args: list[str]) -> int:
     if options.get("output"):
         Path(str(options["output"])).write_bytes(value)
         return OK
+    # Without a console, Elasticsearch writes to a raw output stream: no newline added, bytes as is.
+    console = terminal.tty and _isatty(terminal.out)
     try:
-        terminal.println(value.decode("utf-8"), SILENT)
+        text = value.decode("utf-8")
     except UnicodeDecodeError:
-        if _isatty(terminal.out):
+        if console:
+            terminal.error_println(f"The value for the setting [{name}] is not a string and cannot be "
+                                   "printed to the console")
             raise UserError(IO_ERROR, "Please redirect binary output to a file instead") from None
         terminal.out.flush()
         terminal.out.buffer.write(value)
         terminal.out.buffer.flush()
+        return OK
+    if console:
+        terminal.println(text, SILENT)
+    elif terminal.verbosity >= SILENT:
+        terminal.out.write(text)
+        terminal.out.flush()
     return OK
 
 
@@ -326,10 +357,7 @@ def cmd_add(terminal: Terminal, options: dict, args: list[str]) -> int:
                 f"Setting {name} already exists. Overwrite?"):
             terminal.println("Exiting without modifying keystore.")
             return OK
-        if options.get("stdin"):
-            value = terminal.read_line() or ""
-        else:
-            value = terminal.read_secret(f"Enter value for {name}: ")
+        value = terminal.read_secret("" if options.get("stdin") else f"Enter value for {name}: ")
         set_setting(keystore, name, value.encode("utf-8"))
     save(keystore, keystore_path(), password)
     return OK
@@ -369,6 +397,8 @@ def cmd_remove(terminal: Terminal, options: dict, args: list[str]) -> int:
 
 def cmd_upgrade(terminal: Terminal, options: dict, args: list[str]) -> int:
     keystore, password = open_keystore(terminal, keystore_path())
+    if keystore.version == write_version() and SEED_SETTING in keystore:
+        return OK
     if SEED_SETTING not in keystore:
         keystore.set_file(SEED_SETTING, Keystore.create().get(SEED_SETTING))
     save(keystore, keystore_path(), password)
@@ -384,14 +414,13 @@ def cmd_passwd(terminal: Terminal, options: dict, args: list[str]) -> int:
 
 def cmd_has_passwd(terminal: Terminal, options: dict, args: list[str]) -> int:
     path = keystore_path()
+    # Printed here at NORMAL level, so that --silent silences them too.
     if not path.exists():
-        raise UserError(1, "Elasticsearch keystore not found")
-    try:
-        protected = has_password(path)
-    except KeystoreError as exc:
-        raise UserError(IO_ERROR, getattr(exc, "reason", str(exc))) from None
-    if not protected:
-        raise UserError(1, "Keystore is not password-protected")
+        terminal.error_println("ERROR: Elasticsearch keystore not found")
+        raise UserError(1, None)
+    if not is_protected(path):
+        terminal.error_println("ERROR: Keystore is not password-protected")
+        raise UserError(1, None)
     terminal.println("Keystore is password-protected")
     return OK
 
@@ -426,14 +455,18 @@ def main(argv: list[str] | None = None, terminal: Terminal | None = None) -> int
             terminal.error_println(USAGE_TEXT, SILENT)
         if isinstance(exc, OptionError):
             terminal.error_println(f"ERROR: {exc.message}", SILENT)
-        else:
-            terminal.error_println("", SILENT)
+        elif exc.message is not None:
+            terminal.error_println("")
             terminal.error_println(f"ERROR: {exc.message}, with exit code {exc.exit_code}", SILENT)
+        return exc.exit_code
+    except JavaError as exc:
+        terminal.error_println(f"{exc.java_class}: {exc.message}", SILENT)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except OSError as exc:  # Elasticsearch prints IOExceptions and exits IO_ERROR
-        terminal.error_println(f"ERROR: {exc.strerror or exc}, with exit code {IO_ERROR}", SILENT)
+        where = f" [{exc.filename}]" if exc.filename else ""
+        terminal.error_println(f"java.io.IOException: {exc.strerror or exc}{where}", SILENT)
         return IO_ERROR
 
 
