@@ -30,6 +30,7 @@ ALIAS_MODES = ("proxy", "sniff")
 HTTP_PORT, TRANSPORT_PORT, REMOTE_CLUSTER_PORT = 9200, 9300, 9443
 SSH_PORTS = {"embedded": 2222, "openssh": 2223}
 ELASTIC_USER = "elastic"
+LAB_USERS = ("ccs_user", "ccr_user")  # the local users that own the cross-cluster work (seed.py)
 MAX_NODES = 20
 MAX_REMOTES = 3
 P12_SETTINGS = ("xpack.security.http.ssl.keystore.secure_password",
@@ -228,6 +229,9 @@ class Layout:
     def elastic_password_file(self, cluster: str) -> Path:
         return self.secret_file(f"{cluster}-elastic-password")
 
+    def user_password_file(self, user: str) -> Path:
+        return self.secret_file(f"{user}-password")
+
     def keystore_password_file(self, cluster: str) -> Path | None:
         return self.secret_file(f"{cluster}-keystore-password") if self.options.keystore_password else None
 
@@ -287,6 +291,9 @@ def _make_cluster_secrets(layout: Layout, cluster: ClusterSpec) -> None:
     write_secret(layout.secret_file(f"{cluster.name}-p12-password"), new_password())
     if (path := layout.keystore_password_file(cluster.name)) is not None:
         write_secret(path, new_password())
+    if cluster.role == "local":
+        for user in LAB_USERS:
+            write_secret(layout.user_password_file(user), new_password())
 
 
 def new_password() -> str:

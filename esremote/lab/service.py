@@ -7,7 +7,7 @@ start    waits `start_delay` (lib/lab-node.json), runs `bin/elasticsearch -d -p 
          (exit 0) or fails (exit 1, with the tail of its log on stderr). Starting a running node is a
          no-op, as with systemctl.
 stop     SIGTERM to the pid in the pid file, waits until the process is gone (SIGKILL after
-         `stop_timeout`). Stopping a stopped node is a no-op.
+         30 s). Stopping a stopped node is a no-op.
 status   exit 0 when running, 3 when stopped (systemctl / LSB codes).
 
 Stdlib only: this runs over SSH on every restart and must start fast.
@@ -167,18 +167,18 @@ def _log_tail(node: NodeHome, offset: int, lines: int = 20) -> list[str]:
         return []
 
 
-def stop(node: NodeHome, timeout: float = STOP_TIMEOUT) -> int:
+def stop(node: NodeHome, timeout: float = STOP_TIMEOUT, *, echo=print) -> int:
     pid = running_pid(node)
     if pid is None:
         node.pid_file.unlink(missing_ok=True)
-        print(f"elasticsearch [{node.name}] is not running")
+        echo(f"elasticsearch [{node.name}] is not running")
         return EXIT_OK
     os.kill(pid, signal.SIGTERM)
     if not _wait_gone(pid, node.home, time.monotonic() + timeout):
         os.kill(pid, signal.SIGKILL)
         _wait_gone(pid, node.home, time.monotonic() + 5)
     node.pid_file.unlink(missing_ok=True)
-    print(f"elasticsearch [{node.name}] stopped")
+    echo(f"elasticsearch [{node.name}] stopped")
     return EXIT_OK
 
 
