@@ -232,7 +232,8 @@ class EsYml:
         while entry.parent is not None and len(entry.mapping.value) == 1:
             entry = entry.parent
         if entry.mapping.flow_style:
-            raise self._refuse(entry, "it sits in a flow map `{...}`")
+            raise self._refuse(entry, "it sits in a flow map `{...}` (rewrite the file as block "
+                                      "YAML, one `name: value` per line)")
         first = entry.key.start_mark.line
         if self._text[self._starts[first]:self._offset(entry.key.start_mark)].strip():
             raise self._refuse(entry, "its key does not start its line")
