@@ -344,6 +344,8 @@ class SSHConnection:
                         raise EOFError("connection closed before the command's exit status arrived")
                     self._check_deadline(chan, command, deadline, timeout)
                     chan.status_event.wait(0.05)
+                if chan.exit_status == -1 and not chan.eof_received and _connection_lost(transport):
+                    raise EOFError("connection closed while the command was running")
                 return chan.recv_exit_status(), out, err
             finally:
                 chan.close()
@@ -356,8 +358,6 @@ class SSHConnection:
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
             if (chan.eof_received or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready():
-                if chan.closed and not chan.exit_status_ready() and not chan.get_transport().is_active():
-                    raise EOFError("connection closed while the command was running")
                 return bytes(out), bytes(err)
             self._check_deadline(chan, command, deadline, None)
             select.select([chan], [], [], 0.02)
@@ -472,6 +472,18 @@ def _write_script(path: str, backup: str, before: FileStat | None, mode: int | N
         "trap - EXIT\n"
         f"sync -- {shlex.quote(directory or '/')} 2>/dev/null || true\n"
     )
+
+
+def _connection_lost(transport: paramiko.Transport, grace: float = 2.0) -> bool:
+    """Whether a channel that closed without exit status went down with its connection.
+
+    Servers end a channel with EOF, then exit status (or the signal that killed the command, which
+    paramiko does not record), then close; a channel cut with its connection has neither EOF nor
+    status. paramiko closes the channels just before marking the transport inactive, so give
+    its thread a moment to finish.
+    """
+    transport.join(grace)
+    return not transport.is_active()
 
 
 def _backup_path(path: str, run_id: str) -> str:

@@ -168,6 +168,7 @@ class _Runtime:
             watcher.cancel()
         if watcher.done() and not watcher.cancelled() and watcher.result():
             return  # the fault dropped the connection
+        process.channel.write_eof()  # like OpenSSH: EOF, then exit status or signal, then close
         if code < 0:
             process.exit_with_signal(signal.Signals(-code).name.removeprefix("SIG"))
         else:
