@@ -58,6 +58,12 @@ def test_add_reads_the_value_from_stdin_and_keeps_format_and_mode(v5):
     assert [b.read_bytes() for b in backups] == [original]
 
 
+def test_a_password_line_for_a_keystore_without_password_is_ignored(v5):
+    result = esremote("add", "--password-stdin", v5, "x.y", stdin="unused\nvalue\n")
+    assert result.returncode == 0, result.stderr
+    assert not has_password(v5) and Keystore.load(v5).get_string("x.y") == "value"
+
+
 def test_add_refuses_an_existing_name_unless_forced(v5):
     before = v5.read_bytes()
     result = esremote("add", v5, "bootstrap.password", stdin="new-value")

@@ -53,10 +53,14 @@ def _decode(raw: bytes, what: str) -> str:
 
 
 def _open(path: Path, password_stdin: bool, stdin: _Stdin) -> tuple[Keystore, str]:
-    password = stdin.password() if password_stdin else ""
-    if not password_stdin and path.exists() and has_password(path):
+    """Load and decrypt. A password line given for a keystore without password is read and ignored,
+    so callers can always send one; the keystore stays without password."""
+    given = stdin.password() if password_stdin else None
+    protected = has_password(path)
+    if protected and given is None:
         raise KeystoreError(f"{path}: the keystore is password-protected: pass --password-stdin and "
                             "send the password as the first line of stdin")
+    password = given if protected and given is not None else ""
     return Keystore.load(path, password), password
 
 

@@ -114,11 +114,15 @@ class Terminal:
         line = self.stdin.readline()
         if not line:
             return None
-        return line.decode("utf-8").removesuffix("\n").removesuffix("\r")
+        # Java's reader replaces undecodable bytes rather than failing.
+        return line.decode("utf-8", errors="replace").removesuffix("\n").removesuffix("\r")
 
     def read_text(self, prompt: str, secret: bool = False) -> str:
         if self.tty:
-            return getpass.getpass(prompt) if secret else input(prompt)
+            try:
+                return getpass.getpass(prompt) if secret else input(prompt)
+            except EOFError:
+                raise JavaError("java.lang.IllegalStateException", STDIN_CLOSED) from None
         self.err.write(prompt)
         self.err.flush()
         line = self.read_line()
@@ -163,7 +167,7 @@ def write_version(environ=os.environ) -> int:
         info = json.loads((Path(home) / "lib" / "lab-node.json").read_text()) if home else {}
     except (OSError, ValueError):
         info = {}
-    version = info.get("version")
+    version = info.get("version") if isinstance(info, dict) else None
     if isinstance(version, str):
         version = version.split("-")[0].split(".")
     try:
