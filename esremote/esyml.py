@@ -248,12 +248,18 @@ class EsYml:
         return True
 
     def update(self, changes: dict[str, Any], unset: list[str] | tuple[str, ...] = ()) -> bool:
-        """Apply several sets then unsets; True if anything changed."""
+        """Apply several sets, then unsets, all or none; True if anything changed."""
+        before = dict(self.__dict__)
         changed = False
-        for key, value in changes.items():
-            changed = self.set(key, value) or changed
-        for key in unset:
-            changed = self.unset(key) or changed
+        try:
+            for key, value in changes.items():
+                changed = self.set(key, value) or changed
+            for key in unset:
+                changed = self.unset(key) or changed
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
         return changed
 
     # editing internals ---------------------------------------------------------------------------

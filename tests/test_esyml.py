@@ -209,6 +209,12 @@ def test_removing_the_last_key_of_a_nested_map_removes_its_empty_parents():
     assert doc.flat() == {"a.e": 2}
 
 
+def test_a_flow_map_holding_only_the_removed_key_goes_with_it():
+    doc = EsYml.parse("http: {port: 9200}\nb: 1\n")
+    doc.unset("http.port")
+    assert doc.text() == "b: 1\n"
+
+
 def test_removing_a_block_list_takes_all_its_lines_and_not_the_comment_after():
     text = "seeds:\n  - a:9300\n  - b:9300\n# next\nport: 1\n"
     doc = EsYml.parse(text)
@@ -364,6 +370,17 @@ def test_empty_and_comment_only_files():
     doc = EsYml.parse("# only\n#a: 1")
     doc.set("a", 1)
     assert doc.text() == f"# only\n#a: 1\n{BEGIN_MARK}\na: 1\n{END_MARK}\n"
+
+
+def test_update_is_all_or_nothing():
+    doc = EsYml.parse("a: 1\nm: {x: 1, y: 2}\n")
+    assert doc.update({"a": 2, "b": 3}, unset=["zz"])
+    assert doc.flat() == {"a": 2, "m.x": 1, "m.y": 2, "b": 3}
+    text = doc.text()
+    with pytest.raises(YmlError, match="cannot edit m.x safely"):
+        doc.update({"a": 5}, unset=["b", "m.x"])
+    assert doc.text() == text and doc.flat() == {"a": 2, "m.x": 1, "m.y": 2, "b": 3}
+    assert not doc.update({"a": 2})
 
 
 def test_unified_diff_marks_a_missing_final_newline():
