@@ -1,6 +1,7 @@
 """The keystore file format against real Elasticsearch files and an independent reading of the spec."""
 
 import os
+import shutil
 import stat
 import struct
 import zlib
@@ -164,6 +165,18 @@ def test_save_is_atomic_and_keeps_or_sets_the_mode(tmp_path, v5_file):
     assert Keystore.load(new).names() == ["added", "bootstrap.password", SEED_SETTING]
     assert format_version(new) == 5  # a 5 stays a 5: 8.0-8.13 nodes cannot read 6
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elasticsearch.keystore"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another owner needs root")
+def test_save_keeps_the_owner(tmp_path, v5_file):
+    path = tmp_path / "elasticsearch.keystore"
+    shutil.copy(v5_file, path)
+    os.chown(path, 1000, 1000)  # the elasticsearch user of the official packages
+    keystore = Keystore.load(path)
+    keystore.set_string("added", "value")
+    keystore.save(path)
+    assert (path.stat().st_uid, path.stat().st_gid) == (1000, 1000)
+    assert "added" in Keystore.load(path)
 
 
 def test_saving_an_old_format_writes_5(tmp_path, v4_file):
