@@ -270,7 +270,8 @@ class EsYml:
         (block lists and block scalars become flow values)."""
         self._check_editable(entry)
         node = entry.value
-        if isinstance(node, yaml.ScalarNode) and node.style not in ("|", ">") or getattr(node, "flow_style", False):
+        one_line = node.style not in ("|", ">") if isinstance(node, yaml.ScalarNode) else node.flow_style
+        if one_line:
             return self._offset(node.start_mark), self._offset(node.end_mark), ""
         colon = self._offset(entry.key.end_mark)
         while colon < len(self._text) and self._text[colon] in " \t":
