@@ -8,13 +8,19 @@ from typing import Optional
 
 import typer
 
-from esremote.errors import ConfigError
+from esremote.errors import ConfigError, EsRemoteError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Build, start, inspect and stop the lab (local + remote clusters on loopback).")
 
 FAULT_HELP = ("node-fails-to-start, slow-start, remote-port-blocked, ssh-drop, api-key-invalidated, "
               "http-overload")
+
+
+class NodesDown(EsRemoteError):
+    """`lab status` when a node is down: systemctl's "inactive" code."""
+
+    exit_code = 3
 
 
 def register(app_root: typer.Typer) -> None:
@@ -38,6 +44,7 @@ def up(
     keystore_password: Optional[bool] = typer.Option(None, "--keystore-password/--no-keystore-password",
                                                      help="Password-protect the keystores."),
     remotes: Optional[int] = typer.Option(None, help="Remote clusters (remote, remote2, ...), one alias each."),
+    net: Optional[int] = typer.Option(None, help="Addresses 127.NET.x.y (default 0), to run labs side by side."),
     seed: bool = typer.Option(True, "--seed/--no-seed", help="Seed users, the alias and cross-cluster work."),
 ) -> None:
     """Build (or reuse) and start the lab; print the inventory's path."""
@@ -47,7 +54,7 @@ def up(
                                    remote_version=remote_version, license=license,
                                    remote_license=remote_license, ssh=ssh, start_delay=start_delay,
                                    mode=mode, alias_in_yml=alias_in_yml, keystore_password=keystore_password,
-                                   remotes=remotes).items() if v is not None}
+                                   remotes=remotes, net=net).items() if v is not None}
     layout = control.up(dir, given, seed=seed)
     typer.echo(str(layout.inventory))
 
@@ -71,8 +78,8 @@ def status(dir_arg: Optional[Path] = typer.Argument(None, metavar="[DIR]"),
         for node in (n for n in nodes if n.cluster == cluster):
             state = f"up (pid {node.pid})" if node.up else "down"
             typer.echo(f"  {node.name:<12} {node.ip:<12} {state}")
-    if not all(n.up for n in nodes):
-        raise typer.Exit(3)
+    if down_nodes := [n.name for n in nodes if not n.up]:
+        raise NodesDown(f"{len(down_nodes)} of {len(nodes)} nodes are down: {', '.join(down_nodes)}")
 
 
 @app.command()

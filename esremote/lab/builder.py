@@ -55,6 +55,7 @@ class LabOptions:
     keystore_password: bool = False        # password-protected keystores (password in DIR/secrets)
     remotes: int = 1                       # remote clusters: remote, remote2, ... (aliases my_remote, my_remote2, ...)
     start_delay: float = 0.0               # seconds bin/elasticsearch-service waits before starting a node
+    net: int = 0                           # addresses 127.<net>.<k+1>.<i+1>: labs side by side need their own
 
     def validate(self) -> LabOptions:
         """Raise ConfigError naming the first bad option; return self when all are good."""
@@ -73,6 +74,8 @@ class LabOptions:
             if value is not None and value not in LICENSES:
                 raise ConfigError(f"--{name.replace('_', '-')}: {value!r} is not a licence; use one of "
                                   f"{', '.join(LICENSES)}")
+        if not isinstance(self.net, int) or not 0 <= self.net <= 254:
+            raise ConfigError(f"--net: {self.net!r} is out of range; use 0 to 254")
         _choice("--ssh", self.ssh, SSH_MODES)
         _choice("--mode", self.mode, ALIAS_MODES)
         if not 0 <= self.start_delay <= 600:
@@ -247,7 +250,7 @@ def plan(lab_dir: str | os.PathLike, options: LabOptions) -> Layout:
     clusters = []
     for k, (name, role, count, version, license_) in enumerate(specs):
         cluster_dir = lab_dir / "clusters" / name
-        nodes = tuple(NodeSpec(name=f"{name}-{i}", cluster=name, ip=f"127.0.{k + 1}.{i + 1}",
+        nodes = tuple(NodeSpec(name=f"{name}-{i}", cluster=name, ip=f"127.{options.net}.{k + 1}.{i + 1}",
                                home=cluster_dir / "nodes" / f"{name}-{i}", ssh_port=SSH_PORTS[options.ssh])
                       for i in range(count))
         clusters.append(ClusterSpec(name, role, version, license_, cluster_dir / "state", nodes))
