@@ -17,6 +17,7 @@ Reading goes through `cryptography`'s own loader.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -67,6 +68,25 @@ def key_to_pem(key: PrivateKey, passphrase: str | None = None) -> bytes:
     which Elasticsearch's PEM reader accepts."""
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
                              _encryption(passphrase))
+
+
+def key_to_pem_aes128(key: PrivateKey, passphrase: str) -> bytes:
+    """PEM of `key` encrypted as certutil writes it (`ca --pem --pass`): traditional OpenSSL format
+    with `DEK-Info: AES-128-CBC`. `cryptography` writes this format only with AES-256-CBC, so the
+    legacy envelope (key = MD5(passphrase + IV[:8]), OpenSSL's EVP_BytesToKey) is built here."""
+    kind = "RSA" if isinstance(key, rsa.RSAPrivateKey) else "EC"
+    plain = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL,
+                              serialization.NoEncryption())
+    iv = os.urandom(16)
+    aes_key = hashlib.md5(passphrase.encode() + iv[:8]).digest()
+    padder = padding.PKCS7(128).padder()
+    encryptor = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).encryptor()
+    sealed = encryptor.update(padder.update(plain) + padder.finalize()) + encryptor.finalize()
+    body = base64.encodebytes(sealed).decode().replace("\n", "")
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return "\n".join([f"-----BEGIN {kind} PRIVATE KEY-----", "Proc-Type: 4,ENCRYPTED",
+                      f"DEK-Info: AES-128-CBC,{iv.hex().upper()}", "", *lines,
+                      f"-----END {kind} PRIVATE KEY-----", ""]).encode()
 
 
 def load_key_pem(data: bytes, passphrase: str | None = None, *, what: str = "private key") -> PrivateKey:
