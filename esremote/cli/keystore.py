@@ -88,7 +88,8 @@ def add(path: Path = PathArg,
         name: str = typer.Argument(..., help="The setting name, e.g. cluster.remote.ALIAS.credentials."),
         force: bool = typer.Option(False, "--force", help="Replace the setting when it exists."),
         password_stdin: bool = PasswordStdin) -> None:
-    """Add a string setting; its value is read from stdin (after the password line)."""
+    """Add a string setting. Its value is the rest of stdin, after the password line when there is
+    one; a single trailing newline is dropped."""
     stdin = _Stdin()
     keystore, password = _open(path, password_stdin, stdin)
     if name in keystore and not force:
