@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from esremote.errors import EsRemoteError
@@ -45,21 +44,23 @@ def main(argv: list[str] | None = None) -> int:
     except EsRemoteError as exc:
         typer.echo(f"esremote: error: {exc}", err=True)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
-        typer.echo("esremote: aborted", err=True)
-        return 130
-    except click.ClickException as exc:
-        typer.echo(f"esremote: error: {exc.format_message()}", err=True)
-        return 2
     except KeyboardInterrupt:
         typer.echo("esremote: interrupted", err=True)
         return 130
-    except Exception as exc:  # last resort: no traceback reaches a user unless asked for
-        if os.environ.get("ESREMOTE_DEBUG"):
+    except Exception as exc:
+        # typer carries its own copy of click, so its exceptions are recognised by shape.
+        kind = type(exc).__name__
+        if kind == "Exit":
+            return exc.exit_code
+        if kind == "Abort":
+            typer.echo("esremote: aborted", err=True)
+            return 130
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            typer.echo(f"esremote: error: {exc.format_message()}", err=True)
+            return exc.exit_code if isinstance(exc.exit_code, int) and exc.exit_code else 2
+        if os.environ.get("ESREMOTE_DEBUG"):  # last resort: no traceback unless asked for
             raise
-        typer.echo(f"esremote: internal error: {type(exc).__name__}: {exc} "
+        typer.echo(f"esremote: internal error: {kind}: {exc} "
                    "(set ESREMOTE_DEBUG=1 for a traceback)", err=True)
         return 1
     return 0
