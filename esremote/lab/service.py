@@ -152,9 +152,9 @@ def _logged_started(node: NodeHome, offset: int) -> bool:
 
 
 def _report_failure(node: NodeHome, why: str, offset: int, output: str) -> None:
+    """Why, then the node's log since this start, then what the launcher printed (a crash's trace)."""
     print(f"elasticsearch [{node.name}] failed to start: {why}", file=sys.stderr)
-    tail = _log_tail(node, offset) or output.strip().splitlines()[-20:]
-    for line in tail:
+    for line in _log_tail(node, offset) + output.strip().splitlines()[-10:]:
         print(line, file=sys.stderr)
 
 
