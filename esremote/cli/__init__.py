@@ -3,6 +3,7 @@ them together and turns every esremote error into one line on stderr with a mean
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -14,20 +15,40 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Migrate Elasticsearch remote clusters to API-key security, in place.")
 
 
-def _register() -> None:
-    from esremote.cli import certs, keystore, yml  # noqa: PLC0415 (keep start-up cheap)
+# Sub-command groups: name -> (module, help). Each module holds a typer app `app`, or a
+# `register(app)` function when it adds several commands. Only the group a command line names is
+# imported, so `esremote keystore list` does not pay for Prefect or the lab.
+GROUPS = {
+    "keystore": ("esremote.cli.keystore", "Read and edit an Elasticsearch keystore file."),
+    "yml": ("esremote.cli.yml", "Edit elasticsearch.yml, keeping comments and layout."),
+    "certs": ("esremote.cli.certs", "Make a CA and node certificates (PKCS#12)."),
+    "lab": ("esremote.cli.lab", "Run a twin of two Elasticsearch clusters on this machine."),
+}
+# Top-level commands registered by one module (the migration's own verbs).
+COMMANDS = {name: "esremote.cli.migrate" for name in ("plan", "migrate", "rollback", "verify", "demo")}
 
-    app.add_typer(keystore.app, name="keystore", help="Read and edit an Elasticsearch keystore file.")
-    app.add_typer(yml.app, name="yml", help="Edit elasticsearch.yml, keeping comments and layout.")
-    app.add_typer(certs.app, name="certs", help="Make a CA and node certificates (PKCS#12).")
-    for name in ("lab", "ops"):
+
+def _register(argv: list[str]) -> None:
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    modules: dict[str, str | None] = {}
+    if wanted in GROUPS:
+        modules[GROUPS[wanted][0]] = wanted
+    elif wanted in COMMANDS:
+        modules[COMMANDS[wanted]] = None
+    else:  # help, or an unknown command: show everything there is
+        modules = {mod: name for name, (mod, _) in GROUPS.items()}
+        modules.update({mod: None for mod in COMMANDS.values()})
+    for module_name, group in modules.items():
         try:
-            module = __import__(f"esremote.cli.{name}", fromlist=["register"])
+            module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
-            if exc.name != f"esremote.cli.{name}":
+            if exc.name != module_name:
                 raise
             continue
-        module.register(app)
+        if hasattr(module, "register"):
+            module.register(app)
+        else:
+            app.add_typer(module.app, name=group, help=GROUPS[group][1])
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -37,7 +58,8 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _register()
+    argv = sys.argv[1:] if argv is None else argv
+    _register(argv)
     command = typer.main.get_command(app)
     try:
         command.main(args=argv, prog_name="esremote", standalone_mode=False)
