@@ -42,6 +42,16 @@ def up(lab_dir: str | os.PathLike, options: dict | None = None, *, seed: bool = 
     sshlab.prepare(layout)
     labfiles.write_lab_json(layout)
     labfiles.write_inventory(layout)
+    try:
+        _start(layout, seed, health_timeout)
+    except EsRemoteError as exc:
+        exc.message += (f"; the node logs are in {layout.dir}/clusters/*/nodes/*/logs; stop what runs"
+                        f" with `esremote lab down --dir {layout.dir}`")
+        raise
+    return layout
+
+
+def _start(layout: Layout, seed: bool, health_timeout: float) -> None:
     start_ssh(layout)
     start_nodes(layout)
     for cluster in layout.clusters:
@@ -53,7 +63,6 @@ def up(lab_dir: str | os.PathLike, options: dict | None = None, *, seed: bool = 
         atomic_write(layout.run_dir / "seeded.json", json.dumps({"at": time.time()}).encode())
     if seeded(layout):
         start_writer(layout)
-    return layout
 
 
 def prepare(lab_dir: str | os.PathLike, given: dict) -> Layout:
