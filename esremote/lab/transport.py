@@ -826,9 +826,9 @@ class RemoteActions:
         return list(dict.fromkeys(chosen))
 
     def _search(self, subject: Subject | None, body: dict) -> dict:
-        from esremote.lab.search import search_local
         expression = body.get("index") or "*"
         indices = self._authorized_indices(subject, "indices:data/read/search", expression)
+        from esremote.lab.search import search_local
         if not indices:
             return search_local(self.ctx.store, expression, body.get("body") or {}, allowed=[])
         return search_local(self.ctx.store, ",".join(indices), body.get("body") or {})
