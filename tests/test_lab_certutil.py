@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from esremote import pki
 from tests.test_pki import keytool_list, openssl, p12_info, tls_handshake
@@ -119,7 +120,7 @@ def test_cert_prompts_in_certutil_order_and_serves_tls(home, tmp_path, ca_p12):
     info = p12_info(out, NODE_PASS)
     assert "friendlyName: instance" in info and "2.16.840.1.113894.746875.1.1" in info
 
-    ca_pem = pki.load_pkcs12(ca_p12.read_bytes(), CA_PASS).cert.public_bytes(pki.serialization.Encoding.PEM)
+    ca_pem = pki.load_pkcs12(ca_p12.read_bytes(), CA_PASS).cert.public_bytes(serialization.Encoding.PEM)
     p12 = out.read_bytes()
     assert tls_handshake(p12, NODE_PASS, ca_pem, "node-1.example.com", tmp_path)
     assert tls_handshake(p12, NODE_PASS, ca_pem, "127.0.0.1", tmp_path)

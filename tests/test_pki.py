@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from esremote import pki
@@ -66,7 +67,7 @@ def tls_handshake(p12: bytes, password: str, ca_pem: bytes, server_hostname: str
     contents = pki.load_pkcs12(p12, password)
     chain = workdir / "server-chain.pem"
     key = workdir / "server-key.pem"
-    chain.write_bytes(contents.cert.public_bytes(pki.serialization.Encoding.PEM))
+    chain.write_bytes(contents.cert.public_bytes(serialization.Encoding.PEM))
     key.touch(mode=0o600)
     key.write_bytes(pki.key_to_pem(contents.key))
     (workdir / "ca.pem").write_bytes(ca_pem)
@@ -148,7 +149,7 @@ def test_ca_load_refuses_wrong_or_missing_passphrase(ca):
 
 def test_ca_load_refuses_a_key_of_another_ca(ca):
     # EC keys here: what is tested is the pairing, not the key size (and EC keys are instant).
-    other = pki.CertificateAuthority.create(dn="CN=other", key_size=0)
+    other = pki.CertificateAuthority.create(dn="CN=other", key_size=pki.EC_P256)
     with pytest.raises(CertificateError, match="does not match the CA certificate"):
         pki.CertificateAuthority.load(ca.cert_pem(), other.key_pem())
 
@@ -159,7 +160,7 @@ def test_ca_load_refuses_garbage():
 
 
 def test_ca_dn_is_parsed_from_rfc4514():
-    ca = pki.CertificateAuthority.create(dn="CN=Lab CA,O=esremote", days=10, key_size=0)
+    ca = pki.CertificateAuthority.create(dn="CN=Lab CA,O=esremote", days=10, key_size=pki.EC_P256)
     assert ca.cert.subject.rfc4514_string() == "CN=Lab CA,O=esremote"
     assert (ca.cert.not_valid_after_utc - ca.cert.not_valid_before_utc).days == 10
 
@@ -175,7 +176,7 @@ def test_node_certificate_verifies_against_ca_with_openssl(tmp_path, ca, node):
 
 
 def test_node_certificate_is_refused_by_another_ca(tmp_path, node):
-    other = pki.CertificateAuthority.create(dn="CN=other", key_size=0)
+    other = pki.CertificateAuthority.create(dn="CN=other", key_size=pki.EC_P256)
     (tmp_path / "other.crt").write_bytes(other.cert_pem())
     (tmp_path / "node.crt").write_bytes(node.cert_pem())
     done = openssl("verify", "-CAfile", str(tmp_path / "other.crt"), str(tmp_path / "node.crt"))
@@ -192,8 +193,8 @@ def test_node_certificate_subject_and_sans(node, ca):
 
 
 def test_node_certificate_never_outlives_its_ca():
-    short = pki.CertificateAuthority.create(days=5, key_size=0)
-    cert = pki.issue(short, "n", days=1095, key_size=0).cert
+    short = pki.CertificateAuthority.create(days=5, key_size=pki.EC_P256)
+    cert = pki.issue(short, "n", days=1095, key_size=pki.EC_P256).cert
     assert cert.not_valid_after_utc == short.cert.not_valid_after_utc
 
 
@@ -203,14 +204,14 @@ def test_node_certificate_never_outlives_its_ca():
 ])
 def test_bad_san_values_are_refused(ca, dns, ips, message):
     with pytest.raises(CertificateError, match=message):
-        pki.issue(ca, "n", dns=dns, ips=ips, key_size=0)
+        pki.issue(ca, "n", dns=dns, ips=ips, key_size=pki.EC_P256)
 
 
 def test_too_small_key_and_days_are_refused():
     with pytest.raises(CertificateError, match="key size 512 is too small"):
         pki.generate_key(512)
     with pytest.raises(CertificateError, match="positive number of days"):
-        pki.CertificateAuthority.create(days=0, key_size=0)
+        pki.CertificateAuthority.create(days=0, key_size=pki.EC_P256)
 
 
 # ------------------------------------------------------------------------------------------ PKCS#12
@@ -288,7 +289,7 @@ def test_pkcs12_name_defaults_to_common_name_and_ca_is_reserved(node, ca):
 
 
 def test_self_signed_pkcs12_has_no_trusted_entry(tmp_path):
-    alone = pki.issue(None, "solo", dns=["solo.example.com"], key_size=0)
+    alone = pki.issue(None, "solo", dns=["solo.example.com"], key_size=pki.EC_P256)
     assert alone.cert.issuer == alone.cert.subject
     path = tmp_path / "solo.p12"
     path.write_bytes(pki.to_pkcs12(alone, None, "pw"))
@@ -325,7 +326,7 @@ def test_tls_handshake_fails_for_a_name_not_in_san(tmp_path, node_p12, ca):
 
 
 def test_tls_handshake_fails_against_another_ca(tmp_path, node_p12):
-    other = pki.CertificateAuthority.create(dn="CN=other", key_size=0)
+    other = pki.CertificateAuthority.create(dn="CN=other", key_size=pki.EC_P256)
     with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer certificate"):
         tls_handshake(node_p12.read_bytes(), P12_PASSWORD, other.cert_pem(), "127.0.0.1", tmp_path)
 
