@@ -68,14 +68,14 @@ def test_remote_port_blocked_fault_refuses_then_recovers(lab):
     connect_proxy(local, "my_remote", f"{remote.node.config.ip}:9443", sockets=2)
     wait_for(lambda: remote_info(local.node)["my_remote"]["num_proxy_sockets_connected"] == 2, what="connected")
 
-    lab.faults["remote-port-blocked"] = {"nodes": [remote.node.config.name]}
+    lab.fault("remote-port-blocked", nodes=[remote.node.config.name])
     wait_for(lambda: not remote_info(local.node)["my_remote"]["connected"], what="link down")
     _logged(local.node, f"[][{remote.node.config.ip}:9443] connect_exception")
     # 9300 is not affected by the fault
     with __import__("socket").create_connection((remote.node.config.ip, 9300), timeout=2):
         pass
 
-    del lab.faults["remote-port-blocked"]
+    lab.fault("remote-port-blocked", on=False)
     wait_for(lambda: remote_info(local.node)["my_remote"]["num_proxy_sockets_connected"] == 2, what="link back")
 
 

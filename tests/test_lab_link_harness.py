@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import logging
 import os
 import socket
 import ssl
@@ -27,6 +26,7 @@ import pytest
 from esremote import pki
 from esremote.lab import transport
 from esremote.lab.config import NodeConfig, parse_version
+from esremote.lab.node import NodeContext, NodeLogs, node_id
 from esremote.lab.security import Security, hash_key, hash_password, new_api_key_secret, new_id
 from esremote.lab.state import StateStore
 
@@ -114,65 +114,39 @@ def client_context(trust: Path | None, cert: tuple[Path, Path] | None, *, full: 
 
 # ------------------------------------------------------------------------------ nodes
 
-class EsFormatter(logging.Formatter):
-    def __init__(self, node: str) -> None:
-        super().__init__()
-        self.node = node
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f",{int(record.msecs):03d}"
-        level = record.levelname.replace("WARNING", "WARN")
-        return f"[{stamp}][{level:<5}][{getattr(record, 'es_logger', 'o.e.n.Node')}] [{self.node}] {record.getMessage()}"
-
-
-@dataclass
-class HarnessNode:
-    """A NodeContext made of the real lab parts (see the module docstring)."""
-
-    config: NodeConfig
-    store: StateStore
-    log: logging.Logger
-    faults: dict = field(default_factory=dict)
-    security: Any = None
-    remote: Any = None
-    servers: list = field(default_factory=list)
-
-    def fault(self, name: str) -> dict | None:
-        fault = self.faults.get(name)
-        if fault is None:
-            return None
-        nodes = fault.get("nodes")
-        return fault if nodes is None or self.config.name in nodes else None
+class HarnessNode(NodeContext):
+    """node.py's NodeContext, started with only the parts under test (no HTTP)."""
 
     @property
     def log_path(self) -> Path:
         return self.config.log_path
 
     def log_text(self) -> str:
-        for handler in self.log.handlers:
-            handler.flush()
+        self.logs.handler.flush()
         return self.log_path.read_text() if self.log_path.exists() else ""
 
-    def start(self, *, remote: bool = True) -> HarnessNode:
-        self.store.register_node({
-            "name": self.config.name, "pid": os.getpid(), "ip": self.config.ip, "cluster": self.config.cluster_name,
-            "http_port": 9200, "transport_port": self.config.transport_port,
-            "remote_cluster_port": self.config.remote_cluster_port, "version": self.config.version_text})
+    def start(self, *, remote: bool = True, work: bool = False) -> HarnessNode:
+        self.store.register_node(self.registration())
         self.servers = transport.start(self)
         if remote:
             from esremote.lab.remote import RemoteClusterService
             self.remote = RemoteClusterService(self).start()
+        if work:
+            from esremote.lab.work import WorkRunner
+            self.work = WorkRunner(self)
+            self.work.start()
         return self
 
     def stop(self) -> None:
-        if self.remote is not None:
-            self.remote.stop()
+        self.store.unregister_node(self.config.name)
+        for part in (self.work, self.remote):
+            if part is not None:
+                part.stop()
+        self.work = self.remote = None
         for server in self.servers:
             server.close()
-        self.store.unregister_node(self.config.name)
-        for handler in list(self.log.handlers):
-            handler.close()
-            self.log.removeHandler(handler)
+        self.servers = []
+        self.logs.close()
 
 
 class Cluster:
@@ -225,14 +199,7 @@ class Cluster:
                 p.ca(client_trust) if client_trust else None,
                 p.cert(client_cert_ca, name, ip) if client_cert_ca else None, full=True),
         )
-        log = logging.getLogger(f"lab-link-test.{self.lab.root.name}.{name}")
-        log.propagate = False
-        log.setLevel(logging.INFO)
-        config.log_path.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(config.log_path)
-        handler.setFormatter(EsFormatter(name))
-        log.addHandler(handler)
-        node = HarnessNode(config=config, store=self.store, log=log, faults=self.lab.faults)
+        node = HarnessNode(config, self.store, NodeLogs(config.log_path, name), id=node_id(self.name, name))
         node.security = Security(node)
         self.nodes.append(node)
         return node
@@ -304,8 +271,20 @@ class Lab:
         self.root = root
         self.pki = Pki(root / "pki")
         self.pki.root.mkdir(parents=True, exist_ok=True)
-        self.faults: dict = {}
+        (root / "control").mkdir(parents=True, exist_ok=True)
         self.clusters: list[Cluster] = []
+
+    def fault(self, name: str, nodes: list[str] | None = None, on: bool = True) -> None:
+        """Switch a fault the way `lab fault` does: control/faults.json, read by the nodes."""
+        path = self.root / "control" / "faults.json"
+        faults = json.loads(path.read_text()) if path.exists() else {}
+        if on:
+            faults[name] = {"nodes": nodes}
+        else:
+            faults.pop(name, None)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(faults))
+        os.replace(tmp, path)
 
     def cluster(self, name: str, *, version: str = "8.17.0", license: str = "trial") -> Cluster:
         cluster = Cluster(self, name, version, license)

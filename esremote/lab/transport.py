@@ -53,9 +53,9 @@ _TRANSPORT_LOGGER = "o.e.x.s.t.n.SecurityNetty4ServerTransport"
 
 def es_log(ctx, level: int, logger: str, message: str) -> None:
     """One line in the node's Elasticsearch-format log, under Elasticsearch's logger name."""
-    log = getattr(ctx, "log", None)
-    if log is not None:
-        log.log(level, message, extra={"es_logger": logger})
+    named = getattr(ctx, "logger", None)
+    if callable(named):
+        named(logger).log(level, message)
 
 
 # ------------------------------------------------------------------------------ frames
