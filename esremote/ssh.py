@@ -266,6 +266,8 @@ class SSHConnection:
         code, out, err = self._exec(wrapped, data, timeout)
         shown = command if not (sudo or as_user) else f"sudo{' -u ' + as_user if as_user else ''} {command}"
         result = CommandResult(self.host, shown, code, out, err)
+        if (sudo or as_user) and code == 1 and not out and err.startswith(b"sudo: "):
+            raise SudoError(f"sudo refused `{shown}`: {_tail(err)}; grant it in sudoers", host=self.host)
         if check and code != 0:
             raise RemoteCommandError(host=self.host, command=shown, exit_code=code,
                                      stderr=result.stderr, stdout=result.stdout)
