@@ -528,9 +528,11 @@ class RemoteClusterService:
         remote_indices = (self._remote_indices(user, alias, action) if cluster.settings.api_key_model else None)
         return cluster.request(action, body, user, remote_indices)
 
-    def search(self, alias: str, index_expr: str, body: dict, user: Any) -> dict:
-        """A search on the remote through a live socket; hits' `_index` become `alias:index`."""
-        answer = self._send(alias, "indices:data/read/search", {"index": index_expr, "body": body}, user)
+    def search(self, alias: str, index_expr: str, body: dict, user: Any, params: dict | None = None) -> dict:
+        """A search on the remote through a live socket; hits' `_index` become `alias:index`.
+        `params` are the URL parameters the remote's search reads (`from`, `size`, ...)."""
+        answer = self._send(alias, "indices:data/read/search",
+                            {"index": index_expr, "body": body, "params": params or {}}, user)
         for hit in answer.get("hits", {}).get("hits", []):
             hit["_index"] = f"{alias}:{hit['_index']}"
         return answer

@@ -806,45 +806,41 @@ class RemoteActions:
                  for n in self._live_nodes() if n.get("remote_cluster_port")]
         return {"cluster_name": self.ctx.config.cluster_name, "nodes": nodes}
 
-    def _authorized_indices(self, subject: Subject, action: str, expression: str) -> list[str]:
-        """Expand an index expression on this cluster: wildcards keep what the subject may touch,
-        a named index the subject may not touch is refused (403, Elasticsearch's sentence)."""
-        existing = sorted(self.ctx.store.snapshot().get("indices", {}))
-        chosen: list[str] = []
-        denied: list[str] = []
-        for part in [p.strip() for p in expression.split(",") if p.strip()]:
-            if part in ("_all", "*") or "*" in part or "?" in part:
-                pattern = "*" if part == "_all" else part
-                chosen += [i for i in existing if _name_matches([pattern], i) and not i.startswith(".")
-                           and subject.may(action, i)]
-            elif subject.may(action, part):
-                chosen.append(part)
-            else:
-                denied.append(part)
+    def _check_named(self, subject: Subject, action: str, expression: str) -> None:
+        """A named index the subject may not touch is refused (403, Elasticsearch's sentence);
+        wildcards are filtered instead (see `_allowed`)."""
+        parts = [p.strip() for p in expression.split(",") if p.strip()]
+        named = [p for p in parts if not p.startswith("-") and p != "_all" and "*" not in p and "?" not in p]
+        denied = [p for p in named if not subject.may(action, p)]
         if denied:
             raise subject.denied(action, denied)
-        return list(dict.fromkeys(chosen))
+
+    @staticmethod
+    def _allowed(subject: Subject, action: str) -> Callable[[str], bool]:
+        return lambda index: subject.may(action, index)
 
     def _search(self, subject: Subject | None, body: dict) -> dict:
-        expression = body.get("index") or "*"
-        indices = self._authorized_indices(subject, "indices:data/read/search", expression)
         from esremote.lab.search import search_local
-        if not indices:
-            return search_local(self.ctx.store, expression, body.get("body") or {}, allowed=[])
-        return search_local(self.ctx.store, ",".join(indices), body.get("body") or {})
+        action = "indices:data/read/search"
+        expression = body.get("index") or "*"
+        self._check_named(subject, action, expression)
+        return search_local(self.ctx.store, expression, body.get("body") or {},
+                            allowed=self._allowed(subject, action), params=body.get("params") or {})
 
     def _resolve_cluster(self, subject: Subject | None, body: dict) -> dict:
+        from esremote.lab.search import resolve_indices
+        action = "indices:admin/resolve/cluster"
         expression = body.get("index") or "*"
-        indices = self._authorized_indices(subject, "indices:admin/resolve/cluster", expression)
-        existing = set(self.ctx.store.snapshot().get("indices", {}))
-        return {"matching_indices": any(i in existing for i in indices),
-                "version": version_info(self.ctx.config.version_text)}
+        self._check_named(subject, action, expression)
+        indices = resolve_indices(self.ctx.store.snapshot(), expression, ignore_unavailable=True,
+                                  allowed=self._allowed(subject, action))
+        return {"matching_indices": bool(indices), "version": version_info(self.ctx.config.version_text)}
 
     def _shard_changes(self, subject: Subject | None, body: dict) -> dict:
         """CCR's read of a leader index: operations after a sequence number."""
         from esremote.lab.errors import IndexNotFound
         index = body["index"]
-        self._authorized_indices(subject, "indices:data/read/xpack/ccr/shard_changes", index)
+        self._check_named(subject, "indices:data/read/xpack/ccr/shard_changes", index)
         state = self.ctx.store.snapshot()
         if index not in state.get("indices", {}):
             raise IndexNotFound(index)
