@@ -1,0 +1,1 @@
+"""ccr REST handlers."""

@@ -1,0 +1,1 @@
+"""ml REST handlers."""
