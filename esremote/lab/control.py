@@ -59,10 +59,29 @@ def _start(layout: Layout, seed: bool, health_timeout: float) -> None:
     if seed and not seeded(layout):
         from esremote.lab import seed as seeding  # noqa: PLC0415
 
-        seeding.seed(labfiles.read_lab_json(layout.dir), lambda c, u=None: client(layout, c, u))
-        atomic_write(layout.run_dir / "seeded.json", json.dumps({"at": time.time()}).encode())
+        progress = _seed_progress(layout)
+        seeding.seed(labfiles.read_lab_json(layout.dir), lambda c, u=None: client(layout, c, u),
+                     done=set(progress["done"]), mark=lambda step: _seed_mark(layout, progress, step))
+        progress["complete"] = True
+        _seed_save(layout, progress)
     if seeded(layout):
         start_writer(layout)
+
+
+def _seed_progress(layout: Layout) -> dict:
+    try:
+        return json.loads((layout.run_dir / "seed.json").read_text())
+    except (OSError, ValueError):
+        return {"done": [], "complete": False}
+
+
+def _seed_mark(layout: Layout, progress: dict, step: str) -> None:
+    progress["done"].append(step)
+    _seed_save(layout, progress)
+
+
+def _seed_save(layout: Layout, progress: dict) -> None:
+    atomic_write(layout.run_dir / "seed.json", json.dumps(progress, indent=2).encode())
 
 
 def prepare(lab_dir: str | os.PathLike, given: dict) -> Layout:
@@ -89,7 +108,7 @@ def prepare(lab_dir: str | os.PathLike, given: dict) -> Layout:
 
 
 def seeded(layout: Layout) -> bool:
-    return (layout.run_dir / "seeded.json").exists()
+    return _seed_progress(layout).get("complete", False)
 
 
 def start_nodes(layout: Layout, nodes: list[NodeSpec] | None = None) -> None:

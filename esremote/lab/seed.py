@@ -61,22 +61,36 @@ def local_roles() -> dict[str, dict]:
     }
 
 
-def seed(lab: dict, client_for) -> None:
-    """Create the "before" state. `client_for(cluster, user=None)` gives a LabClient."""
+def seed(lab: dict, client_for, done: set[str] | None = None, mark=lambda step: None) -> None:
+    """Create the "before" state. `client_for(cluster, user=None)` gives a LabClient.
+
+    Steps already in `done` are skipped and `mark(step)` records each finished one, so a seed that
+    failed half-way (a node down, say) resumes where it stopped when `lab up` runs again."""
+    done = done if done is not None else set()
+    for step, action in seed_steps(lab, client_for):
+        if step not in done:
+            action()
+            mark(step)
+
+
+def seed_steps(lab: dict, client_for) -> list[tuple[str, object]]:
     local = lab_local(lab)
     aliases: dict[str, str] = lab["aliases"]
-    for remote in aliases.values():
-        seed_remote(client_for(remote))
-    seed_local_security(client_for(local), lab)
-    if not lab["options"].get("alias_in_yml"):
-        for alias, remote in aliases.items():
-            add_alias(client_for(local), alias, alias_settings(lab, remote))
-    for alias in aliases:
-        wait_connected(client_for(local), alias)
     alias = lab["alias"]
-    seed_replication(client_for(local, "ccr_user"), client_for(aliases[alias]), alias)
-    seed_transform(client_for(local, "ccs_user"), alias)
-    seed_ml(client_for(local, "ccs_user"), alias)
+    steps: list[tuple[str, object]] = []
+    for remote in aliases.values():
+        steps.append((f"remote-data:{remote}", lambda r=remote: seed_remote(client_for(r))))
+    steps.append(("local-security", lambda: seed_local_security(client_for(local), lab)))
+    if not lab["options"].get("alias_in_yml"):
+        for name, remote in aliases.items():
+            steps.append((f"alias:{name}", lambda n=name, r=remote:
+                          add_alias(client_for(local), n, alias_settings(lab, r))))
+    steps.append(("connected", lambda: [wait_connected(client_for(local), name) for name in aliases]))
+    steps.append(("replication", lambda: seed_replication(client_for(local, "ccr_user"),
+                                                          client_for(aliases[alias]), alias)))
+    steps.append(("transform", lambda: seed_transform(client_for(local, "ccs_user"), alias)))
+    steps.append(("ml", lambda: seed_ml(client_for(local, "ccs_user"), alias)))
+    return steps
 
 
 def lab_local(lab: dict) -> str:
