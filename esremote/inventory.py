@@ -23,18 +23,16 @@ import re
 import types
 import typing
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
-from ruamel.yaml.scalarfloat import ScalarFloat
 
 from esremote.errors import InventoryError
 from esremote.secrets import SecretRef, local_path
@@ -54,8 +52,25 @@ KEYSTORE_FILE = "elasticsearch.keystore"
 YML_FILE = "elasticsearch.yml"
 
 Port = Annotated[int, Field(ge=1, le=65535)]
-Name = Annotated[str, Field(min_length=1, pattern=r"^\S+$")]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
+
+def _name(value: str) -> str:
+    if not value or any(c.isspace() for c in value) or _CONTROL.search(value):
+        raise ValueError("must be a non-empty name without spaces or control characters")
+    return value
+
+
+def _command(value: str) -> str:
+    # A line break in a command run over SSH would start a second command; YAML cannot even carry
+    # some of them (NEL, LS, PS) faithfully.
+    if not value.strip() or _CONTROL.search(value):
+        raise ValueError("must be one line of text (no line breaks or control characters)")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_name)]
+Command = Annotated[str, AfterValidator(_command)]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -109,7 +124,7 @@ class Node(_Model):
     es_home: PurePosixPath | None = None
     config_dir: PurePosixPath | None = None
     service_user: Name | None = None
-    restart_command: str | None = Field(default=None, min_length=1)
+    restart_command: Command | None = None
 
     @field_validator("es_home", "config_dir")
     @classmethod
@@ -128,7 +143,7 @@ class Cluster(_Model):
     es_home: PurePosixPath = DEFAULT_ES_HOME
     config_dir: PurePosixPath = DEFAULT_CONFIG_DIR
     service_user: Name = DEFAULT_SERVICE_USER
-    restart_command: str = Field(default=DEFAULT_RESTART_COMMAND, min_length=1)
+    restart_command: Command = DEFAULT_RESTART_COMMAND
     keystore_password: SecretRef | None = None
     remote_cluster_port: Port = 9443
     ssh: SSHSettings | None = None
@@ -442,19 +457,12 @@ def _lc(container: Any, kind: str, key: Any) -> int | None:
 
 def _scalar(value: Any) -> Any:
     """ruamel's scalar subclasses (which keep formatting) become plain builtins."""
-    if isinstance(value, ScalarBoolean):
+    if isinstance(value, bool | ScalarBoolean):
         return bool(value)
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, ScalarFloat | float):
-        return float(value)
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, date):
-        return value
-    return value  # tagged scalars, binary, sets: the models reject them with a type error
+    for kind in (int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    return value  # None, dates, tagged scalars, binary: the models accept or reject them
 
 
 def _file_problems(inventory: Inventory) -> Iterator[tuple[tuple, str]]:

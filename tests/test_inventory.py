@@ -234,6 +234,7 @@ def test_a_literal_password_is_refused_and_not_echoed(site):
      + "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10)),
      "too large or too deeply nested"),
     ("ssh: {}\n", "clusters: field required"),
+    ("clusters: {c: {restart_command: \"restart\\nrm -rf /\"}}\n", "clusters.c.restart_command: must be one line of text"),
 ])
 def test_degenerate_documents(site, content, words):
     assert words in load_error(site, content)
@@ -402,3 +403,45 @@ def test_fuzz_keeps_the_unmutated_example_valid(fuzz_site):
     root, text = fuzz_site
     data = YAML(typ="safe", pure=True).load(text)
     assert isinstance(_load_or_error(root, _yaml_text(data)), Inventory)
+
+
+printable = st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp"))
+names = st.text(printable, min_size=1, max_size=12).filter(
+    lambda s: re.fullmatch(r"\S+", s) is not None)
+texts = st.text(printable, min_size=1, max_size=20)
+abs_paths = st.lists(names.filter(lambda s: "/" not in s and s not in (".", "..")), min_size=1, max_size=3).map(
+    lambda parts: "/" + "/".join(parts))
+refs = st.one_of(st.builds(SecretRef, env=names), st.builds(SecretRef, prefect=names),
+                 st.builds(SecretRef, file=abs_paths.map(Path)))
+ssh_settings = st.builds(
+    SSHSettings, user=st.none() | names, port=st.none() | st.integers(1, 65535),
+    known_hosts=st.none() | abs_paths.map(Path), trust_on_first_use=st.none() | st.booleans(),
+    sudo=st.none() | st.booleans(), sudo_password=st.none() | refs,
+    connect_timeout=st.none() | st.floats(min_value=1e-3, max_value=1e6))
+
+
+@st.composite
+def inventories(draw):
+    cluster_names = draw(st.lists(names, min_size=2, max_size=3, unique=True))
+    clusters = {}
+    for i, cname in enumerate(cluster_names):
+        node_names = draw(st.lists(names, min_size=1, max_size=3, unique=True))
+        clusters[cname] = Cluster(
+            role="local" if i == 0 else "remote",
+            urls=[f"https://{draw(st.from_regex(r'[a-z][a-z0-9.-]{0,10}', fullmatch=True))}:9200"],
+            auth=draw(st.one_of(st.builds(Auth, username=names, password=refs), st.builds(Auth, api_key=refs))),
+            restart_command=draw(texts), keystore_password=draw(st.none() | refs),
+            ssh=draw(st.none() | ssh_settings),
+            nodes=[Node(name=n, address=f"{n}.{cname}.addr", ssh=draw(st.none() | ssh_settings),
+                        service_user=draw(st.none() | names),
+                        config_dir=draw(st.none() | abs_paths.map(PurePosixPath))) for n in node_names])
+    aliases = {draw(names): {"local": cluster_names[0], "remote": cluster_names[1]}}
+    return Inventory(ssh=draw(ssh_settings), clusters=clusters, aliases=aliases)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(inv=inventories())
+def test_dump_then_load_gives_back_any_inventory(fuzz_site, inv):
+    path = fuzz_site[0] / "generated.yml"
+    path.write_text(dump_inventory(inv), encoding="utf-8")
+    assert load_inventory(path) == inv
