@@ -23,32 +23,39 @@ The cluster state document (modules agree on these shapes; add keys, do not rena
                            "expiration" | None, "invalidated": bool, "invalidation" | None,
                            "username", "realm", "metadata", "role_descriptors": {name: rd},
                            "limited_by": [{name: rd}] (rest keys), "access" (cross_cluster keys)}}
-    indices               {name: {"uuid", "creation_date", "settings": {}, "mappings": {},
-                           "aliases": {}, "follower": bool}}
+    indices               {name: {"uuid", "creation_date", "settings": {flat "index.*": str},
+                           "mappings": {}, "aliases": {}, "follower": bool, "state": open|close}}
     ccr.followers         {follower index: {"remote_cluster", "leader_index", "status":
                            active|paused, "parameters": {...}, "leader_seq": int (last leader
-                           seq copied), "read_exceptions": [{"from_seq_no", "retries",
-                           "exception": {"type", "reason"}}], "auto_follow_pattern": name|None}}
+                           seq copied), "leader_max_seq": int, "read_exceptions": [{"from_seq_no",
+                           "retries", "exception": {"type", "reason"}}], "auto_follow_pattern":
+                           name|None, "username": creator (the work runs as this user),
+                           "operations_read", "successful_reads", "failed_reads", "last_read": ms}}
     ccr.auto_follow       {name: {"remote_cluster", "leader_index_patterns": [...],
                            "leader_index_exclusion_patterns": [...], "follow_index_pattern",
-                           "active": bool, "settings": {}, "followed": [leader index, ...],
-                           "errors": [{"leader_index", "timestamp", "auto_follow_exception":
-                           {"type", "reason"}}]}}
+                           "active": bool, "settings": {}, "parameters": {}, "followed": [leader
+                           index, ...], "errors": [{"leader_index", "timestamp",
+                           "auto_follow_exception": {"type", "reason"}}], "username": creator,
+                           "failed_follow_indices": int, "failed_remote_requests": int}}
     transforms            {id: {"config": PUT body + "id", "create_time", "version",
                            "state": stopped|started|indexing|stopping|failed, "reason" | None,
                            "node" | None, "checkpoint": int, "source_seq": {index: last seq},
                            "stats": {"documents_processed", "documents_indexed", "pages_processed",
                            "trigger_count", "search_failures", "index_failures", ...},
-                           "last_search_time": ms | None}}
+                           "last_search_time": ms | None, "username": who started it}}
     ml.jobs               {id: {"config": PUT body + "job_id", "state": closed|opening|opened|
                            closing|failed, "open_time" | None, "node" | None,
-                           "assignment_explanation": "", "processed_record_count": int}}
+                           "assignment_explanation": "", "processed_record_count": int,
+                           "username": creator}}
     ml.datafeeds          {id: {"config": PUT body + "datafeed_id", "job_id", "state": stopped|
                            starting|started|stopping, "node" | None, "reason" | None,
                            "source_seq": {index: last seq}, "search_count": int,
-                           "last_search_time": ms | None, "failures": int}}
-    reload                {"generation": int, "requested_by": node name, "password_supplied":
-                           bool}: nodes poll it and re-read their keystore when it grows
+                           "last_search_time": ms | None, "failures": int, "username": who
+                           started it}}
+    reload                {"generation": int, "requested_by": node name, "nodes": [names],
+                           "password_file": path | None (0600, removed after the fan-out),
+                           "results": {name: {} | {"reload_exception": {"type", "reason"}}}}:
+                           nodes poll it and re-read their keystore when it grows
 
 Documents live apart from the state (see `append_docs`); the state only holds index metadata.
 """

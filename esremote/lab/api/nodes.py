@@ -189,3 +189,18 @@ def _apply_reloaded(ctx, secure: dict[str, str]) -> None:
             "Updated remote cluster credentials for clusters: [%s]", ", ".join(aliases))
     if ctx.remote is not None:
         ctx.remote.settings_changed()
+
+
+def elected_node(ctx) -> dict | None:
+    """The node that runs background work: the lowest live node name (see work.py)."""
+    live = ctx.store.live_nodes()
+    return live[0] if live else None
+
+
+def task_node_body(ctx, name: str | None) -> dict | None:
+    """How task APIs show the node a task runs on (`node` in transform / ML stats)."""
+    node = next((n for n in ctx.store.live_nodes() if n["name"] == name), None)
+    if node is None:
+        return None
+    return {"id": node.get("id", name), "name": name, "ephemeral_id": node.get("id", name)[::-1],
+            "transport_address": f"{node['ip']}:{node['transport_port']}", "attributes": {}}
