@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Mapping
+from pathlib import PurePosixPath
 
 from pydantic import SecretStr
 
@@ -40,15 +41,17 @@ _NO_KEYSTORE_ADVICE = ("there is no keystore: create it as its owner with `elast
 class NodeKeystore:
     """The keystore of one node, edited through that node's keystore CLI."""
 
-    def __init__(self, conn: SSHConnection, *, es_home: str, config_dir: str, owner: str | None = None,
-                 password: SecretStr | str | None = None, timeout: float = 120.0) -> None:
-        self.conn, self.es_home, self.config_dir, self.owner = conn, es_home.rstrip("/"), config_dir, owner
+    def __init__(self, conn: SSHConnection, *, es_home: str | PurePosixPath, config_dir: str | PurePosixPath,
+                 owner: str | None = None, password: SecretStr | str | None = None,
+                 timeout: float = 120.0) -> None:
+        self.conn, self.owner = conn, owner
+        self.es_home, self.config_dir = str(es_home).rstrip("/"), str(config_dir).rstrip("/")
         self.password = SecretStr(password) if isinstance(password, str) else password
         self.timeout = timeout
 
     @property
     def path(self) -> str:
-        return f"{self.config_dir.rstrip('/')}/{KEYSTORE_FILE}"
+        return f"{self.config_dir}/{KEYSTORE_FILE}"
 
     # ------------------------------------------------------------------------------------ reads
     def exists(self) -> bool:

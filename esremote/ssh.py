@@ -27,7 +27,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import paramiko
@@ -303,7 +303,7 @@ class SSHConnection:
         reason = _tail(err)
         if code == 127 or "not found" in reason:
             raise SudoError(f"sudo is not installed for {user}: install sudo or log in as root", host=self.host)
-        if "password is required" not in reason and "password" not in reason.lower():
+        if "password" not in reason.lower():  # e.g. "user x is not in the sudoers file"
             raise SudoError(f"sudo refused {user}: {reason}; grant it in sudoers", host=self.host)
         if self.target.sudo_password is None:
             raise SudoError(
@@ -384,15 +384,16 @@ class SSHConnection:
                                host=self.host) from exc
 
     # ---------------------------------------------------------------------------------- files
-    def read_file(self, path: str, *, sudo: bool = False) -> bytes:
-        return self.run(f"cat -- {shlex.quote(path)}", sudo=sudo).stdout_bytes
+    def read_file(self, path: str | PurePosixPath, *, sudo: bool = False) -> bytes:
+        return self.run(f"cat -- {shlex.quote(str(path))}", sudo=sudo).stdout_bytes
 
-    def exists(self, path: str, *, sudo: bool = False) -> bool:
-        q = shlex.quote(path)
+    def exists(self, path: str | PurePosixPath, *, sudo: bool = False) -> bool:
+        q = shlex.quote(str(path))
         return self.run(f"test -e {q} || test -L {q}", sudo=sudo, check=False).exit_code == 0
 
-    def stat(self, path: str, *, sudo: bool = False) -> FileStat | None:
+    def stat(self, path: str | PurePosixPath, *, sudo: bool = False) -> FileStat | None:
         """Mode, owner and size of `path` (symlinks followed), or None when it does not exist."""
+        path = str(path)
         q = shlex.quote(path)
         result = self.run(f"if [ -e {q} ]; then stat -L -c '%a %u %g %U %G %s' -- {q}; else echo missing; fi",
                           sudo=sudo)
@@ -405,7 +406,7 @@ class SSHConnection:
         mode, uid, gid, owner, group, size = fields
         return FileStat(path, int(mode, 8), int(uid), int(gid), owner, group, int(size))
 
-    def write_file(self, path: str, data: bytes, *, run_id: str, sudo: bool = False, mode: int | None = None,
+    def write_file(self, path: str | PurePosixPath, data: bytes, *, run_id: str, sudo: bool = False, mode: int | None = None,
                    owner: str | None = None, group: str | None = None) -> WriteResult:
         """Replace `path` with `data` safely; a no-op when it already holds exactly that.
 
@@ -413,12 +414,15 @@ class SSHConnection:
         run keeps the first backup, which is the original), writes a 0600 temp file in the same
         directory, fsyncs it, sets the original mode and owner (or `mode`/`owner`/`group`), renames
         it over `path` and reads it back. Uses sudo when asked or when the login user does not own
-        the file (keeping another user's ownership needs root).
+        the file (keeping another user's ownership needs root). A symlink is followed: its target is
+        the file replaced, so a link kept by configuration management stays a link.
         """
+        path = str(path)
         if not _RUN_ID.match(run_id):
             raise ValueError(f"run_id {run_id!r} must match {_RUN_ID.pattern}")
         if not path.startswith("/"):
             raise ValueError(f"write_file needs an absolute path, got {path!r}")
+        path = self._real_path(path, sudo=sudo)
         before = self.stat(path, sudo=sudo)
         use_sudo = sudo or self._needs_root_to_keep(before, owner)
         backup = _backup_path(path, run_id)
@@ -431,6 +435,11 @@ class SSHConnection:
                            f"the original is in {backup}", host=self.host)
         return WriteResult(self.host, path, backup if before is not None else None, changed=True,
                            created=before is None)
+
+    def _real_path(self, path: str, *, sudo: bool) -> str:
+        q = shlex.quote(path)
+        result = self.run(f"if [ -L {q} ]; then readlink -f -- {q}; else echo {q}; fi", sudo=sudo)
+        return result.stdout.rstrip("\n") or path
 
     def _needs_root_to_keep(self, before: FileStat | None, owner: str | None) -> bool:
         uid, name = self.identity()

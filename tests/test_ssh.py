@@ -262,3 +262,25 @@ def test_write_file_rejects_bad_run_id_and_relative_path(node):
         node.write_file("/tmp/x", b"", run_id="a/b")
     with pytest.raises(ValueError, match="absolute"):
         node.write_file("x", b"", run_id=RUN)
+
+
+def test_write_through_a_symlink_edits_its_target_and_keeps_the_link(node, ssh_server):
+    directory = ssh_server.fresh_dir("link")
+    (directory / "real.yml").write_bytes(b"old\n")
+    (directory / "elasticsearch.yml").symlink_to("real.yml")
+    result = node.write_file(directory / "elasticsearch.yml", b"new\n", run_id=RUN)
+    assert (directory / "elasticsearch.yml").is_symlink() and (directory / "real.yml").read_bytes() == b"new\n"
+    assert result.path == str(directory / "real.yml")
+    assert Path(result.backup_path).read_bytes() == b"old\n"
+
+
+def test_missing_sshd_skips_unless_openssh_is_required(monkeypatch):
+    from tests.fixtures import ssh as fixtures
+
+    monkeypatch.setattr(fixtures, "SSHD", "/nonexistent/sshd")
+    monkeypatch.delenv("ESREMOTE_REQUIRE_OPENSSH", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="openssh-server"):
+        fixtures._require_openssh()
+    monkeypatch.setenv("ESREMOTE_REQUIRE_OPENSSH", "1")
+    with pytest.raises(pytest.fail.Exception, match="ESREMOTE_REQUIRE_OPENSSH=1"):
+        fixtures._require_openssh()
