@@ -133,8 +133,7 @@ class HarnessNode(NodeContext):
             self.remote = RemoteClusterService(self).start()
         if work:
             from esremote.lab.work import WorkRunner
-            self.work = WorkRunner(self)
-            self.work.start()
+            self.work = WorkRunner(self, interval=0.2).start()
         return self
 
     def stop(self) -> None:
