@@ -32,6 +32,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from esremote.errors import InventoryError
@@ -71,6 +72,7 @@ def _command(value: str) -> str:
 
 Name = Annotated[str, AfterValidator(_name)]
 Command = Annotated[str, AfterValidator(_command)]
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -562,12 +564,36 @@ def _unwrap(kind: Any) -> Any:
 # ---------------------------------------------------------------- writing
 
 def dump_inventory(inventory: Inventory) -> str:
-    """YAML for `inventory` that `load_inventory` reads back equal (only what was set is written)."""
+    """YAML for `inventory` that `load_inventory` reads back equal (only what was set is written).
+
+    Relative local paths are written as they are, so they are read relative to the file's directory.
+    """
     data = inventory.model_dump(mode="json", exclude_unset=True,
                                 exclude={"clusters": {"__all__": {"name"}}})
     yaml = YAML(typ="rt")
     yaml.default_flow_style = False
+    yaml.Representer = _Representer
     out = io.StringIO()
     out.write("# esremote inventory (see deployments/inventory.example.yml for every field)\n")
-    yaml.dump(data, out)
+    yaml.dump(_flow_secret_refs(data), out)
     return out.getvalue()
+
+
+class _Representer(RoundTripRepresenter):
+    """`null` written out (ruamel writes an empty value); a subclass, so other YAML users are unaffected."""
+
+
+_Representer.add_representer(type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+
+
+def _flow_secret_refs(value: Any) -> Any:
+    """Secret references as `{env: NAME}`, the way the example writes them."""
+    if isinstance(value, list):
+        return [_flow_secret_refs(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1 and next(iter(value)) in ("env", "file", "prefect"):
+        ref = CommentedMap(value)
+        ref.fa.set_flow_style()
+        return ref
+    return {k: _flow_secret_refs(v) for k, v in value.items()}

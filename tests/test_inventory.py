@@ -1,9 +1,8 @@
 """Inventory: the example file, merged node views, precise errors, round trips, and fuzzing."""
 
+import io
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -26,6 +25,10 @@ def make_site(root: Path) -> str:
     (root / "certs").mkdir(exist_ok=True)
     for name in ("local-http-ca.crt", "remote-http-ca.crt"):
         (root / "certs" / name).write_text("not a real certificate\n")
+    return site_text()
+
+
+def site_text() -> str:
     # ca_cert relative to the inventory's directory; key_file stays `~/...`
     return EXAMPLE.read_text().replace("/etc/esremote/", "certs/")
 
@@ -198,7 +201,7 @@ def mutations(text: str):
     yield ("non-text key", int_key, line_of(int_key, "2024:"), "clusters", "keys must be text")
 
 
-CASES = list(mutations(make_site(Path(tempfile.mkdtemp(prefix="esr-inv-ids-")))))
+CASES = list(mutations(site_text()))
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[c[0] for c in CASES])
@@ -344,7 +347,7 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 
 def _yaml_text(data) -> str:
-    out = __import__("io").StringIO()
+    out = io.StringIO()
     YAML(typ="safe", pure=True).dump(data, out)
     return out.getvalue()
 
