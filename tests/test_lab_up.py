@@ -232,3 +232,25 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(lab, tmp_path, args, m
     assert not (tmp_path / "new").exists()
     assert sorted(p.name for p in full.iterdir()) == ["something"]
     assert (lab.dir / "control" / "faults.json").read_text() == before
+
+
+def test_up_again_reuses_the_lab_and_down_finds_untracked_nodes(lab_factory):
+    lab = lab_factory("lab-reuse", local_nodes=1, remote_nodes=1, seed=False)
+    remote = lab.es("remote")
+    remote.indices.create(index="kept", settings={"number_of_replicas": 0})  # green on one node
+    remote.index(index="kept", document={"n": 1}, refresh=True)
+    lab.down()
+    result = esremote("lab", "up", "--dir", lab.dir, "--start-delay", "0.2")  # only the delay may change
+    assert result.returncode == 0, result.stderr
+    assert lab.es("remote").count(index="kept")["count"] == 1  # the cluster state survived the restart
+    assert json.loads((Path(lab.node("local-0")["home"]) / "lib/lab-node.json").read_text())["start_delay"] == 0.2
+    # A node started by hand, outside the service's pid file, is found and stopped too.
+    home = Path(lab.node("local-0")["home"])
+    subprocess.run([str(home / "bin/elasticsearch-service"), "stop"], check=True, capture_output=True)
+    subprocess.run([str(home / "bin/elasticsearch"), "-d", "-p", str(home / "by-hand.pid")], check=True,
+                   capture_output=True, timeout=60)
+    by_hand = int((home / "by-hand.pid").read_text())
+    assert control.pid_alive(by_hand)
+    stopped = lab.down()
+    assert any(f"pid {by_hand}, untracked" in s for s in stopped), stopped
+    assert not control.pid_alive(by_hand)

@@ -79,7 +79,8 @@ def seed_steps(lab: dict, client_for) -> list[tuple[str, object]]:
     alias = lab["alias"]
     steps: list[tuple[str, object]] = []
     for remote in aliases.values():
-        steps.append((f"remote-data:{remote}", lambda r=remote: seed_remote(client_for(r))))
+        replicas = min(1, len(lab["clusters"][remote]["nodes"]) - 1)  # green on a one-node cluster too
+        steps.append((f"remote-data:{remote}", lambda r=remote, n=replicas: seed_remote(client_for(r), n)))
     steps.append(("local-security", lambda: seed_local_security(client_for(local), lab)))
     if not lab["options"].get("alias_in_yml"):
         for name, remote in aliases.items():
@@ -88,7 +89,8 @@ def seed_steps(lab: dict, client_for) -> list[tuple[str, object]]:
     steps.append(("connected", lambda: [wait_connected(client_for(local), name) for name in aliases]))
     steps.append(("replication", lambda: seed_replication(client_for(local, "ccr_user"),
                                                           client_for(aliases[alias]), alias)))
-    steps.append(("transform", lambda: seed_transform(client_for(local, "ccs_user"), alias)))
+    local_replicas = min(1, len(lab["clusters"][local]["nodes"]) - 1)
+    steps.append(("transform", lambda: seed_transform(client_for(local, "ccs_user"), alias, local_replicas)))
     steps.append(("ml", lambda: seed_ml(client_for(local, "ccs_user"), alias)))
     return steps
 
@@ -105,13 +107,14 @@ def alias_settings(lab: dict, remote: str) -> dict[str, object]:
     return {"mode": "sniff", "seeds": [f"{n['ip']}:{n['transport_port']}" for n in nodes[:3]]}
 
 
-def seed_remote(remote) -> None:
+def seed_remote(remote, replicas: int = 1) -> None:
     for name, body in remote_roles().items():
         remote.put(f"/_security/role/{name}", body)
     mappings = {"properties": {"@timestamp": {"type": "date"}, "host": {"type": "keyword"},
                                "value": {"type": "long"}}}
     for index in (LEADER_INDEX, AUTO_LEADER_INDEX):
-        remote.put(f"/{index}", {"settings": {"number_of_shards": 1}, "mappings": mappings})
+        remote.put(f"/{index}", {"settings": {"number_of_shards": 1, "number_of_replicas": replicas},
+                                  "mappings": mappings})
     now = datetime.now(timezone.utc)
     docs = [document(now - timedelta(minutes=60 - i), i) for i in range(60)]
     bulk = []
@@ -165,7 +168,9 @@ def seed_replication(ccr_local, remote, alias: str) -> None:
                    document(datetime.now(timezone.utc), 0))
 
 
-def seed_transform(ccs_local, alias: str) -> None:
+def seed_transform(ccs_local, alias: str, replicas: int = 1) -> None:
+    # The destination made beforehand, with replicas the local cluster can hold (green at one node).
+    ccs_local.put("/ccs-hosts", {"settings": {"number_of_shards": 1, "number_of_replicas": replicas}})
     ccs_local.put(f"/_transform/{TRANSFORM}", {
         "source": {"index": [f"{alias}:{LEADER_INDEX}"]},
         "dest": {"index": "ccs-hosts"},
