@@ -254,3 +254,15 @@ def test_up_again_reuses_the_lab_and_down_finds_untracked_nodes(lab_factory):
     stopped = lab.down()
     assert any(f"pid {by_hand}, untracked" in s for s in stopped), stopped
     assert not control.pid_alive(by_hand)
+
+
+def test_api_key_invalidated_fault_invalidates_the_remote_cross_cluster_keys(lab):
+    remote = lab.es("remote")
+    key = remote.security.create_cross_cluster_api_key(name="fault-victim", access={"search": [{"names": ["x"]}]})
+    rest_key = remote.security.create_api_key(name="bystander")
+    result = esremote("lab", "fault", lab.dir, "api-key-invalidated")
+    assert result.returncode == 0, result.stderr
+    assert "remote:" in result.stdout and "invalidated" in result.stdout
+    assert remote.security.get_api_key(id=key["id"])["api_keys"][0]["invalidated"] is True
+    assert remote.security.get_api_key(id=rest_key["id"])["api_keys"][0]["invalidated"] is False
+    assert key["encoded"] not in result.stdout + result.stderr
