@@ -255,16 +255,20 @@ class SSHConnection:
 
     # ------------------------------------------------------------------------------- commands
     def run(self, command: str, *, stdin: bytes | str | None = None, sudo: bool = False,
-            as_user: str | None = None, check: bool = True, timeout: float | None = None) -> CommandResult:
+            as_user: str | None = None, check: bool = True, timeout: float | None = None,
+            display: str | None = None) -> CommandResult:
         """Run `command` through the login shell; `sudo`/`as_user` run it as root/that user.
 
-        `stdin` (bytes or text) is sent and then closed: it is where secrets go. A non-zero exit
-        raises `RemoteCommandError` when `check` is true.
+        `stdin` (bytes or text) is sent and then closed: it is where secrets go, never the command.
+        A non-zero exit raises `RemoteCommandError` when `check` is true. `display` is what
+        results and errors call the command (e.g. "write /etc/x" for a long script).
         """
         data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
         wrapped, data = self._wrap(command, data, sudo=sudo or as_user is not None, as_user=as_user)
-        code, out, err = self._exec(wrapped, data, timeout)
-        shown = command if not (sudo or as_user) else f"sudo{' -u ' + as_user if as_user else ''} {command}"
+        shown = _short(display or command)
+        if sudo or as_user:
+            shown = f"sudo{' -u ' + as_user if as_user else ''} {shown}"
+        code, out, err = self._exec(wrapped, data, timeout, shown)
         result = CommandResult(self.host, shown, code, out, err)
         if (sudo or as_user) and code == 1 and not out and err.startswith(b"sudo: "):
             raise SudoError(f"sudo refused `{shown}`: {_tail(err)}; grant it in sudoers", host=self.host)
@@ -328,11 +332,13 @@ class SSHConnection:
             self._identity = (int(lines[0]), lines[1])
         return self._identity
 
-    def _exec(self, command: str, data: bytes, timeout: float | None) -> tuple[int, bytes, bytes]:
+    def _exec(self, command: str, data: bytes, timeout: float | None,
+              shown: str | None = None) -> tuple[int, bytes, bytes]:
         """Run one command on a new channel: (exit code, stdout, stderr). -1: killed by a signal."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        shown = shown or command
         transport = self._transport()
-        with self._session_errors(command):
+        with self._session_errors(shown):
             chan = transport.open_session(timeout=self.target.connect_timeout)
             try:
                 chan.settimeout(timeout)
@@ -340,11 +346,11 @@ class SSHConnection:
                 if data:
                     chan.sendall(data)
                 chan.shutdown_write()
-                out, err = self._collect(chan, command, deadline)
+                out, err = self._collect(chan, shown, deadline)
                 while not chan.exit_status_ready():
                     if not transport.is_active():
                         raise EOFError("connection closed before the command's exit status arrived")
-                    self._check_deadline(chan, command, deadline, timeout)
+                    self._check_deadline(chan, shown, deadline)
                     chan.status_event.wait(0.05)
                 if chan.exit_status == -1 and not chan.eof_received and _connection_lost(transport):
                     raise EOFError("connection closed while the command was running")
@@ -361,25 +367,25 @@ class SSHConnection:
                 err += chan.recv_stderr(65536)
             if (chan.eof_received or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready():
                 return bytes(out), bytes(err)
-            self._check_deadline(chan, command, deadline, None)
+            self._check_deadline(chan, command, deadline)
             select.select([chan], [], [], 0.02)
 
-    def _check_deadline(self, chan, command: str, deadline: float | None, timeout: float | None) -> None:
+    def _check_deadline(self, chan, shown: str, deadline: float | None) -> None:
         if deadline is not None and time.monotonic() > deadline:
             chan.close()
-            raise CommandTimeoutError(f"command `{_first_word(command)}` did not finish in time; "
+            raise CommandTimeoutError(f"command `{shown}` did not finish in time; "
                                       "it may still be running on the node", host=self.host)
 
     @contextmanager
-    def _session_errors(self, command: str) -> Iterator[None]:
+    def _session_errors(self, shown: str) -> Iterator[None]:
         """The boundary for errors on an open connection: a drop becomes a transient ConnectError."""
         try:
             yield
         except (socket.timeout, TimeoutError) as exc:
-            raise CommandTimeoutError(f"command `{_first_word(command)}` timed out", host=self.host) from exc
+            raise CommandTimeoutError(f"command `{shown}` timed out", host=self.host) from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:
             self.close()
-            raise ConnectError(f"connection lost while running `{_first_word(command)}`: "
+            raise ConnectError(f"connection lost while running `{shown}`: "
                                f"{exc or type(exc).__name__}; retry when the node is reachable",
                                host=self.host) from exc
 
@@ -429,7 +435,8 @@ class SSHConnection:
         if before is not None and self._already_there(path, data, before, use_sudo, mode, owner, group):
             return WriteResult(self.host, path, backup if self.exists(backup, sudo=use_sudo) else None,
                                changed=False)
-        self.run(_write_script(path, backup, before, mode, owner, group), stdin=data, sudo=use_sudo)
+        self.run(_write_script(path, backup, before, mode, owner, group), stdin=data, sudo=use_sudo,
+                 display=f"write {path}")
         if self.read_file(path, sudo=use_sudo) != data:
             raise SSHError(f"{path} does not hold what was written (read-back differs); "
                            f"the original is in {backup}", host=self.host)
@@ -505,10 +512,11 @@ def _tail(data: bytes, lines: int = 3) -> str:
     return " / ".join(data.decode("utf-8", "replace").strip().splitlines()[-lines:])
 
 
-def _first_word(command: str) -> str:
-    """What errors show of a command: enough to recognise it, nothing of its arguments."""
-    words = command.split()
-    return words[0] if words else command
+def _short(command: str, limit: int = 160) -> str:
+    """A command as results and errors show it: its first line, cut to `limit` characters."""
+    lines = command.strip().splitlines() or [""]
+    first = lines[0]
+    return first if len(first) <= limit and len(lines) == 1 else first[:limit] + " …"
 
 
 @contextmanager

@@ -284,3 +284,13 @@ def test_missing_sshd_skips_unless_openssh_is_required(monkeypatch):
     monkeypatch.setenv("ESREMOTE_REQUIRE_OPENSSH", "1")
     with pytest.raises(pytest.fail.Exception, match="ESREMOTE_REQUIRE_OPENSSH=1"):
         fixtures._require_openssh()
+
+
+@pytest.mark.openssh
+def test_a_failed_write_names_the_file_and_leaves_nothing_behind(openssh_server):
+    directory = openssh_server.workdir / "root-dir"
+    directory.mkdir(mode=0o755, exist_ok=True)
+    with SSHConnection(openssh_server.target()) as conn, pytest.raises(RemoteCommandError) as info:
+        conn.write_file(str(directory / "new.yml"), b"x", run_id=RUN)
+    assert f"`write {directory / 'new.yml'}`" in str(info.value) and "Permission denied" in str(info.value)
+    assert os.listdir(directory) == []
