@@ -448,3 +448,28 @@ def test_dump_then_load_gives_back_any_inventory(fuzz_site, inv):
     path = fuzz_site[0] / "generated.yml"
     path.write_text(dump_inventory(inv), encoding="utf-8")
     assert load_inventory(path) == inv
+
+
+# ---------------------------------------------------------------- a loaded inventory reaches a real node
+
+def test_a_node_of_a_loaded_inventory_is_reachable_over_ssh(ssh_server, tmp_path):
+    from esremote.ssh import SSHConnection
+
+    ca = tmp_path / "ca.crt"
+    ca.write_text("c\n")
+    path = tmp_path / "inv.yml"
+    path.write_text(f"""\
+ssh: {{user: {ssh_server.user}, key_file: {ssh_server.key_file}, known_hosts: {ssh_server.known_hosts}}}
+clusters:
+  one:
+    role: local
+    urls: [https://{ssh_server.host}:9200]
+    ca_cert: ca.crt
+    auth: {{api_key: {{env: ESR_UNUSED}}}}
+    nodes:
+      - {{name: n1, address: {ssh_server.host}, ssh: {{port: {ssh_server.port}}}}}
+""")
+    (node,) = load_inventory(path).nodes("one")
+    with SSHConnection(node.ssh_target()) as conn:
+        result = conn.run("echo reached")
+    assert result.ok and result.stdout.strip() == "reached"
