@@ -23,6 +23,7 @@ import json
 import os
 import re
 import ssl
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -323,20 +324,23 @@ def _defs() -> list[SettingDef]:
 SSL_PREFIXES = ("xpack.security.http.ssl", "xpack.security.transport.ssl",
                 "xpack.security.remote_cluster_server.ssl", "xpack.security.remote_cluster_client.ssl")
 
-_REGISTRY: list[tuple[re.Pattern, SettingDef]] | None = None
+_EXACT: dict[str, SettingDef] | None = None
+_PATTERNS: list[tuple[re.Pattern, SettingDef]] = []
 
 
 def lookup(key: str) -> SettingDef | None:
     """The definition of a setting, or None when Elasticsearch would not know it."""
-    global _REGISTRY
-    if _REGISTRY is None:
-        _REGISTRY = [(d.regex(), d) for d in _defs()]
+    global _EXACT
+    if _EXACT is None:
+        definitions = _defs()
+        _PATTERNS.extend((d.regex(), d) for d in definitions if "*" in d.pattern)
+        _EXACT = {d.pattern: d for d in definitions if "*" not in d.pattern}
+    if key in _EXACT:
+        return _EXACT[key]
     found = None
-    for regex, definition in _REGISTRY:
+    for regex, definition in _PATTERNS:
         if regex.fullmatch(key):
             found = definition  # later, more specific definitions win
-            if "*" not in definition.pattern:
-                return definition
     return found
 
 
@@ -356,33 +360,19 @@ def validate_value(key: str, value: Any) -> Any:
 # ------------------------------------------------------------------------------ yml
 
 def read_yml(path: Path) -> dict[str, Any]:
-    """elasticsearch.yml as flat keys (flat, nested or mixed); `${VAR}` from the environment."""
-    try:
-        from esremote.esyml import EsYml  # the project's comment-preserving reader
-    except ImportError:  # pragma: no cover - only while the format module is not there
-        EsYml = None
-    if EsYml is not None:
-        flat = dict(EsYml.load(path).flat())
-    else:
-        import yaml
-        text = path.read_text(encoding="utf-8")
-        flat = _flatten(yaml.safe_load(text) or {})
-    return {key: _substitute(value) for key, value in flat.items()}
+    """elasticsearch.yml as flat keys (flat, nested or mixed), `${VAR}` replaced from the environment."""
+    from esremote.esyml import EsYml
 
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        out.update(_flatten(value, full))
-    return out
+    return {key: _substitute(value) for key, value in EsYml.load(path).flat().items()}
 
 
 def _substitute(value: Any) -> Any:
     if isinstance(value, str) and "${" in value:
-        return re.sub(r"\$\{([^}:]+)(?::([^}]*))?\}", lambda m: os.environ.get(m[1], m[2] or ""), value)
+        def env(match: re.Match) -> str:
+            if match[1] not in os.environ:
+                raise StartupError(f"Could not resolve placeholder '{match[1]}'")
+            return os.environ[match[1]]
+        return re.sub(r"\$\{([^}]+)\}", env, value)
     if isinstance(value, list):
         return [_substitute(v) for v in value]
     return value
@@ -415,10 +405,11 @@ class NodeConfig:
     transport_server: ssl.SSLContext | None = None
     transport_client: ssl.SSLContext | None = None
     remote_cluster_server: ssl.SSLContext | None = None
-    remote_cluster_client: ssl.SSLContext | None = None
     trust_descriptions: dict[str, str] = field(default_factory=dict)
     keystore_path: Path | None = None
     lab: dict[str, Any] = field(default_factory=dict)
+    lazy_contexts: dict[str, Any] = field(default_factory=dict, repr=False)
+    lazy_factories: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def config_dir(self) -> Path:
@@ -434,6 +425,19 @@ class NodeConfig:
 
     def setting(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
+
+    @property
+    def remote_cluster_client(self) -> ssl.SSLContext | None:
+        """Built on first use: with no CA configured it loads the system trust store (slow), and
+        most nodes never open an API-key connection."""
+        with _LAZY_LOCK:
+            if "remote_cluster_client" not in self.lazy_contexts and self.lazy_factories.get("remote_cluster_client"):
+                self.lazy_contexts["remote_cluster_client"] = self.lazy_factories.pop("remote_cluster_client")()
+        return self.lazy_contexts.get("remote_cluster_client")
+
+    @remote_cluster_client.setter
+    def remote_cluster_client(self, context: ssl.SSLContext | None) -> None:
+        self.lazy_contexts["remote_cluster_client"] = context
 
 
 def read_lab_node(home: Path) -> dict[str, Any]:
@@ -476,6 +480,8 @@ def load_node_config(home: str | os.PathLike, keystore_password: str | None = No
         raw = read_yml(yml_path)
     except FileNotFoundError:
         raise StartupError(f"{yml_path} does not exist", "java.nio.file.NoSuchFileException") from None
+    except StartupError:
+        raise
     except Exception as exc:  # a yml that does not parse: Elasticsearch's SettingsException
         raise StartupError(f"Failed to load settings from [elasticsearch.yml]: {exc}",
                            "org.elasticsearch.common.settings.SettingsException") from None
@@ -553,6 +559,9 @@ def _validate(raw: dict[str, Any], secure: dict[str, str]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ TLS contexts
 
+_LAZY_LOCK = threading.Lock()
+
+
 class _Material:
     """A TLS identity and trust read from the files one `*.ssl` prefix names (PEM strings)."""
 
@@ -593,13 +602,21 @@ def _store_type(config: NodeConfig, prefix: str, store: str, path: Path) -> str:
     return kind
 
 
+_P12_CACHE: dict[tuple[bytes, str], Any] = {}
+
+
 def _open_p12(prefix: str, what: str, path: Path, password: str):
+    """Open a PKCS#12 file (decryption is slow: the same file and password are opened once)."""
     from esremote import pki
     from esremote.errors import CertificateError
 
     data = _read_file(prefix, what, path)
+    cached = _P12_CACHE.get((data, password))
+    if cached is not None:
+        return cached
     try:
-        return pki.load_pkcs12(data, password)
+        _P12_CACHE[(data, password)] = contents = pki.load_pkcs12(data, password)
+        return contents
     except CertificateError:
         given = "a keystore password was provided" if password else "no password was provided"
         raise _ssl_error(prefix, f"cannot read configured {what} [{path}] - this is usually caused by "
@@ -727,6 +744,6 @@ def build_ssl_contexts(config: NodeConfig) -> None:
         config.remote_cluster_server = _server_context(config, server, _read_material(config, server), "none")
     client = "xpack.security.remote_cluster_client.ssl"
     if s.get(f"{client}.enabled", True):
-        m = _read_material(config, client)
-        config.remote_cluster_client = _client_context(config, client, m)
+        m = _read_material(config, client)  # read now: a bad file refuses the start
+        config.lazy_factories["remote_cluster_client"] = lambda: _client_context(config, client, m)
         config.trust_descriptions[client] = m.trust_description

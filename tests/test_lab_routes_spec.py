@@ -1,0 +1,84 @@
+"""The lab's route table is Elasticsearch's: every path + method of every REST API spec file is a
+route named after its spec, the table has nothing the specs lack, and each spec path resolves to
+its own API (a literal segment beats a `{param}`, as in Elasticsearch's path trie)."""
+
+import json
+import re
+
+import pytest
+
+from esremote.lab import errors
+from esremote.lab.routes import ROUTES, Router, _HANDLERS, _load_handlers
+
+
+def spec_routes(spec_dir) -> set[tuple[str, str, str]]:
+    """(api, path, method) for every spec file, in both the old and the current spec formats."""
+    found = set()
+    for path in sorted(spec_dir.rglob("*.json")):
+        if path.name.startswith("_"):
+            continue
+        for name, spec in json.loads(path.read_text()).items():
+            url = spec["url"]
+            for entry in url["paths"]:
+                if isinstance(entry, str):  # pre-7.x format: methods beside the paths
+                    methods = spec.get("methods") or url.get("methods")
+                    found.update((name, entry, m) for m in methods)
+                else:
+                    found.update((name, entry["path"], m) for m in entry["methods"])
+    return found
+
+
+@pytest.fixture(scope="module")
+def specs(shared_dir):
+    return spec_routes(shared_dir / "es-rest-api-spec")
+
+
+def table() -> set[tuple[str, str, str]]:
+    return {(name, path, method) for name, path, methods in ROUTES for method in methods}
+
+
+def test_every_spec_route_is_in_the_table(specs):
+    assert specs - table() == set()
+
+
+def test_the_table_has_no_route_the_specs_lack(specs):
+    assert table() - specs == set()
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", lambda m: "my-" + m[0][1:-1].replace("_", "-"), path)
+
+
+def test_each_spec_path_resolves_to_its_api(specs):
+    router = Router()
+    for name, path, method in sorted(specs):
+        resolved, params = router.match(method, _concrete(path))
+        # paths of the same shape and method (/_nodes/{node_id} vs /_nodes/{metric}) share one API
+        assert resolved == name, (method, path)
+        assert set(params) <= set(re.findall(r"\{([^}]+)\}", path)) | {"node_id"}
+
+
+def test_every_routed_api_has_a_handler():
+    _load_handlers()
+    assert {name for name, _, _ in ROUTES} - set(_HANDLERS) == set()
+
+
+def test_literal_segments_beat_parameters():
+    router = Router()
+    assert router.match("GET", "/_security/user/_privileges")[0] == "security.get_user_privileges"
+    assert router.match("GET", "/_security/user/bob") == ("security.get_user", {"username": "bob"})
+    assert router.match("GET", "/_ml/anomaly_detectors/_stats")[0] == "ml.get_job_stats"
+    assert router.match("GET", "/_nodes/reload_secure_settings")[0] != "nodes.reload_secure_settings"
+
+
+def test_unknown_path_and_wrong_method_answer_like_elasticsearch():
+    router = Router()
+    with pytest.raises(errors.PlainError) as unknown:
+        router.match("GET", "/_no/such/thing/here")
+    assert unknown.value.body() == {"error": "no handler found for uri [/_no/such/thing/here] and method [GET]",
+                                    "status": 400}
+    with pytest.raises(errors.PlainError) as wrong:
+        router.match("DELETE", "/_cluster/settings")
+    assert wrong.value.status == 405
+    assert wrong.value.reason == ("Incorrect HTTP method for uri [/_cluster/settings] and method [DELETE], "
+                                  "allowed: [GET, PUT]")
