@@ -194,10 +194,10 @@ class Cluster:
             remote_cluster_server=(server_context(p.cert(rcs_ca, name, ip),
                                                   p.ca(transport_ca) if rcs_client_auth else None)
                                    if remote_cluster_server else None),
-            remote_cluster_client=client_context(
-                p.ca(client_trust) if client_trust else None,
-                p.cert(client_cert_ca, name, ip) if client_cert_ca else None, full=True),
         )
+        config.remote_cluster_client = client_context(
+            p.ca(client_trust) if client_trust else None,
+            p.cert(client_cert_ca, name, ip) if client_cert_ca else None, full=True)
         node = HarnessNode(config, self.store, NodeLogs(config.log_path, name), id=node_id(self.name, name))
         node.security = Security(node)
         self.nodes.append(node)

@@ -53,7 +53,7 @@ def test_follower_catches_up_pauses_and_records_read_exceptions(lab):
     with local.store.transaction() as st:
         st["ccr"]["followers"]["follower"] = {"remote_cluster": ALIAS, "leader_index": "leader", "status": "active",
                                               "parameters": {}, "leader_seq": -1, "read_exceptions": [],
-                                              "auto_follow_pattern": None, "run_as": {"username": "elastic"}}
+                                              "auto_follow_pattern": None, "username": "elastic"}
     wait_for(lambda: _docs(local, "follower") == [1, 2, 3], what="follower caught up")
     remote.index_docs("leader", [{"n": 4}])
     wait_for(lambda: _docs(local, "follower") == [1, 2, 3, 4], what="new leader doc")
@@ -62,10 +62,10 @@ def test_follower_catches_up_pauses_and_records_read_exceptions(lab):
     with local.store.transaction() as st:
         st["ccr"]["followers"]["follower"]["status"] = "paused"
     remote.index_docs("leader", [{"n": 5}])
-    before = _state(local)["ccr"]["followers"]["follower"]["successful_read_requests"]
+    before = _state(local)["ccr"]["followers"]["follower"]["successful_reads"]
     _two_more_rounds(local)  # a paused follower must not read
     assert _docs(local, "follower") == [1, 2, 3, 4]
-    assert _state(local)["ccr"]["followers"]["follower"]["successful_read_requests"] == before
+    assert _state(local)["ccr"]["followers"]["follower"]["successful_reads"] == before
 
     with local.store.transaction() as st:
         st["ccr"]["followers"]["follower"]["status"] = "active"
@@ -89,7 +89,7 @@ def test_auto_follow_pattern_follows_new_leaders_while_active(lab):
         st["ccr"]["auto_follow"]["leaders"] = {
             "remote_cluster": ALIAS, "leader_index_patterns": ["leader-*"],
             "leader_index_exclusion_patterns": ["leader-skip"], "follow_index_pattern": "{{leader_index}}-copy",
-            "active": True, "settings": {}, "followed": [], "errors": [], "run_as": {"username": "elastic"}}
+            "active": True, "settings": {}, "followed": [], "errors": [], "username": "elastic"}
     remote.create_index("leader-1", [{"n": 10}])
     remote.create_index("leader-skip", [{"n": 0}])
     wait_for(lambda: _docs(local, "leader-1-copy") == [10], what="auto-followed leader-1")
@@ -103,13 +103,14 @@ def test_auto_follow_pattern_follows_new_leaders_while_active(lab):
     with local.store.transaction() as st:
         st["ccr"]["auto_follow"]["leaders"]["active"] = True
     wait_for(lambda: _docs(local, "leader-2-copy") == [20], what="followed after resume")
-    assert _state(local)["ccr"]["auto_follow_stats"]["number_of_successful_follow_indices"] == 2
+    assert _state(local)["ccr"]["auto_follow"]["leaders"]["followed"] == ["leader-1", "leader-2"]
 
     remote.invalidate_keys()
     errors = wait_for(lambda: _state(local)["ccr"]["auto_follow"]["leaders"]["errors"], what="auto-follow error")
     assert errors[0]["leader_index"] == "leaders"
     assert errors[0]["auto_follow_exception"]["type"] == "security_exception"
     assert errors[0]["auto_follow_exception"]["reason"].startswith("unable to authenticate user [")
+    assert _state(local)["ccr"]["auto_follow"]["leaders"]["failed_remote_requests"] >= 1
 
 
 # ------------------------------------------------------------------------------ transforms
@@ -124,7 +125,7 @@ def _put_transform(local, *, retries=1, sync=True):
     with local.store.transaction() as st:
         st["transforms"]["hosts"] = {"config": config, "state": "started", "reason": None, "node": None,
                                      "checkpoint": 0, "source_seq": {}, "stats": {}, "last_search_time": None,
-                                     "run_as": {"username": "elastic"}}
+                                     "username": "elastic"}
 
 
 def test_transform_reads_the_remote_then_fails_when_the_key_is_invalidated(lab):
@@ -164,7 +165,7 @@ def _put_datafeed(local):
             "config": {"datafeed_id": "datafeed-hosts", "job_id": "hosts-job", "indices": [f"{ALIAS}:logs-*"],
                        "query": {"match_all": {}}, "frequency": "1s"},
             "job_id": "hosts-job", "state": "started", "node": None, "reason": None, "source_seq": {},
-            "search_count": 0, "last_search_time": None, "failures": 0, "run_as": {"username": "elastic"}}
+            "search_count": 0, "last_search_time": None, "failures": 0, "username": "elastic"}
 
 
 def _processed(local):

@@ -6,13 +6,14 @@ they stop making progress and report it the way Elasticsearch does when the link
 What each task reads and writes in the cluster state (state.py shapes, plus the keys below):
 
 * `ccr.followers[f]` while `active`: pulls the leader's operations after `leader_seq` and appends
-  them to the follower index. Adds `leader_max_seq_no`, `operations_read`,
-  `successful_read_requests`, `failed_read_requests`, `last_read_millis`. A failed read puts
-  `{"from_seq_no", "retries", "exception": {"type", "reason"}}` in `read_exceptions` (one entry,
-  retries counting up); the next good read clears it. `paused` followers are left alone.
+  them to the follower index, keeping `leader_max_seq`, `operations_read`, `successful_reads`,
+  `failed_reads` and `last_read`. A failed read puts `{"from_seq_no", "retries", "exception":
+  {"type", "reason"}}` in `read_exceptions` (one entry, retries counting up); the next good read
+  clears it. `paused` followers are left alone.
 * `ccr.auto_follow[p]` while `active`: follows new leader indices matching the pattern (a follower
   named by `follow_index_pattern`, default `{{leader_index}}`); failures go to `errors` (the
-  `recent_auto_follow_errors` of `_ccr/stats`), counters to `ccr.auto_follow_stats`.
+  `recent_auto_follow_errors` of `_ccr/stats`) and count in `failed_remote_requests` /
+  `failed_follow_indices`.
 * `transforms[t]` while `started`/`indexing`: every `frequency` (default 1m) one checkpoint:
   search the sources (`alias:index` through the link), pivot or latest into the local `dest`.
   Without `sync` it stops after one checkpoint (a batch transform). A failed search counts in
@@ -24,8 +25,8 @@ What each task reads and writes in the cluster state (state.py shapes, plus the 
   messages index `.ml-notifications-000002` ("Datafeed is encountering errors extracting data:
   ...") and counted in `failures`; the datafeed keeps running and recovers with the link.
 
-Each object's `run_as: {"username", "roles"}` (written by the API that created it) says who it acts
-for; without it the lab runs it as `elastic`.
+Each object's `username` (written by the API that created or started it) says who it acts for,
+as Elasticsearch stores the caller's security headers; without it the lab runs it as `elastic`.
 """
 
 from __future__ import annotations
@@ -129,14 +130,11 @@ class WorkRunner:
         self.ctx.logger(logger).log(level, message)
 
     def _user(self, obj: dict):
-        """The identity a task acts for: its creator as the security layer knows them now."""
+        """The identity a task acts for: its creator as the security layer knows them now (a
+        deleted user keeps its name and no roles, so the remote refuses it)."""
         from esremote.lab.security import User
-        run_as = obj.get("run_as") or {"username": "elastic", "roles": ["superuser"]}
-        user = self.ctx.security.user(run_as["username"])
-        if user is not None:
-            return user
-        roles = list(run_as.get("roles", []))
-        return User(run_as["username"], roles, descriptors=self.ctx.security.role_descriptors(roles))
+        username = obj.get("username") or "elastic"
+        return self.ctx.security.user(username) or User(username, [], missing_roles=[])
 
     def _remote(self):
         if self.ctx.remote is None:
@@ -150,11 +148,10 @@ class WorkRunner:
         self._due[key] = now + every
         return True
 
-    def _ensure_index(self, st: dict, index: str, *, follower: bool = False) -> None:
+    def _ensure_index(self, st: dict, index: str, *, follower: bool = False, settings: dict | None = None) -> None:
         if index not in st["indices"]:
-            st["indices"][index] = {"uuid": hashlib.sha1(f"{index}{now_ms()}".encode()).hexdigest()[:22],
-                                    "creation_date": now_ms(), "settings": {}, "mappings": {}, "aliases": {},
-                                    "follower": follower}
+            from esremote.lab.api.documents import create_index
+            create_index(self.ctx, st, index, {"settings": settings or {}}, follower=follower)
 
     # CCR followers ---------------------------------------------------------------------------
 
@@ -178,10 +175,10 @@ class WorkRunner:
             if operations:
                 self.ctx.store.append_docs(name, [_replica(op) for op in operations])
                 current["leader_seq"] = operations[-1]["_seq"]
-            current["leader_max_seq_no"] = max(int(answer.get("max_seq_no", -1)), int(current.get("leader_seq", -1)))
+            current["leader_max_seq"] = max(int(answer.get("max_seq_no", -1)), int(current.get("leader_seq", -1)))
             current["operations_read"] = int(current.get("operations_read", 0)) + len(operations)
-            current["successful_read_requests"] = int(current.get("successful_read_requests", 0)) + 1
-            current["last_read_millis"] = now_ms()
+            current["successful_reads"] = int(current.get("successful_reads", 0)) + 1
+            current["last_read"] = now_ms()
             current["read_exceptions"] = []
 
     def _read_failed(self, name: str, from_seq_no: int, exc: ESError) -> None:
@@ -193,7 +190,7 @@ class WorkRunner:
             retries = int(previous.get("retries", 0)) + 1 if previous.get("from_seq_no") == from_seq_no else 1
             current["read_exceptions"] = [{"from_seq_no": from_seq_no, "retries": retries,
                                            "exception": _failure(exc)}]
-            current["failed_read_requests"] = int(current.get("failed_read_requests", 0)) + 1
+            current["failed_reads"] = int(current.get("failed_reads", 0)) + 1
         if retries == 1:
             self._log(logging.WARNING, "o.e.x.c.a.ShardFollowNodeTask",
                       f"[{name}][0] shard follow task encountered an error while reading from the leader "
@@ -211,7 +208,7 @@ class WorkRunner:
         except ESError as exc:
             if exc.type == "no_such_remote_cluster_exception":
                 self._log(logging.WARNING, "o.e.x.c.a.AutoFollowCoordinator", f"unknown cluster alias [{alias}]")
-            self._auto_follow_error(name, name, exc, counter="number_of_failed_remote_cluster_state_requests")
+            self._auto_follow_error(name, name, exc, counter="failed_remote_requests")
             return
         wanted = [i for i in leaders
                   if any(fnmatchcase(i, p) for p in pattern.get("leader_index_patterns", []))
@@ -221,41 +218,39 @@ class WorkRunner:
             self._start_following(name, pattern, leader)
 
     def _start_following(self, name: str, pattern: dict, leader: str) -> None:
+        from esremote.lab.api.ccr import new_follower
         follow = (pattern.get("follow_index_pattern") or "{{leader_index}}").replace("{{leader_index}}", leader)
         with self.ctx.store.transaction() as st:
             current = st["ccr"]["auto_follow"].get(name)
             if not current or not current.get("active", True) or leader in current.get("followed", []):
                 return
-            stats = st["ccr"].setdefault("auto_follow_stats", {})
-            if follow in st["indices"] and follow not in st["ccr"]["followers"]:
-                reason = f"index [{follow}] already exists"
-                current.setdefault("errors", []).append({
-                    "leader_index": f"{name}:{leader}", "timestamp": now_ms(),
-                    "auto_follow_exception": {"type": "resource_already_exists_exception", "reason": reason}})
-                current["errors"] = current["errors"][-MAX_AUTO_FOLLOW_ERRORS:]
-                stats["number_of_failed_follow_indices"] = stats.get("number_of_failed_follow_indices", 0) + 1
+            if follow in st["indices"]:
+                self._record_error(current, f"{name}:{leader}", {
+                    "type": "resource_already_exists_exception", "reason": f"index [{follow}] already exists"})
+                current["failed_follow_indices"] = int(current.get("failed_follow_indices", 0)) + 1
                 return
-            self._ensure_index(st, follow, follower=True)
-            st["ccr"]["followers"][follow] = {
-                "remote_cluster": pattern["remote_cluster"], "leader_index": leader, "status": "active",
-                "parameters": dict(pattern.get("settings_parameters", {})), "leader_seq": -1,
-                "read_exceptions": [], "auto_follow_pattern": name, "run_as": pattern.get("run_as")}
+            self._ensure_index(st, follow, follower=True, settings=current.get("settings"))
+            st["ccr"]["followers"][follow] = new_follower(pattern["remote_cluster"], leader,
+                                                          dict(current.get("parameters") or {}),
+                                                          current.get("username") or "elastic", pattern=name)
             current.setdefault("followed", []).append(leader)
             current["errors"] = [e for e in current.get("errors", []) if e.get("leader_index") != name]
-            stats["number_of_successful_follow_indices"] = stats.get("number_of_successful_follow_indices", 0) + 1
         self._log(logging.INFO, "o.e.x.c.a.AutoFollowCoordinator",
                   f"auto following leader index [{pattern['remote_cluster']}:{leader}] as follower index [{follow}]")
+
+    @staticmethod
+    def _record_error(pattern: dict, key: str, exception: dict) -> None:
+        errors = [e for e in pattern.get("errors", []) if e.get("leader_index") != key]
+        errors.append({"leader_index": key, "timestamp": now_ms(), "auto_follow_exception": exception})
+        pattern["errors"] = errors[-MAX_AUTO_FOLLOW_ERRORS:]
 
     def _auto_follow_error(self, name: str, key: str, exc: ESError, *, counter: str) -> None:
         with self.ctx.store.transaction() as st:
             current = st["ccr"]["auto_follow"].get(name)
             if not current:
                 return
-            errors = [e for e in current.get("errors", []) if e.get("leader_index") != key]
-            errors.append({"leader_index": key, "timestamp": now_ms(), "auto_follow_exception": _failure(exc)})
-            current["errors"] = errors[-MAX_AUTO_FOLLOW_ERRORS:]
-            stats = st["ccr"].setdefault("auto_follow_stats", {})
-            stats[counter] = stats.get(counter, 0) + 1
+            self._record_error(current, key, _failure(exc))
+            current[counter] = int(current.get(counter, 0)) + 1
 
     # reading sources (transforms, datafeeds) -------------------------------------------------
 
@@ -316,7 +311,6 @@ class WorkRunner:
             current["last_search_time"] = now_ms()
             current["failure_count"] = 0
             current["node"] = self.ctx.config.name
-            current["health"] = {"status": "green"}
             if "sync" not in config:  # a batch transform stops after its checkpoint
                 current["state"] = "stopped"
                 current["node"] = None
@@ -331,16 +325,10 @@ class WorkRunner:
             current["failure_count"] = count
             stats = current.setdefault("stats", {})
             stats["search_failures"] = int(stats.get("search_failures", 0)) + 1
-            current["health"] = {"status": "yellow", "issues": [{
-                "issue": "Transform task encountered an error", "details": exc.reason, "count": count,
-                "first_occurrence": current.get("health", {}).get("issues", [{}])[0].get("first_occurrence", now_ms())
-                if current.get("health", {}).get("issues") else now_ms()}]}
             failed = retries != -1 and count > retries
             if failed:
                 current["state"] = "failed"
                 current["reason"] = f"task encountered more than {retries} failures; latest failure: {exc.reason}"
-                current["health"] = {"status": "red", "issues": [{
-                    "issue": "Transform task state is [failed]", "details": current["reason"], "count": 1}]}
         level = logging.ERROR if failed else logging.WARNING
         text = (f"[{name}] {current['reason']}" if failed
                 else f"[{name}] transform encountered an exception: {exc.reason}; will retry")
