@@ -75,7 +75,8 @@ Command = Annotated[str, AfterValidator(_command)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Inputs stay out of error texts: a secret pasted where a reference belongs must not be echoed.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 def _remote_path(value: PurePosixPath | None) -> PurePosixPath | None:

@@ -30,7 +30,7 @@ class SecretError(ConfigError):
 class SecretRef(BaseModel):
     """Exactly one of `env`, `file`, `prefect`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     env: str | None = None
     file: Path | None = None

@@ -343,7 +343,7 @@ documents = st.recursive(
                             st.dictionaries(st.one_of(st.sampled_from(SCHEMA_WORDS), st.text(max_size=8)),
                                             inner, max_size=5)),
     max_leaves=30)
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _yaml_text(data) -> str:

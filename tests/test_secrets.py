@@ -98,8 +98,16 @@ def test_a_literal_secret_is_refused_without_being_echoed():
     with pytest.raises(ValidationError) as info:
         SecretRef.model_validate(VALUE)
     assert "reference" in str(info.value)
-    errors = info.value.errors(include_input=False, include_url=False)
-    assert_hidden(str(errors))
+
+
+def test_models_built_in_code_do_not_echo_a_literal_secret():
+    from esremote.inventory import Auth
+
+    for attempt in (lambda: SecretRef.model_validate(VALUE), lambda: Auth(username="u", password=VALUE),
+                    lambda: SecretRef(env=VALUE, file=VALUE)):
+        with pytest.raises(ValidationError) as info:
+            attempt()
+        assert_hidden(str(info.value), repr(info.value))
 
 
 def test_describe_names_the_source_only():
