@@ -12,7 +12,6 @@ name the reference (variable, file, block), never the value.
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 
@@ -125,11 +124,8 @@ def _from_prefect(block: str) -> SecretStr:
     except ImportError:  # pragma: no cover - prefect is a dependency, but the core does not need it
         raise SecretError(f"Prefect is not installed, so Prefect Secret block {block} cannot be read") from None
     try:
-        secret = Secret.load(block)
-        if inspect.isawaitable(secret):  # called from an async context: Prefect hands back a coroutine
-            secret.close()
-            secret = Secret.load(block, _sync=True)
-        value = secret.get()
+        # `_sync=True`: inside an async flow Prefect would otherwise hand back a coroutine.
+        value = Secret.load(block, _sync=True).get()
     except Exception as exc:  # noqa: BLE001 - Prefect raises ValueError, httpx errors, ...; one message
         raise SecretError(f"Prefect Secret block {block} cannot be loaded ({type(exc).__name__}); create it"
                           " (Prefect UI > Blocks, or `Secret(value=...).save(name)`) or fix the name") from None
