@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 from esremote.errors import AuthenticationError, ConnectError
 from esremote.lab.sshserver import ensure_host_key, fault_active
-from esremote.ssh import SSHConnection, SSHTarget
+from esremote.ssh import CommandTimeoutError, SSHConnection, SSHTarget
 from tests.fixtures.ssh import _free_port
 
 
@@ -144,3 +145,20 @@ def test_ssh_drop_cuts_a_running_command_and_the_connection_recovers(embedded_ss
         assert isinstance(outcome[0], ConnectError) and outcome[0].transient
         control.write_text(json.dumps({}))
         assert conn.run("echo recovered").stdout == "recovered\n"
+
+
+def test_a_command_the_client_gives_up_on_is_killed(embedded_ssh_server):
+    marker = embedded_ssh_server.home / "gave-up.pid"
+    with SSHConnection(embedded_ssh_server.target()) as conn:
+        with pytest.raises(CommandTimeoutError):
+            conn.run(f"echo $$ > {marker}; exec sleep 30", timeout=1)
+    pid = int(marker.read_text())
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+    _poll(gone, "the abandoned command to be killed")

@@ -157,33 +157,30 @@ class _Runtime:
             "/bin/sh", "-c", process.command, cwd=endpoint.home, env=self._env(process, endpoint),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             start_new_session=True)
-        feeder = asyncio.ensure_future(_feed(process.stdin, proc.stdin))
-        readers = asyncio.gather(_pump(proc.stdout, process.stdout), _pump(proc.stderr, process.stderr))
-        watcher = asyncio.ensure_future(self._watch_fault(endpoint, proc, process))
+        work = asyncio.ensure_future(_relay(process, proc))
+        closed = asyncio.ensure_future(process.channel.wait_closed())  # the client gave up (timeout)
+        fault = asyncio.ensure_future(self._wait_for_fault(endpoint))
         try:
-            await readers
-            code = await proc.wait()
+            await asyncio.wait({work, closed, fault}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            feeder.cancel()
-            watcher.cancel()
-        if watcher.done() and not watcher.cancelled() and watcher.result():
-            return  # the fault dropped the connection
-        process.channel.write_eof()  # like OpenSSH: EOF, then exit status or signal, then close
-        if code < 0:
-            process.exit_with_signal(signal.Signals(-code).name.removeprefix("SIG"))
-        else:
-            process.exit(code)
+            for task in (work, closed, fault):
+                task.cancel()
+            if proc.returncode is None:  # nobody waits for it any more: end the command's process group
+                _kill_group(proc.pid)
+                await proc.wait()
+        if fault.done() and not fault.cancelled():
+            process.channel.get_connection().abort()
+        elif work.done() and not work.cancelled() and work.exception() is None:
+            code = work.result()
+            process.channel.write_eof()  # like OpenSSH: EOF, then exit status or signal, then close
+            if code < 0:
+                process.exit_with_signal(signal.Signals(-code).name.removeprefix("SIG"))
+            else:
+                process.exit(code)
 
-    async def _watch_fault(self, endpoint: SSHEndpoint, proc, process) -> bool:
-        while True:
+    async def _wait_for_fault(self, endpoint: SSHEndpoint) -> None:
+        while not fault_active(self.control_file, endpoint.name):
             await asyncio.sleep(_FAULT_POLL)
-            if fault_active(self.control_file, endpoint.name):
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.channel.get_connection().abort()
-                return True
 
     @staticmethod
     def _env(process: asyncssh.SSHServerProcess, endpoint: SSHEndpoint) -> dict[str, str]:
@@ -197,6 +194,23 @@ class _Runtime:
                "SSH_CONNECTION": f"{peer[0]} {peer[1]} {sock[0]} {sock[1]}"}
         env.update(endpoint.env)
         return env
+
+
+async def _relay(process: asyncssh.SSHServerProcess, proc: asyncio.subprocess.Process) -> int:
+    """Client stdin -> command; command stdout/stderr -> client, until the command ends: its exit code."""
+    feeder = asyncio.ensure_future(_feed(process.stdin, proc.stdin))
+    try:
+        await asyncio.gather(_pump(proc.stdout, process.stdout), _pump(proc.stderr, process.stderr))
+        return await proc.wait()
+    finally:
+        feeder.cancel()
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 async def _feed(source, sink: asyncio.StreamWriter) -> None:
@@ -216,11 +230,11 @@ async def _feed(source, sink: asyncio.StreamWriter) -> None:
 
 async def _pump(source: asyncio.StreamReader, sink) -> None:
     while data := await source.read(65536):
-        sink.write(data)
         try:
+            sink.write(data)
             await sink.drain()
         except (asyncssh.Error, ConnectionError, BrokenPipeError):
-            return
+            return  # the client went away; the command is ended by the handler
 
 
 class EmbeddedSSHServer:
