@@ -36,13 +36,14 @@ class Seen:
 
 
 class ScriptedES:
-    """Answers (method, path) from queued responses (the last one repeats); anything unscripted gets
-    a loud 501. Every request is recorded in `seen`."""
+    """Answers (method, path) from queued responses (the last one repeats until another is queued);
+    anything unscripted gets a loud 501. Every request is recorded in `seen`."""
 
     def __init__(self) -> None:
         self.script: dict[tuple[str, str], list[tuple[int, Any]]] = {}
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
+        self._served: set[tuple[str, str]] = set()  # routes whose last response was served
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
@@ -52,8 +53,13 @@ class ScriptedES:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     def on(self, method: str, path: str, body: Any, status: int = 200) -> ScriptedES:
+        """Queue a response; one that was already served (it repeats while last) is replaced."""
         with self._lock:
-            self.script.setdefault((method, path), []).append((status, body))
+            queue = self.script.setdefault((method, path), [])
+            if (method, path) in self._served:
+                queue.clear()
+                self._served.discard((method, path))
+            queue.append((status, body))
         return self
 
     def error(self, method: str, path: str, status: int, etype: str, reason: str) -> ScriptedES:
@@ -85,7 +91,10 @@ class ScriptedES:
             if not queue:
                 return 501, {"error": {"type": "scripted_es", "reason": f"unscripted {method} {path}"},
                              "status": 501}
-            return queue.pop(0) if len(queue) > 1 else queue[0]
+            if len(queue) > 1:
+                return queue.pop(0)
+            self._served.add((method, path))
+            return queue[0]
 
     def _handler(self):
         scripted = self
