@@ -155,7 +155,7 @@ def reconnect_with_api_key(op: Operator, lab: Lab, encoded_key: str) -> None:
                                               "privileges": privileges}])
     es.cluster.put_settings(persistent={f"cluster.remote.{ALIAS}.mode": None,
                                         f"cluster.remote.{ALIAS}.proxy_address": None})
-    assert ALIAS not in es.cluster.remote_info()
+    wait_for("the alias to go", lambda: ALIAS not in es.cluster.remote_info(), timeout=10)
     for node in lab.nodes("local"):
         op.keystore_add(node["name"], f"cluster.remote.{ALIAS}.credentials", encoded_key)
     reload = es.nodes.reload_secure_settings()
