@@ -35,7 +35,7 @@ _ADDRESSES = itertools.count(1)
 
 def free_ip() -> str:
     """A loopback address whose 9300 and 9443 are free (other suites use 127.0.x.y)."""
-    base = 60 + os.getpid() % 100
+    base = 200 + os.getpid() % 50
     for _ in range(2000):
         n = next(_ADDRESSES)
         ip = f"127.{base}.{n // 250}.{n % 250 + 1}"

@@ -136,7 +136,17 @@ def test_transform_reads_the_remote_then_fails_when_the_key_is_invalidated(lab):
                        what="transform output")
     assert summary == {"a": 3.0, "b": 2.0}
     transform = _state(local)["transforms"]["hosts"]
-    assert transform["node"] == "local-0" and transform["stats"]["documents_processed"] >= 3
+    assert transform["node"] == "local-0" and transform["stats"]["documents_processed"] == 3
+    # a continuous transform makes a checkpoint only when its sources change
+    triggers = transform["stats"]["trigger_count"]
+    wait_for(lambda: _state(local)["transforms"]["hosts"]["stats"]["trigger_count"] >= triggers + 1,
+             what="another trigger")
+    assert _state(local)["transforms"]["hosts"]["checkpoint"] == 1
+    remote.index_docs("logs-1", [{"host": "b", "n": 7}])
+    wait_for(lambda: _state(local)["transforms"]["hosts"]["checkpoint"] == 2, what="second checkpoint")
+    assert {d["_source"]["host"]: d["_source"]["max_n"] for d in local.store.current_docs("hosts-summary").values()
+            } == {"a": 3.0, "b": 7.0}
+    assert _state(local)["transforms"]["hosts"]["stats"]["documents_processed"] == 4
 
     remote.invalidate_keys()
     failed = wait_for(lambda: (t := _state(local)["transforms"]["hosts"])["state"] == "failed" and t,

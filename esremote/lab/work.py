@@ -293,24 +293,30 @@ class WorkRunner:
         except ESError as exc:
             self._transform_failed(name, config, exc)
             return
-        docs = _transform_docs(config, [hit for _, hit in hits])
-        dest = config["dest"]["index"]
+        seen = dict(transform.get("source_seq") or {})
+        changed = _new_hits(hits, seen)
         with self.ctx.store.transaction() as st:
             current = st["transforms"].get(name)
             if not current or current.get("state") not in ("started", "indexing"):
                 return
-            self._ensure_index(st, dest)
-            if docs:
-                self.ctx.store.append_docs(dest, docs)
             stats = current.setdefault("stats", {})
-            for key, grow in (("documents_processed", len(hits)), ("documents_indexed", len(docs)),
-                              ("pages_processed", 1), ("trigger_count", 1), ("search_total", 1),
-                              ("index_total", 1 if docs else 0)):
-                stats[key] = int(stats.get(key, 0)) + grow
-            current["checkpoint"] = int(current.get("checkpoint", 0)) + 1
+            stats["trigger_count"] = int(stats.get("trigger_count", 0)) + 1
+            stats["search_total"] = int(stats.get("search_total", 0)) + 1
             current["last_search_time"] = now_ms()
             current["failure_count"] = 0
             current["node"] = self.ctx.config.name
+            if changed or int(current.get("checkpoint", 0)) == 0:
+                # A new checkpoint only when the sources changed; groups are recomputed whole.
+                docs = _transform_docs(config, [hit for _, hit in hits])
+                dest = config["dest"]["index"]
+                self._ensure_index(st, dest)
+                if docs:
+                    self.ctx.store.append_docs(dest, docs)
+                for key, grow in (("documents_processed", len(changed)), ("documents_indexed", len(docs)),
+                                  ("pages_processed", 1), ("index_total", 1 if docs else 0)):
+                    stats[key] = int(stats.get(key, 0)) + grow
+                current["checkpoint"] = int(current.get("checkpoint", 0)) + 1
+                current["source_seq"] = seen
             if "sync" not in config:  # a batch transform stops after its checkpoint
                 current["state"] = "stopped"
                 current["node"] = None
@@ -355,9 +361,7 @@ class WorkRunner:
             self._extraction_problem(name, job_id, exc)
             return
         seen = dict(datafeed.get("source_seq", {}))
-        new = [(index, hit) for index, hit in hits if hit.get("_seq_no", -1) > seen.get(index, -1)]
-        for index, hit in new:
-            seen[index] = max(seen.get(index, -1), hit["_seq_no"])
+        new = _new_hits(hits, seen)
         with self.ctx.store.transaction() as st:
             current = st["ml"]["datafeeds"].get(name)
             job = st["ml"]["jobs"].get(job_id)
@@ -394,6 +398,14 @@ class WorkRunner:
         self.ctx.store.append_docs(NOTIFICATIONS_INDEX, [{"_id": _doc_id(doc), "_source": doc}])
         logger = "o.e.x.m.n.AnomalyDetectionAuditor"
         self._log(logging.WARNING if level == "error" else logging.INFO, logger, f"[{job_id}] {message}")
+
+
+def _new_hits(hits: list[tuple[str, dict]], seen: dict[str, int]) -> list[tuple[str, dict]]:
+    """Hits past the last sequence number seen per index; `seen` is advanced in place."""
+    new = [(index, hit) for index, hit in hits if hit.get("_seq_no", -1) > seen.get(index, -1)]
+    for index, hit in new:
+        seen[index] = max(seen.get(index, -1), hit["_seq_no"])
+    return new
 
 
 def _replica(op: dict) -> dict:
