@@ -126,7 +126,10 @@ def _from_prefect(block: str) -> SecretStr:
     try:
         # `_sync=True`: inside an async flow Prefect would otherwise hand back a coroutine.
         value = Secret.load(block, _sync=True).get()
-    except Exception as exc:  # noqa: BLE001 - Prefect raises ValueError, httpx errors, ...; one message
-        raise SecretError(f"Prefect Secret block {block} cannot be loaded ({type(exc).__name__}); create it"
-                          " (Prefect UI > Blocks, or `Secret(value=...).save(name)`) or fix the name") from None
+    except ValueError:  # Prefect's "Unable to find block document named ..."
+        raise SecretError(f"Prefect Secret block {block} does not exist; create it (Prefect UI > Blocks,"
+                          " or `Secret(value=...).save(name)`) or fix the name") from None
+    except Exception as exc:  # noqa: BLE001 - httpx/Prefect errors: one message, worth a retry
+        raise SecretError(f"Prefect Secret block {block} cannot be loaded ({type(exc).__name__}); check"
+                          " that the Prefect API (PREFECT_API_URL) is reachable", transient=True) from None
     return SecretStr(str(value))

@@ -124,6 +124,18 @@ def test_core_modules_do_not_import_prefect():
 
 
 @pytest.mark.slow
+def test_unreachable_prefect_api_is_a_transient_error(tmp_path):
+    """The real Prefect client against a closed port (no server needed; its retries take ~8 s)."""
+    code = ("from esremote.secrets import SecretError, SecretRef\n"
+            "try:\n    SecretRef(prefect='esr-block').resolve()\n"
+            "except SecretError as exc:\n    print(exc.transient, exc)\n")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path), "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.startswith("True Prefect Secret block esr-block cannot be loaded"), out.stdout + out.stderr
+    assert "PREFECT_API_URL" in out.stdout
+
+
+@pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("PREFECT_API_URL"),
                     reason="needs a running Prefect server (set PREFECT_API_URL); the ephemeral one takes ~30 s")
 def test_prefect_secret_block_resolves_and_missing_block_is_clear():
