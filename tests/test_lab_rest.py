@@ -1,0 +1,337 @@
+"""The lab's REST surface against a real node (in this process, real TLS): Elasticsearch's bodies,
+errors, settings validators, documents and search, and the task APIs' state rules."""
+
+import base64
+import json
+import time
+
+import pytest
+
+from tests.lab_inprocess import ELASTIC_PASSWORD, Client, build_home, running_node
+
+IP = "127.0.201.1"
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    home = build_home(tmp_path_factory.mktemp("rest"), ip=IP, version="8.15.0")
+    with running_node(home) as ctx:
+        yield home, ctx
+
+
+@pytest.fixture
+def es(node):
+    return Client(node[0])
+
+
+def error(body):
+    return body["error"]["type"], body["error"]["reason"]
+
+
+# ------------------------------------------------------------------------------- HTTP basics
+
+def test_info_and_product_header(es):
+    status, body, headers = es.get("/")
+    assert status == 200 and headers["X-Elastic-Product"] == "Elasticsearch"
+    assert body["name"] == "node-0" and body["cluster_name"] == "local"
+    assert body["version"]["number"] == "8.15.0" and body["tagline"] == "You Know, for Search"
+
+
+def test_elasticsearch_py_works_unmodified(node):
+    from elasticsearch import Elasticsearch
+    home, _ = node
+    client = Elasticsearch(home.url, ca_certs=str(home.http_ca), basic_auth=("elastic", ELASTIC_PASSWORD))
+    assert client.info()["version"]["number"] == "8.15.0"
+    assert client.cluster.health()["cluster_name"] == "local"
+    client.indices.create(index="py-docs")
+    client.index(index="py-docs", id="1", document={"n": 1}, refresh=True)
+    assert client.search(index="py-docs", query={"term": {"n": 1}})["hits"]["total"]["value"] == 1
+    assert client.security.authenticate()["username"] == "elastic"
+    client.cluster.put_settings(persistent={"action.destructive_requires_name": False})
+    assert client.cluster.get_settings(flat_settings=True)["persistent"]["action.destructive_requires_name"] == "false"
+    client.cluster.put_settings(persistent={"action.destructive_requires_name": None})
+    from elasticsearch import BadRequestError
+    with pytest.raises(BadRequestError) as bad:
+        client.cluster.put_settings(persistent={"no.such.setting": 1})
+    assert bad.value.message == "illegal_argument_exception"
+
+
+def test_a_9x_client_gets_the_8x_answer(es):
+    header = "application/vnd.elasticsearch+json; compatible-with=9"
+    status, body, _ = es.get("/", headers={"Accept": header, "Content-Type": header})
+    assert status == 400
+    assert body == {"error": {
+        "root_cause": [{"type": "media_type_header_exception",
+                        "reason": "Invalid media-type value on headers [Accept, Content-Type]"}],
+        "type": "media_type_header_exception", "reason": "Invalid media-type value on headers [Accept, Content-Type]",
+        "caused_by": {"type": "status_exception",
+                      "reason": f"Accept version must be either version 8 or 7, but found 9. Accept={header}"}},
+        "status": 400}
+    ok = "application/vnd.elasticsearch+json; compatible-with=8"
+    status, _, headers = es.get("/", headers={"Accept": ok})
+    assert status == 200 and headers["content-type"].startswith("application/vnd.elasticsearch+json")
+
+
+def test_authentication_failures(node):
+    home, _ = node
+    anonymous = Client(home)
+    anonymous.auth = None
+    status, body, headers = anonymous.get("/_cluster/health")
+    assert status == 401 and "ApiKey" in headers["WWW-Authenticate"]
+    assert error(body) == ("security_exception", "missing authentication credentials for REST request [/_cluster/health]")
+    status, body, _ = Client(home).as_user("elastic", "wrong").get("/")
+    assert status == 401 and error(body)[1] == "unable to authenticate user [elastic] for REST request [/]"
+
+
+def test_unknown_route_and_wrong_method(es):
+    assert es.get("/_nothing/here") [:2] == (400, {"error": "no handler found for uri [/_nothing/here] and method [GET]",
+                                                  "status": 400})
+    status, body, _ = es.delete("/_cluster/settings")
+    assert status == 405 and "allowed: [GET, PUT]" in body["error"]
+
+
+def test_filter_path(es):
+    assert es.get("/_cluster/settings?filter_path=persistent.cluster.remote")[1] == {}
+    status, body, _ = es.get("/?filter_path=version.number,name")
+    assert body == {"name": "node-0", "version": {"number": "8.15.0"}}
+
+
+def test_http_overload_fault_bursts(node, es):
+    home, _ = node
+    home.set_fault("http-overload", status=429, burst=1, every=2)
+    try:
+        statuses = [es.get("/")[0] for _ in range(4)]
+        assert sorted(statuses) == [200, 200, 429, 429]
+        home.set_fault("http-overload", status=503, burst=1, every=1)
+        status, body, _ = es.get("/")
+        assert status == 503 and body["status"] == 503
+    finally:
+        (home.control_dir / "faults.json").write_text("{}")
+    assert es.get("/")[0] == 200
+
+
+# ---------------------------------------------------------------------------------- settings
+
+def put_settings(es, body):
+    return es.put("/_cluster/settings", body)[:2]
+
+
+def test_strategy_validator(es):
+    status, body = put_settings(es, {"persistent": {"cluster.remote.a1.proxy_address": "127.0.0.1:9443"}})
+    assert status == 400 and error(body) == (
+        "illegal_argument_exception", 'Setting "cluster.remote.a1.proxy_address" cannot be used with the configured '
+        '"cluster.remote.a1.mode" [required=PROXY, configured=SNIFF]')
+    status, body = put_settings(es, {"persistent": {"cluster.remote.a1.mode": "proxy",
+                                                    "cluster.remote.a1.seeds": ["127.0.0.1:9300"]}})
+    assert error(body)[1] == ('Setting "cluster.remote.a1.seeds" cannot be used with the configured '
+                              '"cluster.remote.a1.mode" [required=SNIFF, configured=PROXY]')
+
+
+def test_skip_unavailable_needs_an_enabled_remote(es):
+    status, body = put_settings(es, {"persistent": {"cluster.remote.a2.skip_unavailable": True}})
+    assert status == 400 and error(body)[1] == ("Cannot configure setting [cluster.remote.a2.skip_unavailable] if "
+                                                "remote cluster is not enabled.")
+    assert put_settings(es, {"persistent": {"cluster.remote.a2.seeds": ["127.0.9.9:9300"],
+                                            "cluster.remote.a2.skip_unavailable": True}})[0] == 200
+    status, body = put_settings(es, {"persistent": {"cluster.remote.a2.seeds": None}})
+    assert status == 400 and "Cannot configure setting [cluster.remote.a2.skip_unavailable]" in error(body)[1]
+    status, body = put_settings(es, {"persistent": {"cluster.remote.a2.*": None}})
+    assert (status, body) == (200, {"acknowledged": True, "persistent": {}, "transient": {}})
+    assert es.get("/_cluster/settings?filter_path=persistent.cluster.remote.a2")[1] == {}
+
+
+@pytest.mark.parametrize("address, reason", [
+    ("127.0.0.1", "remote hosts need to be configured as [host:port], found [127.0.0.1] instead"),
+    ("127.0.0.1:abc", "failed to parse port"),
+    ("127.0.0.1:0", "port number must be > 0 but was: [0]"),
+])
+def test_address_parsing(es, address, reason):
+    status, body = put_settings(es, {"persistent": {"cluster.remote.a3.seeds": [address]}})
+    assert status == 400 and error(body) == ("illegal_argument_exception", reason)
+
+
+def test_unknown_static_and_mistyped_settings(es):
+    assert error(put_settings(es, {"persistent": {"foo.bar": 1}})[1])[1] == "persistent setting [foo.bar], not recognized"
+    assert error(put_settings(es, {"transient": {"cluster.name": "x"}})[1])[1] == (
+        "transient setting [cluster.name], not dynamically updateable")
+    assert error(put_settings(es, {"persistent": {"cluster.remote.a4.skip_unavailable": "maybe"}})[1])[1] == (
+        "Failed to parse value [maybe] as only [true] or [false] are allowed.")
+    assert error(put_settings(es, {"persistent": {"cluster.remote.a4.mode": "bridge"}})[1])[1] == (
+        "No enum constant org.elasticsearch.transport.RemoteConnectionStrategy.ConnectionStrategy.BRIDGE")
+
+
+def test_nested_put_get_and_reset_of_a_proxy_remote(es):
+    status, body = put_settings(es, {"persistent": {"cluster": {"remote": {"a5": {
+        "mode": "proxy", "proxy_address": "127.0.9.9:9443", "skip_unavailable": True}}}}})
+    assert status == 200
+    assert body["persistent"] == {"cluster": {"remote": {"a5": {"mode": "proxy", "proxy_address": "127.0.9.9:9443",
+                                                                 "skip_unavailable": "true"}}}}
+    nested = es.get("/_cluster/settings?filter_path=persistent.cluster.remote.a5")[1]
+    assert nested == {"persistent": {"cluster": {"remote": {"a5": {"mode": "proxy", "proxy_address": "127.0.9.9:9443",
+                                                                    "skip_unavailable": "true"}}}}}
+    flat = es.get("/_cluster/settings?flat_settings=true")[1]["persistent"]
+    assert flat["cluster.remote.a5.mode"] == "proxy"
+    reset = {f"cluster.remote.a5.{k}": None for k in ("mode", "proxy_address", "skip_unavailable")}
+    assert put_settings(es, {"persistent": reset}) == (200, {"acknowledged": True, "persistent": {}, "transient": {}})
+
+
+# ------------------------------------------------------------------------ health and license
+
+def test_health_turns_yellow_with_unassigned_replicas(es):
+    es.put("/health-idx", {"settings": {"number_of_replicas": 1}})
+    status, body, _ = es.get("/_cluster/health/health-idx")
+    assert body["status"] == "yellow" and body["unassigned_shards"] == 1
+    status, body, _ = es.get("/_cluster/health/health-idx?wait_for_status=green&timeout=200ms")
+    assert status == 408 and body["timed_out"] is True
+    es.put("/health-idx0", {"settings": {"number_of_replicas": 0}})
+    assert es.get("/_cluster/health/health-idx0")[1]["status"] == "green"
+
+
+def test_license_and_trial(es):
+    body = es.get("/_license")[1]["license"]
+    assert body["type"] == "trial" and body["status"] == "active"
+    status, body, _ = es.post("/_license/start_trial?acknowledge=true")
+    assert status == 403 and body["error_message"] == "Operation failed: Trial was already activated."
+
+
+# ----------------------------------------------------------------------- documents and search
+
+def test_documents_search_and_count(es):
+    lines = []
+    for i in range(5):
+        lines += [{"index": {"_index": "logs-a", "_id": str(i)}}, {"n": i, "tag": "even" if i % 2 == 0 else "odd",
+                                                                   "@timestamp": f"2026-01-0{i + 1}T00:00:00Z"}]
+    raw = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    status, body, _ = es.request("POST", "/_bulk", raw=raw, headers={"Content-Type": "application/x-ndjson"})
+    assert status == 200 and body["errors"] is False and body["items"][0]["index"]["status"] == 201
+    result = es.post("/logs-a/_search", {"query": {"bool": {"filter": [
+        {"term": {"tag": "even"}}, {"range": {"@timestamp": {"gte": "2026-01-02T00:00:00Z"}}}]}},
+        "sort": [{"n": "desc"}], "size": 1})[1]
+    assert result["hits"]["total"]["value"] == 2
+    assert [h["_id"] for h in result["hits"]["hits"]] == ["4"] and result["hits"]["hits"][0]["sort"] == [4]
+    assert es.post("/logs-*/_count", {"query": {"match": {"tag": "odd"}}})[1]["count"] == 2
+    status, body, _ = es.put("/logs-a/_doc/9", {"n": 9})
+    assert status == 201 and body["result"] == "created"
+    assert es.put("/logs-a/_doc/9", {"n": 10})[1]["result"] == "updated"
+    assert es.get("/logs-a/_doc/9")[1]["_source"] == {"n": 10}
+    assert es.delete("/logs-a/_doc/9")[1]["result"] == "deleted"
+    assert es.get("/logs-a/_doc/9")[:2] == (404, {"_index": "logs-a", "_id": "9", "found": False})
+
+
+def test_index_errors(es):
+    status, body, _ = es.post("/missing-idx/_search", {})
+    assert status == 404 and body["error"]["type"] == "index_not_found_exception"
+    assert body["error"]["reason"] == "no such index [missing-idx]" and body["error"]["index"] == "missing-idx"
+    es.put("/dup-idx")
+    status, body, _ = es.put("/dup-idx")
+    assert status == 400 and body["error"]["type"] == "resource_already_exists_exception"
+    assert es.put("/Upper")[1]["error"]["reason"] == "Invalid index name [Upper], must be lowercase"
+    assert es.delete("/dup-*")[1]["error"]["reason"] == "Wildcard expressions or all indices are not allowed"
+    assert es.request("HEAD", "/dup-idx")[0] == 200 and es.request("HEAD", "/nope-idx")[0] == 404
+
+
+def test_remote_info_and_typed_search(node, es):
+    status, body, _ = es.get("/_remote/info")
+    assert status == 200 and isinstance(body, dict)
+    assert es.get("/logs-a/doc/_search")[0] == 400
+
+
+# -------------------------------------------------------------------------------- transforms
+
+def test_transform_lifecycle(node, es):
+    _, ctx = node
+    es.put("/tf-src/_doc/1", {"user": "a", "n": 1})
+    config = {"source": {"index": ["tf-src"]}, "dest": {"index": "tf-dest"},
+              "pivot": {"group_by": {"user": {"terms": {"field": "user"}}}, "aggregations": {"n": {"max": {"field": "n"}}}},
+              "frequency": "1s"}
+    assert es.put("/_transform/tf1", config)[1] == {"acknowledged": True}
+    status, body, _ = es.put("/_transform/tf-bad", {**config, "source": {"index": ["nope-src"]}})
+    assert status == 400 and "nope-src" in body["error"]["reason"]
+    assert es.get("/_transform/tf1")[1]["transforms"][0]["id"] == "tf1"
+    assert es.post("/_transform/tf1/_start")[1] == {"acknowledged": True}
+    status, body, _ = es.post("/_transform/tf1/_start")
+    assert status == 409 and error(body) == ("status_exception", "Cannot start transform [tf1] as it is already started.")
+    stats = es.get("/_transform/tf1/_stats")[1]
+    assert stats["count"] == 1 and stats["transforms"][0]["state"] in ("started", "indexing")
+    with ctx.store.transaction() as st:
+        st["transforms"]["tf1"].update({"state": "failed", "reason": "link down"})
+    assert es.get("/_transform/_stats")[1]["transforms"][0]["health"]["status"] == "red"
+    status, body, _ = es.post("/_transform/tf1/_stop")
+    assert status == 409 and "Use force stop to stop the transform" in error(body)[1]
+    assert es.post("/_transform/tf1/_stop?force=true")[1] == {"acknowledged": True}
+    assert es.get("/_transform/tf1/_stats")[1]["transforms"][0]["state"] == "stopped"
+    assert es.delete("/_transform/tf1")[1] == {"acknowledged": True}
+    status, body, _ = es.get("/_transform/tf1")
+    assert status == 404 and error(body)[1] == "Transform with id [tf1] could not be found"
+
+
+# ------------------------------------------------------------------------------------------ ML
+
+def test_ml_job_and_datafeed_rules(es):
+    job = {"analysis_config": {"bucket_span": "15m", "detectors": [{"function": "count"}]},
+           "data_description": {"time_field": "@timestamp"}}
+    assert es.put("/_ml/anomaly_detectors/job1", job)[1]["job_id"] == "job1"
+    assert es.put("/_ml/datafeeds/df1", {"job_id": "job1", "indices": ["logs-*"]})[0] == 200
+    status, body, _ = es.post("/_ml/datafeeds/df1/_start")
+    assert status == 409 and error(body)[1] == "cannot start datafeed [df1] because job [job1] is closed"
+    assert es.post("/_ml/anomaly_detectors/job1/_open")[1]["opened"] is True
+    assert es.post("/_ml/datafeeds/df1/_start")[1]["started"] is True
+    status, body, _ = es.post("/_ml/datafeeds/df1/_start")
+    assert status == 409 and error(body)[1] == "cannot start datafeed [df1] because it has already been started"
+    assert es.post("/_ml/anomaly_detectors/job1/_close")[1] == {"closed": True}
+    assert es.get("/_ml/datafeeds/df1/_stats")[1]["datafeeds"][0]["state"] == "stopped"  # closing stopped it
+    es.post("/_ml/anomaly_detectors/job1/_open")
+    assert es.get("/_ml/anomaly_detectors/job1/_stats")[1]["jobs"][0]["state"] == "opened"
+    assert es.get("/_ml/datafeeds/_stats")[1]["datafeeds"][0]["state"] == "stopped"  # opening does not restart it
+    status, body, _ = es.delete("/_ml/anomaly_detectors/job1")
+    assert status == 409 and "datafeed [df1] refers to it" in error(body)[1]
+    status, body, _ = es.get("/_ml/anomaly_detectors/nope")
+    assert status == 404 and error(body)[1] == "No known job with id 'nope'"
+
+
+# ----------------------------------------------------------------------------------------- CCR
+
+def test_follower_state_transitions(node, es):
+    _, ctx = node
+    from esremote.lab.api.ccr import new_follower, DEFAULT_PARAMETERS
+    from esremote.lab.api.documents import create_index
+    with ctx.store.transaction() as st:
+        create_index(ctx, st, "follower-a", follower=True)
+        st["ccr"]["followers"]["follower-a"] = new_follower("my_remote", "leader-a", dict(DEFAULT_PARAMETERS), "elastic")
+    info = es.get("/follower-a/_ccr/info")[1]["follower_indices"][0]
+    assert info["status"] == "active" and info["parameters"]["max_read_request_operation_count"] == 5120
+    assert es.post("/follower-a/_ccr/pause_follow")[1] == {"acknowledged": True}
+    info = es.get("/follower-a/_ccr/info")[1]["follower_indices"][0]
+    assert info["status"] == "paused" and "parameters" not in info
+    status, body, _ = es.post("/follower-a/_ccr/pause_follow")
+    assert status == 400 and error(body) == ("illegal_argument_exception", "no shard follow tasks for [follower-a]")
+    status, body, _ = es.post("/follower-a/_ccr/unfollow")
+    assert error(body)[1] == ("cannot convert the follower index [follower-a] to a non-follower, because it has not "
+                              "been closed")
+    assert es.post("/follower-a/_ccr/resume_follow", {})[1] == {"acknowledged": True}
+    es.put("/plain-idx")
+    status, body, _ = es.post("/plain-idx/_ccr/pause_follow")
+    assert status == 400 and error(body)[1] == "index [plain-idx] is not a follower index"
+    stats = es.get("/_ccr/stats")[1]
+    assert [i["index"] for i in stats["follow_stats"]["indices"]] == ["follower-a"]
+    status, body, _ = es.put("/follower-a/_doc/1", {"x": 1})
+    assert status == 403
+
+
+def test_auto_follow_patterns(es):
+    status, body, _ = es.post("/_ccr/auto_follow/nope/pause")
+    assert status == 404 and error(body) == ("resource_not_found_exception", "auto-follow pattern [nope] is missing")
+    es.put("/_cluster/settings", {"persistent": {"cluster.remote.af.mode": "proxy",
+                                                 "cluster.remote.af.proxy_address": "127.0.9.9:9443"}})
+    pattern = {"remote_cluster": "af", "leader_index_patterns": ["logs-*"],
+               "follow_index_pattern": "{{leader_index}}-copy"}
+    assert es.put("/_ccr/auto_follow/p1", pattern)[1] == {"acknowledged": True}
+    assert es.post("/_ccr/auto_follow/p1/pause")[1] == {"acknowledged": True}
+    assert es.post("/_ccr/auto_follow/p1/pause")[1] == {"acknowledged": True}  # idempotent
+    got = es.get("/_ccr/auto_follow/p1")[1]
+    assert got == {"patterns": [{"name": "p1", "pattern": {
+        "active": False, "remote_cluster": "af", "leader_index_patterns": ["logs-*"],
+        "leader_index_exclusion_patterns": [], "follow_index_pattern": "{{leader_index}}-copy"}}]}
+    assert es.post("/_ccr/auto_follow/p1/resume")[1] == {"acknowledged": True}
+    assert es.delete("/_ccr/auto_follow/p1")[1] == {"acknowledged": True}
+    es.put("/_cluster/settings", {"persistent": {"cluster.remote.af.*": None}})
