@@ -17,7 +17,7 @@ import os
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,24 +68,56 @@ def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condi
 
 # ------------------------------------------------------------------------------ certificates
 
+_CAS: dict[str, pki.CertificateAuthority] = {}
+_NODE_KEY: list = []
+
+
+def _issue(ca: pki.CertificateAuthority, node: str, ip: str) -> pki.NodeCertificate:
+    """A node certificate signed by `ca`, on one process-wide key: generating a 2048-bit key per
+    certificate would cost a quarter of a second each, and the tests need dozens."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    if not _NODE_KEY:
+        _NODE_KEY.append(pki.generate_key(2048))
+    key = _NODE_KEY[0]
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node)]))
+            .issuer_name(ca.cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(node),
+                                                        x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+            .sign(ca.key, hashes.SHA256()))
+    return pki.NodeCertificate(cert, key)
+
+
 @dataclass
 class Pki:
-    """CAs and certificates written as PEM files; an SSL context is built from file paths."""
+    """CAs (made once per test process) and node certificates, written as PEM files: the SSL
+    contexts load them from paths, as a node does."""
 
     root: Path
-    cas: dict[str, pki.CertificateAuthority] = field(default_factory=dict)
 
     def ca(self, name: str) -> Path:
-        if name not in self.cas:
-            self.cas[name] = pki.CertificateAuthority.create(f"CN={name} CA", key_size=2048)
-            (self.root / f"{name}-ca.crt").write_bytes(self.cas[name].cert_pem())
-        return self.root / f"{name}-ca.crt"
+        if name not in _CAS:
+            _CAS[name] = pki.CertificateAuthority.create(f"CN={name} CA", key_size=2048)
+        path = self.root / f"{name}-ca.crt"
+        if not path.exists():
+            path.write_bytes(_CAS[name].cert_pem())
+        return path
 
     def cert(self, ca_name: str, node: str, ip: str) -> tuple[Path, Path]:
         self.ca(ca_name)
         crt, key = self.root / f"{ca_name}-{node}-{ip}.crt", self.root / f"{ca_name}-{node}-{ip}.key"
         if not crt.exists():
-            issued = pki.issue(self.cas[ca_name], f"CN={node}", dns=[node], ips=[ip])
+            issued = _issue(_CAS[ca_name], node, ip)
             crt.write_bytes(issued.cert_pem())
             key.write_bytes(issued.key_pem())
         return crt, key
