@@ -126,7 +126,7 @@ def _wait_for(ctx, generation: int, names: set[str], deadline: float) -> dict:
         reload = ctx.store.snapshot().get("reload", {})
         if reload.get("generation") != generation:
             return {}
-        results = reload.get("results", {})
+        results = {n: r for n, r in reload.get("results", {}).items() if not r.get("pending")}
         alive = {n["name"] for n in ctx.store.live_nodes()}
         if all(n in results or n not in alive for n in names) or time.monotonic() > deadline:
             return results
