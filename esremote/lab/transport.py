@@ -104,7 +104,9 @@ def error_from_wire(wire: dict) -> ESError:
 
 def tls_alert(exc: BaseException) -> str:
     """OpenSSL's reason for a TLS failure (`TLSV1_ALERT_UNKNOWN_CA`, ...), or ''."""
-    return getattr(exc, "reason", None) or "" if isinstance(exc, ssl.SSLError) else ""
+    if not isinstance(exc, ssl.SSLError):
+        return ""
+    return getattr(exc, "reason", None) or ""
 
 
 _CLIENT_DID_NOT_TRUST = {"TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_CERTIFICATE_UNKNOWN",
@@ -140,6 +142,7 @@ class PeerCertificate:
     issuer: str
     fingerprint: str
     sans: list[str]
+    usage: str  # "keyUsage [..] and extendedKeyUsage [..]", as the diagnosis words it
 
 
 def peek_server_certificate(host: str, port: int, timeout: float = 5.0) -> PeerCertificate | None:
@@ -188,7 +191,30 @@ def _describe_der(der: bytes) -> PeerCertificate:
         pass
     return PeerCertificate(
         subject=_java_dn(cert.subject), issuer=_java_dn(cert.issuer),
-        fingerprint=cert.fingerprint(hashes.SHA1()).hex(), sans=sans)
+        fingerprint=cert.fingerprint(hashes.SHA1()).hex(), sans=sans, usage=_usage(cert))
+
+
+def _usage(cert) -> str:
+    from cryptography import x509
+
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        names = [n for n in ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+                             "key_agreement", "key_cert_sign", "crl_sign") if getattr(ku, n)]
+        key_usage = "keyUsage [" + ", ".join(_camel(n) for n in names) + "]"
+    except x509.ExtensionNotFound:
+        key_usage = "no keyUsage"
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        extended = "extendedKeyUsage [" + ", ".join(_camel(o._name) for o in eku) + "]"
+    except x509.ExtensionNotFound:
+        extended = "no extendedKeyUsage"
+    return f"{key_usage} and {extended}"
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.replace(" ", "_").split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def _java_dn(name) -> str:
@@ -202,10 +228,11 @@ class TransportFailure(Exception):
     """A connection attempt or request that failed below the application: `error` is what a
     REST response shows, `log_text` what the local node logs (exception class and message)."""
 
-    def __init__(self, error: ESError, log_text: str) -> None:
+    def __init__(self, error: ESError, log_text: str, diagnosis: str | None = None) -> None:
         super().__init__(error.reason)
         self.error = error
         self.log_text = log_text
+        self.diagnosis = diagnosis  # DiagnosticTrustManager's line, logged before log_text
 
 
 def connect_failure(host: str, port: int, detail: str) -> TransportFailure:
@@ -241,13 +268,12 @@ def trust_failure(host: str, port: int, context_text: str, trusted: int) -> Tran
     else:
         described = (f"failed to establish trust with server at [{host}]; the server provided a "
                      f"certificate with subject name [{peer.subject}], fingerprint [{peer.fingerprint}], "
-                     f"no keyUsage and no extendedKeyUsage; the certificate has subject alternative "
-                     f"names [{','.join(peer.sans)}]; the certificate is issued by [{peer.issuer}]")
+                     f"{peer.usage}; the certificate has subject alternative names "
+                     f"[{','.join(peer.sans)}]; the certificate is issued by [{peer.issuer}]")
     described += (f" but this ssl context ([{context_text}]) is not configured to trust that "
                   f"issuer but trusts [{trusted}] other issuers")
     failure = handshake_failure(host, port, PKIX_FAILURE)
-    failure.log_text = (f"{described}\n{failure.log_text}")
-    failure.diagnosis = described  # type: ignore[attr-defined]
+    failure.diagnosis = described
     return failure
 
 
@@ -271,7 +297,7 @@ def classify_client_tls(exc: BaseException, host: str, port: int, context_text: 
                         trusted: int) -> TransportFailure:
     """Map what OpenSSL said on the client side to what Elasticsearch would log and answer."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        if getattr(exc, "verify_code", None) == 62:  # X509_V_ERR_HOSTNAME_MISMATCH / IP mismatch
+        if getattr(exc, "verify_code", None) in (62, 64):  # X509_V_ERR_HOSTNAME / IP_ADDRESS_MISMATCH
             return hostname_failure(host, port)
         return trust_failure(host, port, context_text, trusted)
     alert = tls_alert(exc)
