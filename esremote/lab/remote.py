@@ -25,7 +25,7 @@ from esremote.lab.errors import ESError, NoSuchRemoteCluster, SecurityError
 from esremote.lab.transport import (
     AUTHENTICATION_HEADER, CREDENTIALS_HEADER, REMOTE_CLUSTER_HANDSHAKE, REMOTE_CLUSTER_PROFILE,
     SUBJECT_HEADER, TRANSPORT_HANDSHAKE, TRANSPORT_PROFILE, Connection,
-    LinkClosed, TransportFailure, es_log)
+    LinkClosed, TransportFailure, closed_failure, es_log)
 
 PREFIX = "cluster.remote."
 CREDENTIALS_SUFFIX = ".credentials"
@@ -269,7 +269,6 @@ class RemoteCluster:
             raise
         except (LinkClosed, OSError) as exc:
             conn.close()
-            from esremote.lab.transport import closed_failure
             raise closed_failure(host, port) from exc
         conn.remote_node = answer.get("node", {})
         self.remote_version = answer.get("version") or conn.remote_version
@@ -283,22 +282,24 @@ class RemoteCluster:
                           "receiving them", status=400, type="illegal_argument_exception")
 
     def _context_text(self) -> str:
-        """How Elasticsearch names the SSL context (and its trust) that verified the server."""
+        """How Elasticsearch names the SSL context that verified the server, with its trust
+        (`config.trust_descriptions` holds the trust part, as config.py read it)."""
         config = self.ctx.config
         prefix = ("xpack.security.remote_cluster_client.ssl" if self.settings.api_key_model
                   else "xpack.security.transport.ssl")
-        described = (getattr(config, "trust_descriptions", None) or {}).get(prefix)
-        if described:
-            return described
         settings = config.settings
-        if settings.get(f"{prefix}.certificate_authorities"):
-            paths = ",".join(str(config.config_dir / p) for p in settings[f"{prefix}.certificate_authorities"])
-            return f"{prefix} (with trust configuration: PEM-trust{{{paths}}})"
-        if settings.get(f"{prefix}.truststore.path"):
-            path = config.config_dir / settings[f"{prefix}.truststore.path"]
-            return (f"{prefix} (with trust configuration: StoreTrustConfig{{path={path}, password=<non-empty>, "
-                    "type=PKCS12, algorithm=PKIX}})")
-        return "(shared) (with trust configuration: JDK-trusted-certs)"
+        trust = (getattr(config, "trust_descriptions", None) or {}).get(prefix)
+        if not trust:
+            if settings.get(f"{prefix}.certificate_authorities"):
+                trust = "PEM-trust{" + ",".join(str(config.config_dir / p)
+                                                for p in settings[f"{prefix}.certificate_authorities"]) + "}"
+            elif settings.get(f"{prefix}.truststore.path"):
+                trust = (f"StoreTrustConfig{{path={config.config_dir / settings[f'{prefix}.truststore.path']}, "
+                         "password=<non-empty>, type=PKCS12, algorithm=PKIX}")
+            else:
+                trust = "JDK-trusted-certs"
+        configured = any(key.startswith(prefix + ".") for key in settings)
+        return f"{prefix if configured else '(shared)'} (with trust configuration: {trust})"
 
     def _log_failure(self, failure: Exception) -> None:
         text = failure.log_text if isinstance(failure, TransportFailure) else _exception_text(failure)
@@ -306,7 +307,7 @@ class RemoteCluster:
         if self._last_logged and self._last_logged[0] == text and now - self._last_logged[1] < LOG_REPEAT_SECONDS:
             return
         self._last_logged = (text, now)
-        diagnosis = getattr(failure, "diagnosis", None)
+        diagnosis = failure.diagnosis if isinstance(failure, TransportFailure) else None
         if diagnosis:
             es_log(self.ctx, logging.WARNING, TRUST_LOGGER, diagnosis)
         if self.settings.mode == "proxy":
