@@ -1,7 +1,6 @@
 """A lab node reads its yml, keystore and TLS files only at start and refuses to start, with
 Elasticsearch's message in logs/<cluster>.log, on anything Elasticsearch refuses."""
 
-import json
 import os
 import signal
 import socket
@@ -9,15 +8,13 @@ import ssl
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from esremote import keystore
 from esremote.lab import config as cfg
 from esremote.lab.config import StartupError, load_node_config
 from esremote.lab.state import StateStore
-from tests.lab_inprocess import (P12_PASSWORD, Client, build_home, node_process, running_node,
+from tests.lab_inprocess import (Client, build_home, node_process, running_node,
                                  wait_for_log)
 
 IP = "127.0.202.1"

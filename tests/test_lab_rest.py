@@ -1,9 +1,7 @@
 """The lab's REST surface against a real node (in this process, real TLS): Elasticsearch's bodies,
 errors, settings validators, documents and search, and the task APIs' state rules."""
 
-import base64
 import json
-import time
 
 import pytest
 
@@ -335,3 +333,30 @@ def test_auto_follow_patterns(es):
     assert es.post("/_ccr/auto_follow/p1/resume")[1] == {"acknowledged": True}
     assert es.delete("/_ccr/auto_follow/p1")[1] == {"acknowledged": True}
     es.put("/_cluster/settings", {"persistent": {"cluster.remote.af.*": None}})
+
+
+# ------------------------------------------------------------------------- version-specific
+
+def test_resolve_cluster_local_entry(es):
+    es.put("/resolve-me")
+    body = es.get("/_resolve/cluster/resolve-*")[1]
+    assert body["(local)"]["connected"] is True and body["(local)"]["matching_indices"] is True
+    assert body["(local)"]["version"]["number"] == "8.15.0"
+    assert es.get("/_resolve/cluster/nothing-here")[1]["(local)"]["error"] == "no such index [nothing-here]"
+
+
+def test_resolve_cluster_arrived_in_8_13(tmp_path):
+    home = build_home(tmp_path, ip="127.0.201.2", cluster="old", version="8.12.2")
+    with running_node(home):
+        status, body, _ = Client(home).get("/_resolve/cluster/x")
+    assert status == 400 and body["error"] == "no handler found for uri [/_resolve/cluster/x] and method [GET]"
+
+
+def test_a_9x_node_accepts_9_and_8_and_refuses_7(tmp_path):
+    home = build_home(tmp_path, ip="127.0.201.3", cluster="nine", version="9.1.0")
+    with running_node(home):
+        es = Client(home)
+        assert es.get("/", headers={"Accept": "application/vnd.elasticsearch+json; compatible-with=9"})[0] == 200
+        status, body, _ = es.get("/", headers={"Accept": "application/vnd.elasticsearch+json; compatible-with=7"})
+    assert status == 400
+    assert body["error"]["caused_by"]["reason"].startswith("Accept version must be either version 9 or 8, but found 7.")

@@ -696,6 +696,23 @@ def _trust(context: ssl.SSLContext, m: _Material, jdk_default: bool) -> None:
         context.load_default_certs()
 
 
+_PROTOCOLS = {"TLSv1.3": ssl.TLSVersion.TLSv1_3, "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+              "TLSv1.1": ssl.TLSVersion.TLSv1_1, "TLSv1": ssl.TLSVersion.TLSv1}
+
+
+def _protocols(context: ssl.SSLContext, config: NodeConfig, prefix: str) -> None:
+    """`supported_protocols` as the context's minimum and maximum TLS versions."""
+    wanted = config.settings.get(f"{prefix}.supported_protocols")
+    if not wanted:
+        return
+    unknown = [p for p in wanted if p not in _PROTOCOLS]
+    if unknown:
+        raise StartupError(f"failed to load SSL configuration [{prefix}] - unsupported protocol [{unknown[0]}]",
+                           "org.elasticsearch.ElasticsearchSecurityException")
+    versions = sorted(_PROTOCOLS[p] for p in wanted)
+    context.minimum_version, context.maximum_version = versions[0], versions[-1]
+
+
 def _server_context(config: NodeConfig, prefix: str, m: _Material, client_auth_default: str) -> ssl.SSLContext:
     if not (m.key_pem and m.chain_pem):
         raise StartupError(
@@ -703,6 +720,7 @@ def _server_context(config: NodeConfig, prefix: str, m: _Material, client_auth_d
             f"but these have not been configured; you must set either [{prefix}.keystore.path], or both "
             f"[{prefix}.key] and [{prefix}.certificate]", "org.elasticsearch.ElasticsearchSecurityException")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _protocols(context, config, prefix)
     _load_chain(context, m)
     mode = config.settings.get(f"{prefix}.client_authentication", client_auth_default)
     context.verify_mode = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
@@ -714,6 +732,7 @@ def _server_context(config: NodeConfig, prefix: str, m: _Material, client_auth_d
 
 def _client_context(config: NodeConfig, prefix: str, m: _Material) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _protocols(context, config, prefix)
     mode = config.settings.get(f"{prefix}.verification_mode", "full")
     context.check_hostname = mode == "full"
     if mode == "none":

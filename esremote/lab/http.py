@@ -90,18 +90,20 @@ class Request:
         return [v for v in value.split(",") if v]
 
 
-def _check_compatibility(headers: Any) -> None:
-    """8.x servers accept compatible-with 7 or 8 only (RestCompatibleVersionHelper)."""
+def check_compatibility(headers: Any, major: int = 8) -> None:
+    """A server accepts compatible-with its own major or the one before (RestCompatibleVersionHelper):
+    an 8.x node refuses the `compatible-with=9` every 9.x client sends."""
+    allowed = (str(major), str(major - 1))
     bad = []
     for header in ("Accept", "Content-Type"):
         value = headers.get(header) or ""
         match = _COMPAT.search(value)
-        if match and match[1] not in ("7", "8"):
+        if match and match[1] not in allowed:
             bad.append((header, value, match[1]))
     if bad:
         header, value, version = bad[0]
         names = ", ".join(h for h in ("Accept", "Content-Type") if headers.get(h))
-        cause = errors.ESError(f"{header} version must be either version 8 or 7, but found {version}. "
+        cause = errors.ESError(f"{header} version must be either version {allowed[0]} or {allowed[1]}, but found {version}. "
                                f"{header}={value}", status=400, type="status_exception")
         raise errors.MediaTypeError(f"Invalid media-type value on headers [{names}]", caused_by=cause)
 
@@ -221,7 +223,8 @@ class _Handler(BaseHTTPRequestHandler):
         if content_type == "application/json" and request is not None:
             accept = request.headers.get("Accept") or ""
             if "vnd.elasticsearch+json" in accept:
-                content_type = "application/vnd.elasticsearch+json;compatible-with=8"
+                major = getattr(getattr(self.server.ctx, "config", None), "version", (8,))[0]
+                content_type = f"application/vnd.elasticsearch+json;compatible-with={major}"
         if payload or self.command != "HEAD":
             self.send_header("content-type", f"{content_type}; charset=UTF-8"
                              if "charset" not in content_type and content_type.startswith("text") else content_type)

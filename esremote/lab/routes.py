@@ -19,7 +19,7 @@ import threading
 from typing import Any, Callable
 
 from esremote.lab import errors
-from esremote.lab.http import Request, Response, _check_compatibility
+from esremote.lab.http import Request, Response, check_compatibility
 
 # (spec API name, path, methods): exactly what the spec files say.
 ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
@@ -275,7 +275,7 @@ class Pipeline:
 
     def __call__(self, request: Request) -> Response:
         self._overload()
-        _check_compatibility(request.headers)
+        check_compatibility(request.headers, self.ctx.config.version[0])
         name, params = self.router.match(request.method, request.path)
         request.api, request.path_params = name, params
         request.user = self.ctx.security.authenticate_http(request.headers, request.path)

@@ -215,7 +215,10 @@ def resolve_cluster(req: Request) -> dict:
     local, remote = split_remote(expression)
     body: dict = {}
     if local:
-        body["(local)"] = resolve_local(ctx.store, ",".join(local))
+        v = version_body(ctx)
+        body["(local)"] = {**resolve_local(ctx.store, ",".join(local)),
+                           "version": {k: v[k] for k in ("number", "build_flavor", "minimum_wire_compatibility_version",
+                                                         "minimum_index_compatibility_version")}}
     if remote:
         if ctx.remote is None:
             raise errors.NotImplementedInLab("remote cluster service is not running on this node: "

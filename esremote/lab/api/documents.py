@@ -7,7 +7,6 @@ Elasticsearch's text; wildcard expansion silently leaves such indices out, as El
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from typing import Any

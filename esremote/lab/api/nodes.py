@@ -13,7 +13,6 @@ import os
 import time
 from pathlib import Path
 
-from esremote.lab import errors
 from esremote.lab.api.cluster import version_body
 from esremote.lab.http import Request
 from esremote.lab.routes import api
