@@ -99,6 +99,8 @@ def test_api_key_model_on_transport_port_untrusted_server(lab):
     _logged(remote.node, "[WARN ][o.e.x.s.t.n.SecurityNetty4ServerTransport] [remote-0] client did not trust this "
                          "server's certificate, closing connection Netty4TcpChannel{localAddress=/"
                          f"{remote.node.config.ip}:9300", "profile=default}")
+    # reading the server's certificate for the diagnosis leaves no trace on the remote
+    assert "Empty client certificate chain" not in remote.node.log_text()
     error = _search_error(local)
     assert error.type == "connect_transport_exception"
     assert error.caused_by.type == "s_s_l_handshake_exception" and "PKIX path building failed" in error.caused_by.reason

@@ -35,6 +35,8 @@ PROXY_LOGGER = "o.e.t.ProxyConnectionStrategy"
 SNIFF_LOGGER = "o.e.t.SniffConnectionStrategy"
 TRUST_LOGGER = "o.e.c.s.DiagnosticTrustManager"
 LOG_REPEAT_SECONDS = 30.0       # the same failure is logged again at most this often
+RETRY_MAX = 8.0                 # longest wait between two background connection attempts
+SETTINGS_POLL = 5.0             # fallback poll; node.py calls settings_changed() on each change
 
 # Settings whose change means new sockets (the others, like skip_unavailable, apply in place).
 _CONNECTION_FIELDS = ("mode", "seeds", "node_connections", "proxy_address", "proxy_socket_connections",
@@ -140,13 +142,21 @@ class RemoteCluster:
             conn.close()
 
     def _maintain(self) -> None:
+        """Keep the sockets open. After a failed attempt the next one waits longer (up to
+        RETRY_MAX) so a broken link does not flood either side's log; requests still try at once."""
+        failures = 0
+        next_attempt = 0.0
         while not self._stop.is_set():
-            try:
-                self.ensure_connected()
-            except (TransportFailure, ESError):
-                pass  # logged by ensure_connected; tried again on the next tick
-            except Exception as exc:  # a bug must not kill the link silently
-                es_log(self.ctx, logging.ERROR, self._logger, f"remote cluster [{self.alias}]: {exc!r}")
+            if time.monotonic() >= next_attempt:
+                try:
+                    self.ensure_connected()
+                    failures = 0
+                except (TransportFailure, ESError):
+                    failures += 1  # logged by ensure_connected
+                except Exception as exc:  # a bug must not kill the link silently
+                    failures += 1
+                    es_log(self.ctx, logging.ERROR, self._logger, f"remote cluster [{self.alias}]: {exc!r}")
+                next_attempt = time.monotonic() + min(RETRY_MAX, TICK * 2 ** max(failures - 1, 0)) if failures else 0.0
             self._wake.wait(TICK)
             self._wake.clear()
             self._ping_all()
@@ -420,7 +430,7 @@ class RemoteClusterService:
         self.refresh()
 
     def _watch(self) -> None:
-        while not self._stop.wait(TICK):
+        while not self._stop.wait(SETTINGS_POLL):
             try:
                 self.refresh()
             except Exception as exc:  # keep watching: a torn read is retried on the next tick
