@@ -360,3 +360,28 @@ def test_a_9x_node_accepts_9_and_8_and_refuses_7(tmp_path):
         status, body, _ = es.get("/", headers={"Accept": "application/vnd.elasticsearch+json; compatible-with=7"})
     assert status == 400
     assert body["error"]["caused_by"]["reason"].startswith("Accept version must be either version 9 or 8, but found 7.")
+
+
+def test_health_follows_the_live_nodes(tmp_path):
+    """Shard copies sit on the expected nodes (initial_master_nodes): a stopped node leaves its
+    replicas unassigned (yellow) and a primary without replica unavailable (red)."""
+    import zlib
+    from esremote.lab.node import Node
+    masters = {"cluster.initial_master_nodes": ["node-0", "node-1"]}
+    homes = [build_home(tmp_path, name=f"node-{i}", cluster="pair", ip=f"127.0.201.{10 + i}", yml=masters)
+             for i in range(2)]
+    on_node_1 = next(f"solo-{i}" for i in range(100) if zlib.crc32(f"solo-{i}".encode()) % 2 == 1)
+    with running_node(homes[0]):
+        second = Node(homes[1].path)
+        second.start()
+        es = Client(homes[0])
+        es.put("/replicated", {"settings": {"number_of_replicas": 1}})
+        es.put(f"/{on_node_1}", {"settings": {"number_of_replicas": 0}})
+        body = es.get("/_cluster/health")[1]
+        assert (body["status"], body["number_of_nodes"], body["unassigned_shards"]) == ("green", 2, 0)
+        nodes = es.get("/_nodes/settings")[1]["nodes"].values()
+        assert sorted(n["settings"]["node"]["name"] for n in nodes) == ["node-0", "node-1"]
+        second.stop()
+        body = es.get("/_cluster/health")[1]
+        assert (body["status"], body["number_of_nodes"]) == ("red", 1)
+        assert es.get("/_cluster/health/replicated")[1]["status"] == "yellow"

@@ -82,6 +82,12 @@ class NodeLogs:
         self.handler.close()
 
 
+def _settings_text(settings: dict) -> dict:
+    """The yml settings as `_nodes/settings` shows them (strings; the yml holds no secrets)."""
+    from esremote.lab.settings import as_setting_text
+    return {k: as_setting_text(v) for k, v in settings.items()}
+
+
 def node_id(cluster: str, name: str) -> str:
     """A stable 22-character node id, like Elasticsearch's."""
     digest = hashlib.sha256(f"{cluster}/{name}".encode()).digest()
@@ -143,7 +149,7 @@ class NodeContext:
         return {"name": c.name, "id": self.id, "pid": os.getpid(), "ip": c.ip, "http_port": c.http_port,
                 "transport_port": c.transport_port, "remote_cluster_port": c.remote_cluster_port,
                 "version": c.version_text, "cluster": c.cluster_name, "roles": c.roles,
-                "home": str(c.home)}
+                "home": str(c.home), "settings": _settings_text(c.settings)}
 
 
 def initial_state(ctx: NodeContext) -> None:

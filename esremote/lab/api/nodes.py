@@ -55,9 +55,8 @@ def nodes_info(req: Request) -> dict:
         if n.get("remote_cluster_port"):
             address = f"{n['ip']}:{n['remote_cluster_port']}"
             entry["remote_cluster_server"] = {"bound_address": [address], "publish_address": address}
-        if n["name"] == ctx.name:
-            from esremote.lab.settings import as_setting_text, nest
-            entry["settings"] = nest({k: as_setting_text(v) for k, v in ctx.config.settings.items()})
+        from esremote.lab.settings import nest
+        entry["settings"] = nest(n.get("settings", {}))
         body["nodes"][n.get("id", n["name"])] = entry
     return body
 
