@@ -216,3 +216,26 @@ def test_only_the_elected_node_works_and_another_takes_over(lab):
     wait_for(lambda: _state(local)["transforms"]["hosts"]["node"] == "local-0", what="local-0 runs it")
     local.nodes[0].stop()
     wait_for(lambda: _state(local)["transforms"]["hosts"]["node"] == "local-1", what="local-1 took over")
+
+
+def test_follower_acts_as_its_creator_with_key_access_and_remote_indices(lab):
+    local, remote = _link(lab, replication=["leader*", "private"])
+    remote.create_index("leader-a", [{"n": 1}])
+    remote.create_index("private", [{"n": 2}])
+    local.put_role("ccr-role", {"cluster": ["manage_ccr"], "remote_indices": [
+        {"clusters": [ALIAS], "names": ["leader*"], "privileges": ["cross_cluster_replication"]}]})
+    local.put_user("ccr-user", ["ccr-role"])
+    with local.store.transaction() as st:
+        for follower, leader in (("copy-a", "leader-a"), ("copy-private", "private")):
+            st["ccr"]["followers"][follower] = {"remote_cluster": ALIAS, "leader_index": leader, "status": "active",
+                                                "parameters": {}, "leader_seq": -1, "read_exceptions": [],
+                                                "auto_follow_pattern": None, "username": "ccr-user"}
+    wait_for(lambda: _docs(local, "copy-a") == [1], what="follower of leader-a")
+    exceptions = wait_for(lambda: _state(local)["ccr"]["followers"]["copy-private"]["read_exceptions"],
+                          what="refused follower")
+    assert exceptions[0]["exception"]["type"] == "security_exception"
+    assert exceptions[0]["exception"]["reason"].startswith(
+        "action [indices:data/read/xpack/ccr/shard_changes] towards remote cluster is unauthorized for user "
+        "[ccr-user] with assigned roles [ccr-role] authenticated by API key id [")
+    assert exceptions[0]["exception"]["reason"].endswith(
+        "on indices [private], this action is granted by the index privileges [cross_cluster_replication,read,all]")

@@ -630,7 +630,7 @@ def start(ctx) -> list[TransportServer]:
 GRANTING_PRIVILEGES = {
     "indices:data/read/search": ["read", "all"],
     "indices:admin/resolve/cluster": ["view_index_metadata", "manage", "read", "all"],
-    "indices:data/read/xpack/ccr/shard_changes": ["cross_cluster_replication_internal", "read", "all"],
+    "indices:data/read/xpack/ccr/shard_changes": ["cross_cluster_replication", "read", "all"],
     "indices:monitor/stats": ["cross_cluster_replication", "monitor", "manage", "all"],
 }
 # Privileges that imply others (what a descriptor entry really grants).
