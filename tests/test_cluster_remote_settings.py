@@ -338,3 +338,63 @@ def test_yml_removal_readd_and_restore_round_trip_with_esyml():
 def test_yml_without_the_alias_anywhere_is_refused():
     with pytest.raises(PreconditionError, match="not defined in elasticsearch.yml on any of the nodes read"):
         rs.read_yml_remote({"local-0": {"cluster.name": "x"}}, ALIAS)
+
+
+# --- on the lab ----------------------------------------------------------------------------------
+
+_REST_LAB: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="session")
+def rest_lab(lab_factory):
+    """One seeded lab for the lab tests of every tests/test_cluster_* file: one local node and two
+    one-node remotes (aliases my_remote, with the seeded work, and my_remote2, idle). Each test
+    leaves it as it found it. Skips when the lab cannot start clusters on this machine."""
+    if "lab" not in _REST_LAB:
+        try:
+            _REST_LAB["lab"] = lab_factory("lab-rest", local_nodes=1, remote_nodes=1, remotes=2)
+        except Exception as exc:  # noqa: BLE001 - any failure to start means "no lab here"
+            _REST_LAB["lab"] = exc
+    if isinstance(_REST_LAB["lab"], Exception):
+        pytest.skip(f"the lab cannot start clusters here: {_REST_LAB['lab']}")
+    return _REST_LAB["lab"]
+
+
+def wait_for(what: str, probe, timeout: float = 30.0):
+    """Poll `probe` until it returns something truthy; fail with the last answer at the deadline."""
+    import time  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = probe()
+        if answer:
+            return answer
+        assert time.monotonic() < deadline, f"{what}: not after {timeout:g}s"
+        time.sleep(0.1)
+
+
+@pytest.mark.lab
+def test_lab_remove_readd_and_restore_an_alias(rest_lab):
+    alias = "my_remote2"  # idle: no cross-cluster work breaks while it is away
+    es = rest_lab.es("local")
+    saved = rs.fetch_remote(es, "local", alias)
+    assert saved is not None and saved.mode == "proxy" and saved.layers == ("persistent",)
+    remote_info = lambda: es.cluster.remote_info().body  # noqa: E731
+
+    try:
+        assert [o.status for o in rs.apply_settings(es, "local", rs.plan_removal(saved))] == ["changed"]
+        wait_for("alias gone from _remote/info", lambda: alias not in remote_info())
+        assert rs.fetch_remote(es, "local", alias) is None and rs.plan_removal(None) == []
+
+        # re-added on 9443 without credentials: the lab accepts the settings and points at 9443
+        rs.apply_settings(es, "local", rs.plan_readd(None, saved))
+        info = wait_for("alias back", lambda: remote_info().get(alias))
+        assert info["proxy_address"].endswith(":9443") and "cluster_credentials" not in info
+        assert rs.plan_readd(rs.fetch_remote(es, "local", alias), saved) == []
+    finally:
+        now = rs.fetch_remote(es, "local", alias)
+        rs.apply_settings(es, "local", rs.plan_restore(now, saved))
+    info = wait_for("certificate-model link connected again",
+                    lambda: (remote_info().get(alias) or {}).get("connected") and remote_info()[alias])
+    assert info["proxy_address"] == saved.persistent["proxy_address"]
+    assert rs.plan_restore(rs.fetch_remote(es, "local", alias), saved) == []
