@@ -385,3 +385,17 @@ def test_health_follows_the_live_nodes(tmp_path):
         body = es.get("/_cluster/health")[1]
         assert (body["status"], body["number_of_nodes"]) == ("red", 1)
         assert es.get("/_cluster/health/replicated")[1]["status"] == "yellow"
+
+
+def test_a_stopped_node_cuts_kept_alive_connections(tmp_path):
+    import http.client
+    import ssl
+    home = build_home(tmp_path, ip="127.0.201.20", cluster="cut")
+    context = ssl.create_default_context(cafile=str(home.http_ca))
+    with running_node(home):
+        connection = http.client.HTTPSConnection(home.ip, 9200, context=context, timeout=5)
+        connection.request("GET", "/_security/_authenticate", headers={"Authorization": Client(home).auth})
+        assert connection.getresponse().read()
+    with pytest.raises((OSError, http.client.HTTPException)):
+        connection.request("GET", "/", headers={"Authorization": Client(home).auth})
+        connection.getresponse().read()

@@ -250,6 +250,8 @@ class LabHTTPServer(ThreadingHTTPServer):
         self.ctx = ctx
         self.dispatch = dispatch
         self.ssl_context = ssl_context
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
 
     def finish_request(self, request: socket.socket, client_address: Any) -> None:
@@ -261,9 +263,13 @@ class LabHTTPServer(ThreadingHTTPServer):
                 request.close()
                 return  # a client that did not finish the handshake (or does not trust us)
             request.settimeout(None)
+        with self._open_lock:
+            self._open.add(request)
         try:
             super().finish_request(request, client_address)
         finally:
+            with self._open_lock:
+                self._open.discard(request)
             if self.ssl_context is not None:
                 request.close()
 
@@ -274,5 +280,13 @@ class LabHTTPServer(ThreadingHTTPServer):
         return thread
 
     def stop(self) -> None:
+        """Stop accepting, then cut the kept-alive connections: a stopped node answers nothing."""
         self.shutdown()
         self.server_close()
+        with self._open_lock:
+            connections = list(self._open)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
