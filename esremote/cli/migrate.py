@@ -1,0 +1,186 @@
+"""`esremote plan | migrate | rollback | verify | demo`: the migration's own verbs.
+
+`plan` works without Prefect (facts and the plan, nothing changes). `migrate` and `rollback` run
+the Prefect flows: an ephemeral Prefect (a temporary local server) unless PREFECT_API_URL names a
+server. Exit codes of `migrate`: 0 migrated and verified, 3 rolled back, 1 otherwise (2: bad input).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from esremote.errors import ConfigError, EsRemoteError
+
+EXIT_ROLLED_BACK = 3
+
+INVENTORY = typer.Option(..., "--inventory", "-i", help="Inventory file (clusters, nodes, aliases).")
+ALIASES = typer.Option(None, "--alias", "-a", help="Alias to migrate (repeatable; default: every alias).")
+
+
+def _prefect_environment() -> None:
+    """Settings for the ephemeral Prefect of a terminal run: no telemetry, and patience with a
+    busy machine (the temporary server's first start runs its database migrations)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)
+    app.command("migrate")(migrate)
+    app.command("rollback")(rollback)
+    app.command("verify")(verify)
+    app.command("demo")(demo)
+
+
+def _params(inventory: Path, aliases: list[str] | None, **extra):
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    from esremote.params import MigrationParams  # noqa: PLC0415
+
+    try:
+        return MigrationParams(inventory=inventory, aliases=list(aliases or []), **extra)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(p) for p in first["loc"]) or "parameters"
+        raise ConfigError(f"{field}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def plan(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
+         json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON instead of Markdown.")) -> None:
+    """Print every change the migration would make. Changes nothing."""
+    import json  # noqa: PLC0415
+
+    from esremote.plan import build_plan  # noqa: PLC0415
+    from tasks.facts import collect_facts  # noqa: PLC0415
+    from tasks.runtime import close_run, open_run  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="esremote-plan-") as state:
+        params = _params(inventory, alias, dry_run=True, state_dir=Path(state))
+        run = open_run(params)
+        try:
+            facts, _ = collect_facts(run)
+            result = build_plan(run.params, facts)
+        finally:
+            close_run(run.id)
+    if json_out:
+        typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True, default=str))
+    else:
+        typer.echo(result.to_markdown())
+
+
+def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
+            yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before the disruptive phases."),
+            dry_run: bool = typer.Option(False, "--dry-run", help="Preflight and plan only; change nothing."),
+            resume: Optional[str] = typer.Option(None, "--resume", metavar="RUN_ID",
+                                                 help="Resume a run: done steps are skipped."),
+            connection_mode: str = typer.Option("keep", help="Mode of the re-added alias: keep, proxy, sniff."),
+            restart_strategy: str = typer.Option("auto", help="Credentials: auto, reload, restart."),
+            ) -> None:
+    """Migrate the aliases to API-key security; roll back by itself if reconnect, verify or resume fails."""
+    params = _params(inventory, alias, dry_run=dry_run, run_id=resume, connection_mode=connection_mode,
+                     restart_strategy=restart_strategy)
+    if resume:
+        params = _resumed(params, resume)
+    if not (yes or dry_run):
+        _confirm(params)
+    _prefect_environment()
+    from flows.migrate import run_migration  # noqa: PLC0415
+
+    summary = run_migration(params)
+    _print_summary(summary)
+    raise typer.Exit(summary.exit_code)
+
+
+def _resumed(params, run_id: str):
+    """The parameters the run started with (the journal has them), with this command's inventory."""
+    from esremote.journal import Journal  # noqa: PLC0415
+
+    journal = Journal.open(run_id, state_dir=params.state_dir)
+    recorded = dict(journal.params)
+    recorded.update(inventory=str(params.inventory), run_id=run_id, dry_run=params.dry_run)
+    if params.aliases:
+        recorded["aliases"] = params.aliases
+    from esremote.params import MigrationParams  # noqa: PLC0415
+
+    return MigrationParams.model_validate(recorded)
+
+
+def _confirm(params) -> None:
+    """Show the plan, then ask (on a terminal) before anything changes."""
+    if not sys.stdin.isatty():
+        raise ConfigError("migrate changes the clusters: confirm with --yes (or look first with --dry-run)")
+    typer.echo("esremote migrate: preflight and plan come first; the plan is shown before any change.")
+    if not typer.confirm("Migrate now (rollback is automatic if reconnect or verification fails)?"):
+        raise typer.Abort()
+
+
+def _print_summary(summary) -> None:
+    typer.echo(summary.to_text())
+
+
+def rollback(inventory: Path = INVENTORY,
+             run_id: str = typer.Argument(..., metavar="RUN_ID", help="The run to roll back.")) -> None:
+    """Undo a run's reconnect from its journal: certificate-model link back, work resumed."""
+    params = _resumed(_params(inventory, None, run_id=run_id), run_id)
+    _prefect_environment()
+    from flows.rollback import run_rollback  # noqa: PLC0415
+
+    summary = run_rollback(params)
+    _print_summary(summary)
+    raise typer.Exit(0 if summary.status == "rolled-back" else 1)
+
+
+def verify(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES) -> None:
+    """Check each alias: connected with an API key, cross-cluster search works. Changes nothing."""
+    from tasks.verification import verify_aliases  # noqa: PLC0415
+    from tasks.runtime import close_run, open_run  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="esremote-verify-") as state:
+        params = _params(inventory, alias, dry_run=True, state_dir=Path(state))
+        run = open_run(params)
+        try:
+            results = verify_aliases(run)
+        finally:
+            close_run(run.id)
+    failed = False
+    for result in results:
+        typer.echo(result.to_text())
+        failed = failed or not result.ok
+    raise typer.Exit(1 if failed else 0)
+
+
+def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab running afterwards."),
+         lab_dir: Optional[Path] = typer.Option(None, "--dir", help="Lab directory (default: a temporary one)."),
+         ) -> None:
+    """A full rehearsal on the lab: lab up, migrate --yes, summary, lab down (always)."""
+    from esremote.lab import control  # noqa: PLC0415
+
+    owned = lab_dir is None
+    directory = Path(tempfile.mkdtemp(prefix="esremote-demo-")) if owned else lab_dir
+    os.chmod(directory, 0o755)
+    typer.echo(f"esremote demo: starting the lab in {directory} (2 local + 2 remote nodes)")
+    code = 1
+    try:
+        layout = control.up(directory, {})
+        typer.echo(f"esremote demo: lab up; inventory {layout.inventory}")
+        params = _params(Path(layout.inventory), None, state_dir=directory / "state")
+        _prefect_environment()
+        from flows.migrate import run_migration  # noqa: PLC0415
+
+        summary = run_migration(params)
+        _print_summary(summary)
+        code = summary.exit_code
+    except EsRemoteError as exc:
+        typer.echo(f"esremote: error: {exc}", err=True)
+        code = exc.exit_code
+    finally:
+        if not keep:
+            stopped = control.down(directory)
+            typer.echo(f"esremote demo: lab down ({len(stopped)} process(es) stopped)")
+    raise typer.Exit(code)

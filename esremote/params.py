@@ -1,0 +1,103 @@
+"""The parameters of a migration run: one pydantic model, the same for the CLI, the Prefect UI's run
+form and deployments.
+
+Secrets never travel as parameters (Prefect stores deployment and run parameters in plain text):
+the inventory names where each secret lives, and the run resolves it by name.
+
+    params = MigrationParams(inventory="inventory.yml", aliases=["my_remote"], dry_run=True)
+    params.selected_aliases(inventory)   # the aliases this run migrates, checked against the inventory
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from esremote.errors import ConfigError
+
+ConnectionMode = Literal["keep", "proxy", "sniff"]
+RestartStrategy = Literal["auto", "reload", "restart"]
+CertificateStrategy = Literal["generate", "provided-ca"]
+
+
+class RetireOptions(BaseModel):
+    """What `retire_certificate_trust` may do once approved (each one is irreversible)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transport_ip_filter: bool = Field(
+        False, description="Allow only the remote's own nodes on its transport port (9300), so the "
+                           "local cluster can no longer connect with certificates.")
+    ca_rotation_plan: bool = Field(
+        True, description="Write a plan for rotating the remote's transport CA (no change is made).")
+    delete_cross_cluster_roles: bool = Field(
+        False, description="Delete remote roles that served only cross-cluster access.")
+
+
+class MigrationParams(BaseModel):
+    """Parameters of `migrate-remote-cluster` (and of each phase flow)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inventory: Path = Field(description="Inventory file (clusters, nodes, SSH, secret references).")
+    aliases: list[str] = Field(default_factory=list,
+                               description="Aliases to migrate; empty means every alias of the inventory.")
+    connection_mode: ConnectionMode = Field(
+        "keep", description="Mode of the re-added alias: keep its current mode, or switch to proxy/sniff.")
+    restart_strategy: RestartStrategy = Field(
+        "auto", description="How the local nodes load the new credentials: auto (reload secure settings "
+                            "when every local node runs 8.13+, else a rolling restart), reload, restart.")
+    certificate_strategy: CertificateStrategy = Field(
+        "generate", description="generate: a new CA per remote cluster for its remote cluster server; "
+                                "provided-ca: sign node certificates with the CA in ca_cert_file/ca_key_file.")
+    ca_cert_file: Path | None = Field(None, description="PEM CA certificate (provided-ca).")
+    ca_key_file: Path | None = Field(None, description="PEM CA private key file (provided-ca); a path, "
+                                                       "never the key itself.")
+    retire_trust: bool = Field(False, description="After a verified migration, ask for approval to "
+                                                  "retire certificate trust (irreversible).")
+    retire: RetireOptions = Field(default_factory=RetireOptions)
+    approval_timeout_s: int = Field(3600, ge=1, description="How long the approval gate waits.")
+    dry_run: bool = Field(False, description="Plan only: gather facts, publish the plan, change nothing.")
+    api_key_expiration: str | None = Field(
+        None, pattern=r"^\d+[smhd]$", description="Expiration of the cross-cluster API key (e.g. 365d); "
+                                                   "none: it never expires.")
+    max_parallel: int = Field(4, ge=1, le=64, description="Nodes handled at once by non-disruptive steps.")
+    node_timeout_s: float = Field(180.0, gt=0, description="How long a restarted node may take to rejoin.")
+    link_timeout_s: float = Field(60.0, gt=0, description="How long a re-added alias may take to connect.")
+    run_id: str | None = Field(None, description="Resume this run (its journal decides what is done).")
+    state_dir: Path | None = Field(None, description="Where journals live (default: ESREMOTE_STATE_DIR, "
+                                                     "else ~/.local/state/esremote).")
+
+    @field_validator("aliases")
+    @classmethod
+    def _distinct(cls, aliases: list[str]) -> list[str]:
+        if len(set(aliases)) != len(aliases):
+            raise ValueError("an alias is listed twice; list each alias once")
+        return aliases
+
+    @model_validator(mode="after")
+    def _ca_files(self) -> MigrationParams:
+        given = self.ca_cert_file is not None and self.ca_key_file is not None
+        if self.certificate_strategy == "provided-ca" and not given:
+            raise ValueError("certificate_strategy provided-ca needs ca_cert_file and ca_key_file")
+        if self.certificate_strategy == "generate" and (self.ca_cert_file or self.ca_key_file):
+            raise ValueError("ca_cert_file/ca_key_file are only used with certificate_strategy provided-ca")
+        return self
+
+    def selected_aliases(self, inventory) -> list[str]:
+        """The aliases of this run, in inventory order; an alias the inventory lacks is a ConfigError."""
+        known = list(inventory.aliases)
+        if not known:
+            raise ConfigError(f"{self.inventory}: the inventory has no `aliases:`; add the alias to migrate "
+                              "(e.g. `my_remote: {local: local, remote: remote}`)")
+        missing = [a for a in self.aliases if a not in known]
+        if missing:
+            raise ConfigError(f"alias {', '.join(missing)} is not in {self.inventory}; "
+                              f"the inventory has: {', '.join(known)}")
+        return [a for a in known if not self.aliases or a in self.aliases]
+
+    def public(self) -> dict:
+        """What the journal and artifacts record (there is no secret in the parameters)."""
+        return self.model_dump(mode="json")

@@ -1,0 +1,543 @@
+"""The migration plan: every change, node by node and call by call, worked out from facts before
+anything changes (pyinfra style: facts in, changes out; no I/O here).
+
+    facts = MigrationFacts(...)             # what the clusters and nodes say now (tasks gather it)
+    plan = build_plan(params, facts)
+    plan.to_markdown()                      # the Prefect artifact and `esremote plan`
+    plan.rows()                             # the table artifact: one row per change
+
+The same desired-state functions serve the plan and the apply steps (`remote_server_settings`,
+`local_client_settings`, `credentials_setting`), so what is shown is what is done. A change that the
+facts show as already made is left out: a plan after a finished migration is empty of changes.
+Secrets never appear: keystore entries are names, API keys are "created at run time".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from esremote.cluster.remote_settings import (
+    ApiCall,
+    SavedRemote,
+    plan_readd,
+    plan_removal,
+    split_address,
+)
+from esremote.cluster.facts import parse_version
+from esremote.esyml import EsYml, unified_diff
+from esremote.params import MigrationParams
+
+# Names on the nodes (relative to the config directory, as Elasticsearch resolves them).
+SERVER_P12 = "certs/remote-cluster.p12"
+SERVER_CA = "certs/remote-cluster-ca.crt"      # public copy of the CA on the remote nodes
+CLIENT_CA = "remote-cluster-ca.crt"            # what the local nodes trust for :9443
+SERVER_P12_PASSWORD = "xpack.security.remote_cluster_server.ssl.keystore.secure_password"
+P12_MODE, CA_MODE = 0o660, 0o644
+RELOADABLE = (8, 13, 0)
+
+Phase = Literal["prepare_remote", "stage_local", "stop_cross_cluster_ops", "reconnect", "verify",
+                "resume_cross_cluster_ops"]
+PHASES: tuple[str, ...] = ("prepare_remote", "stage_local", "stop_cross_cluster_ops", "reconnect", "verify",
+                           "resume_cross_cluster_ops")
+Kind = Literal["yml", "keystore", "file", "api", "restart", "reload", "probe", "secret"]
+
+
+def credentials_setting(alias: str) -> str:
+    return f"cluster.remote.{alias}.credentials"
+
+
+def remote_server_settings(address: str, port: int) -> dict[str, Any]:
+    """elasticsearch.yml of a remote node: the remote cluster server, TLS from the node's p12."""
+    return {
+        "remote_cluster_server.enabled": True,
+        "remote_cluster.host": address,
+        "remote_cluster.port": port,
+        "xpack.security.remote_cluster_server.ssl.enabled": True,
+        "xpack.security.remote_cluster_server.ssl.keystore.path": SERVER_P12,
+    }
+
+
+def local_client_settings() -> dict[str, Any]:
+    """elasticsearch.yml of a local node: trust the remote cluster servers' CAs (es-facts §11.3: the
+    prefix is `xpack.security.`)."""
+    return {
+        "xpack.security.remote_cluster_client.ssl.enabled": True,
+        "xpack.security.remote_cluster_client.ssl.certificate_authorities": [CLIENT_CA],
+    }
+
+
+# ------------------------------------------------------------------------------------------ facts
+
+
+@dataclass
+class NodeState:
+    """One node as SSH shows it: its elasticsearch.yml text, keystore entry names, files present."""
+
+    cluster: str
+    name: str
+    address: str
+    version: str = ""
+    yml: str = ""
+    keystore: list[str] | None = None           # entry names; None when it could not be read
+    files: dict[str, bool] = field(default_factory=dict)  # config-relative path -> exists
+    config_dir: str = ""
+    service_user: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.cluster}/{self.name}"
+
+    def settings(self) -> dict[str, Any]:
+        return EsYml(self.yml, source=f"{self.key}: elasticsearch.yml").flat() if self.yml else {}
+
+
+@dataclass
+class WorkItem:
+    """A piece of cross-cluster work on the local cluster that uses the alias (`esremote.cluster.usage`)."""
+
+    kind: Literal["transform", "datafeed", "follower", "auto_follow_pattern"]
+    id: str
+    state: str                       # as the cluster reports it (started, active, paused, ...)
+    owner: str | None = None         # who owns it, as far as Elasticsearch says
+    job_id: str | None = None        # a datafeed's anomaly detection job
+    job_state: str | None = None
+    remote_patterns: list[str] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        if self.kind == "datafeed":
+            return self.state in ("started", "starting") or self.job_state in ("opened", "opening")
+        return self.state in ("started", "indexing", "waiting", "active")
+
+
+@dataclass
+class RoleChange:
+    """A local role that gets `remote_indices` for the alias."""
+
+    role: str
+    remote_indices: list[dict[str, Any]]
+    already: bool = False            # the role has them already
+
+
+@dataclass
+class AliasState:
+    alias: str
+    local: str
+    remote: str
+    defined_in: Literal["settings", "yml"] = "settings"
+    saved: dict[str, Any] | None = None          # SavedRemote.to_dict() when defined in settings
+    yml_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> alias settings
+    remote_info: dict[str, Any] = field(default_factory=dict)
+    work: list[WorkItem] = field(default_factory=list)
+    roles: list[RoleChange] = field(default_factory=list)
+    key_access: dict[str, Any] = field(default_factory=dict)   # cross-cluster API key `access`
+    key_exists: bool = False                     # an earlier run of this migration made the key
+
+    @property
+    def migrated(self) -> bool:
+        return self.remote_info.get("cluster_credentials") == "::es_redacted::" and bool(
+            self.remote_info.get("connected"))
+
+
+@dataclass
+class MigrationFacts:
+    clusters: dict[str, dict[str, Any]]          # name -> {"versions": {node: "8.15.0"}, "role": ...}
+    nodes: list[NodeState]
+    aliases: list[AliasState]
+    remote_cluster_port: dict[str, int] = field(default_factory=dict)  # remote cluster -> port
+    secret_store: str = "file"                   # "prefect" when a Prefect API server keeps the key
+
+    def nodes_of(self, cluster: str) -> list[NodeState]:
+        return [n for n in self.nodes if n.cluster == cluster]
+
+    def min_version(self, cluster: str) -> tuple[int, int, int]:
+        versions = [parse_version(v) for v in self.clusters.get(cluster, {}).get("versions", {}).values()]
+        versions += [parse_version(n.version) for n in self.nodes_of(cluster) if n.version]
+        return min(versions, default=(0, 0, 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MigrationFacts:
+        return cls(
+            clusters=data["clusters"],
+            nodes=[NodeState(**n) for n in data["nodes"]],
+            aliases=[AliasState(**{**a, "work": [WorkItem(**w) for w in a.get("work", [])],
+                                   "roles": [RoleChange(**r) for r in a.get("roles", [])]})
+                     for a in data["aliases"]],
+            remote_cluster_port=data.get("remote_cluster_port", {}),
+            secret_store=data.get("secret_store", "file"),
+        )
+
+
+# ------------------------------------------------------------------------------------------ changes
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing the run will do. `detail` is a diff, a request body or a list: never a secret."""
+
+    phase: str
+    kind: str
+    target: str                      # "remote/remote-0" (a node) or "local" (a cluster)
+    summary: str
+    detail: str = ""
+    alias: str = ""
+    disruptive: bool = False
+
+
+@dataclass
+class Outage:
+    """When cross-cluster work pauses and what happens meanwhile."""
+
+    work_stopped: list[str]
+    credentials: Literal["reload", "restart"]
+    restarts_in_window: list[str]
+    estimate: str
+
+
+@dataclass
+class Plan:
+    params: dict[str, Any]
+    aliases: list[str]
+    changes: list[Change]
+    outage: Outage
+    notes: list[str]
+
+    def for_phase(self, phase: str) -> list[Change]:
+        return [c for c in self.changes if c.phase == phase]
+
+    def rows(self) -> list[dict[str, str]]:
+        return [{"phase": c.phase, "target": c.target, "kind": c.kind, "change": c.summary,
+                 "disruptive": "yes" if c.disruptive else ""} for c in self.changes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"params": self.params, "aliases": self.aliases, "changes": [asdict(c) for c in self.changes],
+                "outage": asdict(self.outage), "notes": self.notes}
+
+    def to_markdown(self) -> str:
+        lines = [f"# Migration plan: {', '.join(self.aliases)}", ""]
+        lines += [f"- {note}" for note in self.notes]
+        lines += ["", "## Expected outage", "",
+                  f"- Cross-cluster work paused: {', '.join(self.outage.work_stopped) or 'none'}",
+                  f"- Credentials loaded by: {self.outage.credentials}",
+                  f"- Restarts while paused: {', '.join(self.outage.restarts_in_window) or 'none'}",
+                  f"- Estimate: {self.outage.estimate}", ""]
+        for phase in PHASES:
+            changes = self.for_phase(phase)
+            lines += [f"## {phase}", ""]
+            if not changes:
+                lines += ["Nothing to do.", ""]
+                continue
+            lines += ["| target | kind | change |", "|---|---|---|"]
+            lines += [f"| {c.target} | {c.kind} | {_cell(c.summary)}{' **(disruptive)**' if c.disruptive else ''} |"
+                      for c in changes]
+            details = [c for c in changes if c.detail]
+            for c in details:
+                lang = "diff" if c.kind == "yml" else ("json" if c.kind == "api" else "")
+                lines += ["", f"**{c.target}: {c.summary}**", "", f"```{lang}", c.detail.rstrip("\n"), "```"]
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+# ------------------------------------------------------------------------------------------ planning
+
+
+def credentials_by(params: MigrationParams, facts: MigrationFacts, local: str) -> Literal["reload", "restart"]:
+    """How the local nodes load credentials: reload from 8.13 (es-facts §1, §11.5), else restart."""
+    if params.restart_strategy == "restart":
+        return "restart"
+    if params.restart_strategy == "reload":
+        return "reload"
+    return "reload" if facts.min_version(local) >= RELOADABLE else "restart"
+
+
+def build_plan(params: MigrationParams, facts: MigrationFacts) -> Plan:
+    changes: list[Change] = []
+    remotes = list(dict.fromkeys(a.remote for a in facts.aliases))
+    locals_ = list(dict.fromkeys(a.local for a in facts.aliases))
+    for remote in remotes:
+        changes += _prepare_remote(params, facts, remote)
+    for alias in facts.aliases:
+        changes += _api_key(alias, facts)
+    for local in locals_:
+        changes += _stage_local(facts, local)
+    for alias in facts.aliases:
+        changes += _stop_work(alias)
+    restarts: list[str] = []
+    loaders: set[str] = set()
+    for local in locals_:
+        mine = [a for a in facts.aliases if a.local == local]
+        how = credentials_by(params, facts, local)
+        loaders.add(how)
+        changes += _reconnect(params, facts, local, mine, how)
+        if how == "restart" or any(a.defined_in == "yml" for a in mine):
+            restarts += [n.key for n in facts.nodes_of(local)]
+    for alias in facts.aliases:
+        changes += _verify(alias, facts)
+        changes += _resume_work(alias)
+    work = [f"{w.kind} {w.id}" for a in facts.aliases for w in a.work if w.running]
+    how = "restart" if "restart" in loaders else "reload"
+    estimate = (f"about a minute: {len(restarts)} local node restart(s) one by one" if restarts
+                else "seconds: settings calls and a secure-settings reload, no restart")
+    outage = Outage(work_stopped=work, credentials=how, restarts_in_window=restarts, estimate=estimate)
+    return Plan(params=params.public(), aliases=[a.alias for a in facts.aliases], changes=changes,
+                outage=outage, notes=_notes(params, facts))
+
+
+def _notes(params: MigrationParams, facts: MigrationFacts) -> list[str]:
+    notes = []
+    if params.dry_run:
+        notes.append("Dry run: nothing below is done.")
+    where = ("a Prefect Secret block (the configured Prefect API keeps it)" if facts.secret_store == "prefect"
+             else "a 0600 file in the run's journal directory (no Prefect API server is configured)")
+    notes.append(f"The cross-cluster API key is stored in {where}; logs and artifacts never show it.")
+    for alias in facts.aliases:
+        where = "elasticsearch.yml (static)" if alias.defined_in == "yml" else "cluster settings (dynamic)"
+        notes.append(f"Alias `{alias.alias}`: {alias.local} -> {alias.remote}, defined in {where}"
+                     + ("; already on the API-key model" if alias.migrated else ""))
+    notes.append("Rollback (automatic if reconnect, verify or resume fails) restores the certificate-model "
+                 "link: alias settings, roles, keystores (credentials removed) and yml as they were, then "
+                 "resumes the stopped work. The remote cluster server and the staged CA stay: the "
+                 "certificate model ignores them.")
+    return notes
+
+
+def _yml_change(phase: str, node: NodeState, desired: dict[str, Any], unset: tuple[str, ...] = (),
+                alias: str = "", why: str = "", disruptive: bool = False) -> list[Change]:
+    if not node.yml:
+        return [Change(phase, "yml", node.key, f"set {', '.join(desired)} ({why})", alias=alias,
+                       disruptive=disruptive)]
+    yml = EsYml(node.yml, source=f"{node.key}: elasticsearch.yml")
+    if not yml.update(desired, unset):
+        return []
+    path = f"{node.config_dir}/elasticsearch.yml" if node.config_dir else "elasticsearch.yml"
+    return [Change(phase, "yml", node.key, f"edit elasticsearch.yml ({why})",
+                   detail=unified_diff(node.yml, yml.text(), path), alias=alias, disruptive=disruptive)]
+
+
+def _prepare_remote(params: MigrationParams, facts: MigrationFacts, remote: str) -> list[Change]:
+    phase = "prepare_remote"
+    port = facts.remote_cluster_port.get(remote, 9443)
+    nodes = facts.nodes_of(remote)
+    out: list[Change] = []
+    needs_cert = [n for n in nodes if not n.files.get(SERVER_P12)]
+    if needs_cert:
+        how = ("a new CA (cryptography; its key stays in the run's directory, 0600)"
+               if params.certificate_strategy == "generate" else f"the provided CA {params.ca_cert_file}")
+        out.append(Change(phase, "secret", remote, f"node certificates for {len(needs_cert)} node(s) signed by {how}; "
+                                                    "a random PKCS#12 password"))
+    restart = []
+    for node in nodes:
+        if not node.files.get(SERVER_P12):
+            owner = node.service_user or "the service user"
+            out.append(Change(phase, "file", node.key, f"write {SERVER_P12} (mode 0660, owner {owner}) and "
+                                                       f"{SERVER_CA} (0644)"))
+        if node.keystore is None or SERVER_P12_PASSWORD not in node.keystore:
+            out.append(Change(phase, "keystore", node.key, f"add {SERVER_P12_PASSWORD} (value on stdin)"))
+        edits = _yml_change(phase, node, remote_server_settings(node.address, port),
+                            why="remote cluster server")
+        out += edits
+        if edits or not node.files.get(SERVER_P12):
+            restart.append(node)
+    for node in restart:
+        out.append(Change(phase, "restart", node.key, "restart, wait until it rejoins and the cluster is green"))
+    if nodes:
+        out.append(Change(phase, "probe", remote, f"TLS handshake with every node's :{port} against the CA"))
+    return out
+
+
+def _api_key(alias: AliasState, facts: MigrationFacts) -> list[Change]:
+    if alias.key_exists or alias.migrated:
+        return []
+    store = "Prefect Secret block" if facts.secret_store == "prefect" else "0600 file in the run directory"
+    body = {"name": f"esremote-{alias.local}-{alias.alias}", "access": alias.key_access or "<from remote roles>"}
+    return [Change("prepare_remote", "api", alias.remote,
+                   f"POST /_security/cross_cluster/api_key; key kept in a {store}",
+                   detail=json.dumps(body, indent=2, sort_keys=True), alias=alias.alias)]
+
+
+def _stage_local(facts: MigrationFacts, local: str) -> list[Change]:
+    phase = "stage_local"
+    out: list[Change] = []
+    restart = []
+    for node in facts.nodes_of(local):
+        edits = _yml_change(phase, node, local_client_settings(), why="trust the remote cluster server CA")
+        if not node.files.get(CLIENT_CA) or any(not a.migrated for a in facts.aliases if a.local == local):
+            out.append(Change(phase, "file", node.key, f"write {CLIENT_CA} with the remote clusters' CAs (0644)"))
+        out += edits
+        if edits:
+            restart.append(node)
+    for node in restart:
+        out.append(Change(phase, "restart", node.key, "restart while the certificate-model link still works"))
+    return out
+
+
+def _stop_work(alias: AliasState) -> list[Change]:
+    out = []
+    for item in stop_order(alias.work):
+        for call in stop_calls(item):
+            out.append(Change("stop_cross_cluster_ops", "api", alias.local, call, alias=alias.alias,
+                              disruptive=True))
+    return out
+
+
+def stop_order(work: list[WorkItem]) -> list[WorkItem]:
+    """Readers first, replication last: transforms, datafeeds, auto-follow patterns, followers."""
+    order = {"transform": 0, "datafeed": 1, "auto_follow_pattern": 2, "follower": 3}
+    return sorted((w for w in work if w.running), key=lambda w: order[w.kind])
+
+
+def resume_order(work: list[WorkItem]) -> list[WorkItem]:
+    return stop_order(work)
+
+
+def stop_calls(item: WorkItem) -> list[str]:
+    if item.kind == "transform":
+        return [f"POST _transform/{item.id}/_stop?wait_for_completion=true"]
+    if item.kind == "datafeed":
+        calls = [f"POST _ml/datafeeds/{item.id}/_stop"] if item.state in ("started", "starting") else []
+        if item.job_id and item.job_state in ("opened", "opening"):
+            calls.append(f"POST _ml/anomaly_detectors/{item.job_id}/_close")
+        return calls
+    if item.kind == "auto_follow_pattern":
+        return [f"POST _ccr/auto_follow/{item.id}/pause"]
+    return [f"POST {item.id}/_ccr/pause_follow"]
+
+
+def resume_calls(item: WorkItem) -> list[str]:
+    """es-facts §11.1/11.2: patterns get resume-pattern, followers resume-follow; a job is opened and
+    then its datafeed started (opening does not restart it)."""
+    if item.kind == "transform":
+        return [f"POST _transform/{item.id}/_start"]
+    if item.kind == "datafeed":
+        calls = []
+        if item.job_id and item.job_state in ("opened", "opening"):
+            calls.append(f"POST _ml/anomaly_detectors/{item.job_id}/_open")
+        if item.state in ("started", "starting"):
+            calls.append(f"POST _ml/datafeeds/{item.id}/_start")
+        return calls
+    if item.kind == "auto_follow_pattern":
+        return [f"POST _ccr/auto_follow/{item.id}/resume"]
+    return [f"POST {item.id}/_ccr/resume_follow"]
+
+
+def _resume_work(alias: AliasState) -> list[Change]:
+    return [Change("resume_cross_cluster_ops", "api", alias.local, call, alias=alias.alias)
+            for item in resume_order(alias.work) for call in resume_calls(item)]
+
+
+def _reconnect(params: MigrationParams, facts: MigrationFacts, local: str, aliases: list[AliasState],
+               how: str) -> list[Change]:
+    phase = "reconnect"
+    out: list[Change] = []
+    pending = [a for a in aliases if not a.migrated]
+    for alias in pending:
+        for role in alias.roles:
+            if not role.already:
+                out.append(Change(phase, "api", local, f"PUT _security/role/{role.role}: add remote_indices",
+                                  detail=json.dumps(role.remote_indices, indent=2), alias=alias.alias,
+                                  disruptive=True))
+    for alias in pending:
+        if alias.defined_in == "settings" and alias.saved:
+            saved = SavedRemote.from_dict(alias.saved)
+            for call in plan_removal(saved):
+                out.append(_api_change(phase, local, call, alias.alias, "remove the alias (saved in the journal)"))
+    for node in facts.nodes_of(local):
+        names = [credentials_setting(a.alias) for a in pending
+                 if node.keystore is None or credentials_setting(a.alias) not in node.keystore]
+        if names:
+            out.append(Change(phase, "keystore", node.key, f"add {', '.join(names)} (value on stdin)",
+                              disruptive=True))
+    yml_aliases = [a for a in pending if a.defined_in == "yml"]
+    for node in facts.nodes_of(local):
+        for alias in yml_aliases:
+            current = alias.yml_settings.get(node.name)
+            if current:
+                target = target_alias_settings(params, facts, alias, current)
+                desired = {f"cluster.remote.{alias.alias}.{k}": v for k, v in target.items()}
+                stale = tuple(f"cluster.remote.{alias.alias}.{k}" for k in current if k not in target)
+                out += _yml_change(phase, node, desired, stale, alias.alias, "alias on the remote cluster port",
+                                   disruptive=True)
+    if how == "reload" and not yml_aliases and pending:
+        out.append(Change(phase, "reload", local, "POST _nodes/reload_secure_settings (credentials, 8.13+)",
+                          disruptive=True))
+    elif pending:
+        for node in facts.nodes_of(local):
+            out.append(Change(phase, "restart", node.key, "restart to load the credentials", disruptive=True))
+    for alias in pending:
+        if alias.defined_in == "settings" and alias.saved:
+            saved = SavedRemote.from_dict(alias.saved)
+            target = target_saved(params, facts, alias, saved)
+            for call in plan_readd(None, target, facts.remote_cluster_port.get(alias.remote, 9443)):
+                out.append(_api_change(phase, local, call, alias.alias, "re-add on the remote cluster port"))
+    return out
+
+
+def _api_change(phase: str, cluster: str, call: ApiCall, alias: str, why: str) -> Change:
+    body = json.dumps({"params": dict(call.params), "body": call.body}, indent=2, sort_keys=True)
+    return Change(phase, "api", cluster, f"{call.method} {call.path}: {why}", detail=body, alias=alias,
+                  disruptive=True)
+
+
+def _verify(alias: AliasState, facts: MigrationFacts) -> list[Change]:
+    checks = ["GET _remote/info: connected, cluster_credentials redacted"]
+    if facts.min_version(alias.local) >= (8, 13, 0):
+        checks.append(f"GET _resolve/cluster/{alias.alias}:*")
+    checks.append("a cross-cluster search per remote index pattern in use, as its user")
+    if any(w.kind == "follower" for w in alias.work):
+        checks.append("followers catching up without read exceptions (after resume)")
+    return [Change("verify", "probe", alias.local, check, alias=alias.alias) for check in checks]
+
+
+# ------------------------------------------------------------------------------ alias target settings
+
+
+def target_saved(params: MigrationParams, facts: MigrationFacts, alias: AliasState,
+                 saved: SavedRemote) -> SavedRemote:
+    """The alias's settings to re-add, before the port move: the saved ones, in the wanted mode."""
+    mode = saved.mode if params.connection_mode == "keep" else params.connection_mode
+    if mode == saved.mode:
+        return saved
+    return SavedRemote(saved.alias, **{layer: switch_mode(dict(saved.layer(layer)), mode, facts, alias)
+                                       for layer in saved.layers})
+
+
+def target_alias_settings(params: MigrationParams, facts: MigrationFacts, alias: AliasState,
+                          current: dict[str, Any]) -> dict[str, Any]:
+    """An alias defined in elasticsearch.yml: its settings on the remote cluster port."""
+    from esremote.cluster.remote_settings import yml_readd  # noqa: PLC0415
+
+    mode = str(current.get("mode", "sniff")).lower()
+    wanted = mode if params.connection_mode == "keep" else params.connection_mode
+    settings = switch_mode(dict(current), wanted, facts, alias) if wanted != mode else dict(current)
+    port = facts.remote_cluster_port.get(alias.remote, 9443)
+    edit = yml_readd(alias.alias, {"n": settings}, port)["n"]
+    prefix = f"cluster.remote.{alias.alias}."
+    return {k[len(prefix):]: v for k, v in edit.set.items()}
+
+
+def switch_mode(settings: dict[str, Any], mode: str, facts: MigrationFacts, alias: AliasState) -> dict[str, Any]:
+    """Settings of the other mode: proxy points at the first remote node, sniff seeds up to three."""
+    from esremote.cluster.remote_settings import PROXY_KEYS, SNIFF_KEYS  # noqa: PLC0415
+
+    port = facts.remote_cluster_port.get(alias.remote, 9443)
+    addresses = [f"{n.address}:{port}" for n in facts.nodes_of(alias.remote)]
+    drop = SNIFF_KEYS if mode == "proxy" else PROXY_KEYS
+    out = {k: v for k, v in settings.items() if k not in drop}
+    out["mode"] = mode
+    if mode == "proxy":
+        out["proxy_address"] = addresses[0]
+    else:
+        out["seeds"] = addresses[:3]
+    for address in addresses[:1]:
+        split_address(address, what=f"remote cluster {alias.remote} node address")
+    return out
+

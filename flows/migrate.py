@@ -1,0 +1,177 @@
+"""`migrate-remote-cluster`: the parent flow. Preflight and plan, then the non-disruptive phases
+(prepare_remote, stage_local), then the outage (stop work, reconnect, verify, resume); if any of
+those four fails, the rollback subflow runs by itself and the run ends "rolled back" (exit 3).
+After a verified migration, `retire_certificate_trust` runs only when asked for and approved.
+
+    summary = run_migration(MigrationParams(inventory="inventory.yml"))   # the CLI's entry point
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from esremote.errors import EsRemoteError, RollbackError
+from esremote.params import MigrationParams
+from flows.summary import Summary
+from tasks import reports
+from tasks.common import install_redaction, run_logger
+from tasks.runtime import close_run, open_run
+
+OUTAGE_PHASES = ("stop_cross_cluster_ops", "reconnect", "verify", "resume_cross_cluster_ops")
+
+
+class MigrationRolledBack(EsRemoteError):
+    """The migration failed during the outage and was rolled back: the certificate model is back."""
+
+    exit_code = 3
+
+
+def _name() -> str:
+    """`migrate-my_remote`, from the run's parameters."""
+    from prefect.runtime import flow_run  # noqa: PLC0415
+
+    params = (flow_run.parameters or {}).get("params")
+    aliases = params.get("aliases") if isinstance(params, dict) else getattr(params, "aliases", None)
+    return "migrate-" + ("-".join(aliases) if aliases else "all-aliases")
+
+
+def _phase(flow_fn, params: MigrationParams, run_id: str):
+    """Run a phase flow as a subflow, with the run's bound on parallel node work."""
+    runner = ThreadPoolTaskRunner(max_workers=params.max_parallel)
+    return flow_fn.with_options(task_runner=runner)(params, run_id)
+
+
+@flow(name="migrate-remote-cluster", flow_run_name=_name, log_prints=False)
+def migrate_remote_cluster(params: MigrationParams) -> dict:
+    """Migrate remote cluster aliases from the certificate model to API-key security, in place."""
+    install_redaction()
+    run = open_run(params)
+    try:
+        return _migrate(run).to_dict()
+    finally:
+        close_run(run.id)
+
+
+def _migrate(run) -> Summary:
+    from flows.plan import plan_flow  # noqa: PLC0415
+    from flows.preflight import preflight_flow  # noqa: PLC0415
+
+    params, log = run.params, run_logger()
+    log.info("run %s: journal in %s", run.id, run.journal.run_dir)
+    summary = Summary(run_id=run.id, status="failed", aliases=run.aliases,
+                      journal_dir=str(run.journal.run_dir), plan_file=str(run.journal.run_dir / "plan.md"))
+    facts = _phase(preflight_flow, params, run.id)
+    summary.remote_info_before = _first_remote_info(run, facts)
+    summary.phases.append("preflight")
+    _phase(plan_flow, params, run.id)
+    summary.phases.append("plan")
+    if params.dry_run:
+        summary.status, summary.message = "planned", "dry run: nothing was changed"
+        summary.remote_info_after = summary.remote_info_before
+        return _finish(run, summary)
+    return _apply(run, summary)
+
+
+def _first_remote_info(run, facts) -> dict:
+    """`_remote/info` before the run changed anything (a resumed run keeps the first one it saw)."""
+    first = run.journal.first_intent("summary/remote-info-before")
+    if first is not None:
+        return first.data["info"]
+    info = {a.alias: a.remote_info for a in facts.aliases}
+    run.journal.intent("summary/remote-info-before", info=info)
+    return info
+
+
+def _apply(run, summary: Summary) -> Summary:
+    from flows import phases  # noqa: PLC0415
+
+    params = run.params
+    for name, fn in (("prepare_remote", phases.prepare_remote_flow), ("stage_local", phases.stage_local_flow)):
+        _phase(fn, params, run.id)
+        summary.phases.append(name)
+    outage = {"stop_cross_cluster_ops": phases.stop_cross_cluster_ops_flow,
+              "reconnect": phases.reconnect_flow, "verify": phases.verify_flow,
+              "resume_cross_cluster_ops": phases.resume_cross_cluster_ops_flow}
+    try:
+        for name in OUTAGE_PHASES:
+            _phase(outage[name], params, run.id)
+            summary.phases.append(name)
+    except Exception as exc:  # noqa: BLE001 - any failure in the outage window means: roll back
+        return _roll_back(run, summary, exc)
+    summary.status = "migrated"
+    summary.message = "every alias is connected with a cross-cluster API key and verified"
+    summary.remote_info_after = phases.remote_info(run)
+    _finish(run, summary)
+    if params.retire_trust:
+        _phase(phases.retire_certificate_trust_flow, params, run.id)
+        summary.phases.append("retire_certificate_trust")
+    return summary
+
+
+def _roll_back(run, summary: Summary, cause: BaseException) -> Summary:
+    from flows.rollback import rollback_flow  # noqa: PLC0415
+
+    log = run_logger()
+    log.error("the migration failed during the outage (%s); rolling back", _brief(cause))
+    try:
+        _phase(rollback_flow, run.params, run.id)
+    except Exception as exc:  # noqa: BLE001 - report both failures
+        summary.status = "rollback-failed"
+        summary.message = f"migration failed ({_brief(cause)}) and the rollback failed too ({_brief(exc)})"
+        _finish(run, summary)
+        raise RollbackError([summary.message]) from exc
+    summary.status = "rolled-back"
+    summary.message = f"migration failed ({_brief(cause)}); rolled back to the certificate model"
+    from flows import phases  # noqa: PLC0415
+
+    summary.remote_info_after = phases.remote_info(run)
+    summary.phases.append("rollback")
+    _finish(run, summary)
+    raise MigrationRolledBack(summary.message) from cause
+
+
+def _brief(exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, EsRemoteError) else f"{type(exc).__name__}: {exc}"
+    return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
+def _finish(run, summary: Summary) -> Summary:
+    reports.save(run.journal.run_dir, "summary.json", summary.to_dict())
+    reports.markdown(f"summary-{run.id}", summary.to_markdown(), description="Migration summary")
+    run.journal.note("summary", status=summary.status)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ entry
+
+
+def run_migration(params: MigrationParams) -> Summary:
+    """Run the parent flow (ephemeral Prefect unless PREFECT_API_URL is set) and read its summary
+    from the run's directory, whatever the flow's final state."""
+    from esremote.journal import Journal  # noqa: PLC0415
+
+    if params.run_id is None:
+        from esremote.journal import new_run_id  # noqa: PLC0415
+
+        params = params.model_copy(update={"run_id": new_run_id()})
+    install_redaction()
+    state = migrate_remote_cluster(params, return_state=True)
+    journal_dir = Journal._run_dir(params.run_id, params.state_dir)
+    saved = reports.load(journal_dir, "summary.json")
+    if saved is not None:
+        summary = Summary.from_dict(saved)
+        if state.is_failed() and summary.status in ("planned", "migrated"):
+            summary.status = "failed"  # failed after the summary (e.g. retirement)
+            summary.message = _state_message(state)
+        return summary
+    return Summary(run_id=params.run_id, status="failed", aliases=list(params.aliases),
+                   message=_state_message(state), journal_dir=str(journal_dir))
+
+
+def _state_message(state) -> str:
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - the flow's failure, as one line
+        return _brief(exc)
+    return state.message or state.name

@@ -1,0 +1,67 @@
+"""The outcome of a migration run, for the CLI, the final artifact and the exit code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Status = Literal["planned", "migrated", "rolled-back", "failed", "rollback-failed"]
+EXIT_CODES = {"planned": 0, "migrated": 0, "rolled-back": 3, "failed": 1, "rollback-failed": 1}
+
+
+@dataclass
+class Summary:
+    run_id: str
+    status: Status
+    aliases: list[str]
+    message: str = ""
+    remote_info_before: dict[str, Any] = field(default_factory=dict)
+    remote_info_after: dict[str, Any] = field(default_factory=dict)
+    phases: list[str] = field(default_factory=list)       # phases completed, in order
+    plan_file: str = ""
+    journal_dir: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Summary:
+        return cls(**data)
+
+    def to_markdown(self) -> str:
+        lines = [f"# Migration {self.status}: {', '.join(self.aliases)}", "",
+                 f"- run id: `{self.run_id}`", f"- phases done: {', '.join(self.phases) or 'none'}"]
+        if self.message:
+            lines.append(f"- {self.message}")
+        for title, info in (("before", self.remote_info_before), ("after", self.remote_info_after)):
+            lines += ["", f"## `_remote/info` {title}", "", "```json", json.dumps(info, indent=2, sort_keys=True),
+                      "```"]
+        return "\n".join(lines) + "\n"
+
+    def to_text(self) -> str:
+        lines = [f"run id: {self.run_id}", f"status: {self.status}", f"aliases: {', '.join(self.aliases)}",
+                 f"phases done: {', '.join(self.phases) or 'none'}"]
+        if self.message:
+            lines.append(f"message: {self.message}")
+        for alias in self.aliases:
+            before = _link(self.remote_info_before.get(alias))
+            after = _link(self.remote_info_after.get(alias))
+            lines.append(f"{alias}: before {before}; after {after}")
+        if self.plan_file:
+            lines.append(f"plan: {self.plan_file}")
+        if self.journal_dir:
+            lines.append(f"journal: {self.journal_dir}")
+        return "\n".join(lines)
+
+
+def _link(info: dict[str, Any] | None) -> str:
+    if not info:
+        return "not defined"
+    model = "API key" if "cluster_credentials" in info else "certificate"
+    address = info.get("proxy_address") or ",".join(info.get("seeds") or [])
+    return f"{'connected' if info.get('connected') else 'NOT connected'} ({model} model, {info.get('mode')} {address})"

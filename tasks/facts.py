@@ -1,0 +1,179 @@
+"""Tasks that read facts (never change anything): the preflight report of an alias, and what SSH
+shows of each node (elasticsearch.yml text, keystore entry names, files the migration writes)."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from prefect import task
+
+from esremote.cluster.remote_settings import SavedRemote
+from esremote.errors import EsRemoteError
+from esremote.node_keystore import NodeKeystore
+from esremote.plan import (
+    CLIENT_CA,
+    SERVER_CA,
+    SERVER_P12,
+    AliasState,
+    MigrationFacts,
+    NodeState,
+    RoleChange,
+    WorkItem,
+)
+from esremote.preflight import PreflightReport, preflight
+from tasks.common import RETRYING, run_logger
+from tasks.privileges import alias_access
+from tasks.runtime import Run, get_run, prefect_api_configured
+
+WATCHED_FILES = (SERVER_P12, SERVER_CA, CLIENT_CA)
+
+
+@task(name="preflight", task_run_name="preflight-{alias}", **RETRYING)
+def preflight_alias(run_id: str, alias: str) -> PreflightReport:
+    """Every check of `esremote.preflight` for one alias; blocking findings stop the run."""
+    run = get_run(run_id)
+    link = run.link(alias)
+    clients = {name: run.es(name) for name in (link.local, link.remote)}
+    report = preflight(run.inventory, alias, pool=run.pool, clients=clients)
+    log = run_logger()
+    for finding in report.warnings:
+        log.warning("%s", finding)
+    return preflight_allowing_resume(run, report)
+
+
+@task(name="read-node", task_run_name="read-node-{node}", **RETRYING)
+def read_node(run_id: str, node: str) -> NodeState:
+    """elasticsearch.yml (text), keystore entry names and the migration's files on one node."""
+    run = get_run(run_id)
+    resolved = run.node(node)
+    conn = run.conn(resolved)
+    sudo = resolved.ssh.sudo
+    yml = conn.read_file(str(resolved.yml_path), sudo=sudo).decode("utf-8")
+    checks = "; ".join(f"if [ -e {shlex.quote(str(resolved.config_dir / rel))} ]; then echo y; else echo n; fi"
+                       for rel in WATCHED_FILES)
+    answers = conn.run(checks, sudo=sudo).stdout.split()
+    keystore = node_keystore(run, node)
+    names = keystore.list() if keystore.exists() else []
+    return NodeState(cluster=resolved.cluster, name=resolved.name, address=resolved.address, yml=yml,
+                     keystore=names, files={rel: a == "y" for rel, a in zip(WATCHED_FILES, answers)},
+                     config_dir=str(resolved.config_dir), service_user=resolved.service_user)
+
+
+def node_keystore(run: Run, node: str) -> NodeKeystore:
+    resolved = run.node(node)
+    password = resolved.keystore_password.resolve() if resolved.keystore_password is not None else None
+    return NodeKeystore(run.conn(resolved), es_home=str(resolved.es_home), config_dir=str(resolved.config_dir),
+                        owner=resolved.service_user, password=password)
+
+
+@task(name="read-access", task_run_name="read-access-{alias}", **RETRYING)
+def read_access(run_id: str, alias: str, owner_roles: list[str]) -> dict[str, Any]:
+    """The local roles that need `remote_indices` and the cross-cluster API key's `access`."""
+    run = get_run(run_id)
+    link = run.link(alias)
+    return alias_access(run.es(link.local), link.local, run.es(link.remote), link.remote, alias, owner_roles)
+
+
+def owner_roles(report: PreflightReport) -> list[str]:
+    usage = report.usage
+    return list(usage.role_names()) if usage is not None and hasattr(usage, "role_names") else []
+
+
+def saved_settings(run: Run, alias: str, report: PreflightReport) -> dict[str, Any] | None:
+    """The alias's settings before the migration: the journal's copy once reconnect saved them
+    (the cluster may have them nulled by now), else what the cluster says."""
+    first = run.journal.first_intent(f"reconnect/save-settings/{alias}")
+    if first is not None:
+        return first.data.get("saved")
+    d = report.definition
+    if d is None or not (d.persistent or d.transient):
+        return None
+    return SavedRemote(alias, dict(d.persistent), dict(d.transient)).to_dict()
+
+
+def alias_state(run: Run, report: PreflightReport, access: dict[str, Any]) -> AliasState:
+    d = report.definition
+    link = run.link(report.alias)
+    saved = saved_settings(run, report.alias, report)
+    yml_settings = {n: dict(s) for n, s in (d.yml if d else {}).items() if s}
+    first_yml = run.journal.first_intent(f"reconnect/save-yml/{report.alias}")
+    if first_yml is not None:
+        yml_settings = first_yml.data.get("saved", yml_settings)
+    work = saved_work(run, report)
+    roles = [RoleChange(r["role"], r["remote_indices"], r.get("already", False)) for r in access["roles"]]
+    return AliasState(
+        alias=report.alias, local=link.local, remote=link.remote,
+        defined_in="settings" if saved else ("yml" if yml_settings else "settings"),
+        saved=saved, yml_settings=yml_settings, remote_info=dict(d.remote_info or {}) if d else {},
+        work=work, roles=roles, key_access=access["access"],
+        key_exists=run.journal.is_done(f"prepare_remote/api-key/{report.alias}"))
+
+
+def saved_work(run: Run, report: PreflightReport) -> list[WorkItem]:
+    """The work using the alias; once stop_cross_cluster_ops ran, the journal's record of it (what
+    was running before), since the cluster now shows it stopped."""
+    first = run.journal.first_intent(f"stop_cross_cluster_ops/list/{report.alias}")
+    if first is not None:
+        return [WorkItem(**w) for w in first.data["work"]]
+    items = getattr(report.usage, "items", ()) or ()
+    return [WorkItem(kind=u.kind, id=u.id, state=u.state, owner=u.owner.describe() if u.owner else None,
+                     job_id=u.job_id, job_state=u.job_state, remote_patterns=list(u.remote.patterns))
+            for u in items]
+
+
+def migration_facts(run: Run, reports: dict[str, PreflightReport], nodes: list[NodeState],
+                    access: dict[str, dict[str, Any]]) -> MigrationFacts:
+    """Everything the plan needs, from the preflight reports, node reads and role analysis."""
+    clusters: dict[str, dict[str, Any]] = {}
+    for report in reports.values():
+        for name, found in report.clusters.items():
+            clusters[name] = {"role": run.inventory.cluster(name).role,
+                              "versions": {n.name: n.version_text for n in found.nodes}}
+    versions = {f"{c}/{n}": v for c, info in clusters.items() for n, v in info["versions"].items()}
+    for node in nodes:
+        node.version = versions.get(node.key, "")
+    remotes = {run.link(a).remote for a in reports}
+    return MigrationFacts(
+        clusters=clusters, nodes=nodes,
+        aliases=[alias_state(run, reports[a], access[a]) for a in reports],
+        remote_cluster_port={r: run.inventory.cluster(r).remote_cluster_port for r in remotes},
+        secret_store="prefect" if prefect_api_configured() else "file")
+
+
+def describe_error(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, EsRemoteError) else f"{type(exc).__name__}: {exc}"
+
+
+def involved_nodes(run: Run) -> list[str]:
+    """`cluster/node` of every node of every cluster the run's aliases link, inventory order."""
+    clusters: list[str] = []
+    for alias in run.aliases:
+        link = run.link(alias)
+        clusters += [c for c in (link.local, link.remote) if c not in clusters]
+    return [str(n) for c in clusters for n in run.nodes(c)]
+
+
+def preflight_allowing_resume(run: Run, report: PreflightReport) -> PreflightReport:
+    """A resumed run may find the alias removed (reconnect nulled it): the journal holds it."""
+    saved = run.journal.first_intent(f"reconnect/save-settings/{report.alias}")
+    if saved is not None:
+        report.findings = [f for f in report.findings if not (f.check == "alias" and f.status == "block")]
+    return report.raise_if_blocked()
+
+
+def collect_facts(run: Run) -> tuple[MigrationFacts, dict[str, PreflightReport]]:
+    """Facts without Prefect (the `esremote plan` command): the same task bodies, called directly."""
+    from esremote.fanout import fan_out  # noqa: PLC0415
+
+    reports = {}
+    for alias in run.aliases:
+        link = run.link(alias)
+        clients = {name: run.es(name) for name in (link.local, link.remote)}
+        reports[alias] = preflight_allowing_resume(
+            run, preflight(run.inventory, alias, pool=run.pool, clients=clients))
+    nodes = fan_out(involved_nodes(run), lambda n: read_node.fn(run.id, n),
+                    max_workers=run.params.max_parallel).raise_if_failed()
+    access = {a: read_access.fn(run.id, a, owner_roles(reports[a])) for a in run.aliases}
+    facts = migration_facts(run, reports, [nodes[n] for n in involved_nodes(run)], access)
+    return facts, reports

@@ -1,0 +1,148 @@
+"""Node-side tasks over SSH: edit elasticsearch.yml, put a file, add/remove keystore entries,
+restart a node. Each one journals its intent (with the original) before it changes anything and
+`done` after, and is skipped when the journal says it is done, so a resumed run never repeats it.
+
+Secret values never pass through task parameters (Prefect may record them): a task gets the path of
+a 0600 file in the run's directory and reads the value itself.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from prefect import task
+
+from esremote.cluster.restart import RestartTimeouts, rolling_restart
+from esremote.esyml import EsYml
+from esremote.redact import default_redactor
+from tasks.common import ONCE, RETRYING, run_logger
+from tasks.facts import node_keystore
+from tasks.runtime import Run, get_run
+
+
+def _skip(run: Run, step: str) -> bool:
+    if run.journal.is_done(step):
+        run_logger().info("%s: done in an earlier attempt, skipped", step)
+        return True
+    return False
+
+
+def read_text(run: Run, node: str, path: str) -> bytes | None:
+    resolved = run.node(node)
+    conn = run.conn(resolved)
+    if not conn.exists(path, sudo=resolved.ssh.sudo):
+        return None
+    return conn.read_file(path, sudo=resolved.ssh.sudo)
+
+
+@task(name="edit-yml", task_run_name="edit-yml-{node}", **RETRYING)
+def edit_yml(run_id: str, node: str, step: str, set_: dict[str, Any], unset: list[str] = ()) -> bool:
+    """Apply setting changes to the node's elasticsearch.yml (comments and layout kept). True when
+    the file changed. The original bytes go to the journal before the write."""
+    run = get_run(run_id)
+    if _skip(run, step):
+        return False
+    resolved = run.node(node)
+    path = str(resolved.yml_path)
+    current = read_text(run, node, path) or b""
+    original = run.journal.save_original(f"{step}.yml", current)
+    run.journal.intent(step, node=node, path=path, original=original, set=set_, unset=list(unset))
+    yml = EsYml.parse(current.decode("utf-8"), source=f"{node}:{path}")
+    changed = yml.update(set_, list(unset))
+    if changed:
+        run.conn(resolved).write_file(path, yml.text().encode("utf-8"), run_id=run.id, sudo=resolved.ssh.sudo)
+    run.journal.done(step, changed=changed)
+    return changed
+
+
+@task(name="restore-file", task_run_name="restore-file-{node}", **RETRYING)
+def restore_file(run_id: str, node: str, step: str, path: str, original: str) -> bool:
+    """Write back a file's original bytes from the journal (rollback); a no-op when it has them."""
+    run = get_run(run_id)
+    resolved = run.node(node)
+    data = run.journal.original(original)
+    result = run.conn(resolved).write_file(path, data, run_id=run.id, sudo=resolved.ssh.sudo)
+    run.journal.done(step, changed=result.changed)
+    return result.changed
+
+
+@task(name="put-file", task_run_name="put-file-{node}", **RETRYING)
+def put_file(run_id: str, node: str, step: str, relative: str, source: str, mode: int,
+             owner: str | None = None) -> bool:
+    """Copy a local file of the run's directory to `config_dir/relative` on the node, with `mode`
+    and the service user as owner (the directory is created as needed)."""
+    run = get_run(run_id)
+    if _skip(run, step):
+        return False
+    resolved = run.node(node)
+    target = resolved.config_dir / relative
+    conn = run.conn(resolved)
+    sudo = resolved.ssh.sudo
+    before = conn.stat(str(target), sudo=sudo)
+    run.journal.intent(step, node=node, path=str(target), existed=before is not None)
+    _ensure_dir(run, node, target.parent)
+    owner = owner or resolved.service_user
+    result = conn.write_file(str(target), Path(source).read_bytes(), run_id=run.id, sudo=sudo, mode=mode,
+                             owner=owner)
+    run.journal.done(step, changed=result.changed)
+    return result.changed
+
+
+def _ensure_dir(run: Run, node: str, directory: PurePosixPath) -> None:
+    resolved = run.node(node)
+    conn = run.conn(resolved)
+    q = shlex.quote(str(directory))
+    conn.run(f"[ -d {q} ] || {{ mkdir -p -- {q} && chown {shlex.quote(resolved.service_user)} -- {q} "
+             f"&& chmod 750 -- {q}; }}", sudo=resolved.ssh.sudo)
+
+
+@task(name="keystore-add", task_run_name="keystore-add-{node}", **RETRYING)
+def keystore_add(run_id: str, node: str, step: str, secret_files: dict[str, str]) -> list[str]:
+    """Add settings to the node's keystore, each value read from a 0600 file and sent on stdin.
+    The journal records which entries were there before (names only)."""
+    run = get_run(run_id)
+    if _skip(run, step):
+        return []
+    keystore = node_keystore(run, node)
+    before = keystore.list() if keystore.exists() else []
+    first = run.journal.first_intent(step)
+    run.journal.intent(step, node=node, before=first.data["before"] if first else before,
+                       adding=sorted(secret_files))
+    values = {}
+    for name, source in secret_files.items():
+        value = Path(source).read_text().rstrip("\n")
+        default_redactor.add(value)
+        values[name] = value
+    keystore.add_all(values)
+    run.journal.done(step, added=sorted(values))
+    return sorted(values)
+
+
+@task(name="keystore-remove", task_run_name="keystore-remove-{node}", **RETRYING)
+def keystore_remove(run_id: str, node: str, step: str, names: list[str]) -> list[str]:
+    """Remove settings from the node's keystore (rollback); names already absent are fine."""
+    run = get_run(run_id)
+    keystore = node_keystore(run, node)
+    removed = [name for name in names if keystore.remove(name, missing_ok=True)]
+    run.journal.done(step, removed=removed)
+    return removed
+
+
+@task(name="restart", task_run_name="restart-{node}", **ONCE)
+def restart_node(run_id: str, node: str, step: str, force: bool = False) -> float:
+    """Rolling restart of one node (allocation primaries, flush, restart, rejoin, green). Not
+    retried: a node that does not come back needs a person, and its log tail says why."""
+    run = get_run(run_id)
+    if not force and _skip(run, step):
+        return 0.0
+    resolved = run.node(node)
+    run.journal.intent(step, node=node)
+    timeouts = RestartTimeouts(rejoin=run.params.node_timeout_s, green=run.params.node_timeout_s * 2)
+    report = rolling_restart(run.inventory, resolved.cluster, pool=run.pool, es=run.es(resolved.cluster),
+                             nodes=[resolved.name], timeouts=timeouts)
+    seconds = report.nodes[0].seconds if report.nodes else 0.0
+    run.journal.done(step, seconds=seconds)
+    run_logger().info("%s restarted and back in %.1fs", node, seconds)
+    return seconds
