@@ -128,7 +128,7 @@ def _put_transform(local, *, retries=1, sync=True):
                                      "username": "elastic"}
 
 
-def test_transform_reads_the_remote_then_fails_when_the_key_is_invalidated(lab):
+def test_transform_reads_the_remote_then_fails_at_once_when_the_key_is_invalidated(lab):
     local, remote = _link(lab)
     _put_transform(local)
     summary = wait_for(lambda: {d["_source"]["host"]: d["_source"]["max_n"]
@@ -151,9 +151,20 @@ def test_transform_reads_the_remote_then_fails_when_the_key_is_invalidated(lab):
     remote.invalidate_keys()
     failed = wait_for(lambda: (t := _state(local)["transforms"]["hosts"])["state"] == "failed" and t,
                       what="transform failed")
-    assert failed["reason"].startswith("task encountered more than 1 failures; latest failure: "
-                                       "unable to authenticate user [")
+    assert failed["reason"].startswith("task encountered irrecoverable failure: unable to authenticate user [")
     assert failed["reason"].endswith("for action [indices:data/read/search]")
+    assert failed["stats"]["search_failures"] == 1
+
+
+def test_transform_retries_a_broken_link_then_fails(lab):
+    local, remote = _link(lab)
+    _put_transform(local, retries=1)
+    wait_for(lambda: _state(local)["transforms"]["hosts"]["checkpoint"] == 1, what="first checkpoint")
+    _block(lab, remote)
+    failed = wait_for(lambda: (t := _state(local)["transforms"]["hosts"])["state"] == "failed" and t,
+                      what="transform failed")
+    assert failed["reason"] == (f"task encountered more than 1 failures; latest failure: "
+                                f"[][{remote.node.config.ip}:9443] connect_exception")
     assert failed["stats"]["search_failures"] == 2
 
 
@@ -205,7 +216,7 @@ def test_datafeed_feeds_its_job_and_reports_extraction_errors(lab):
 
     _block(lab, remote, on=False)
     wait_for(lambda: _processed(local) == 5, what="recovered", timeout=20)
-    assert "Datafeed has recovered data extraction and analysis" in _messages(local)
+    wait_for(lambda: "Datafeed has recovered data extraction and analysis" in _messages(local), what="recovery audit")
 
 
 # ------------------------------------------------------------------------------ election

@@ -17,8 +17,9 @@ What each task reads and writes in the cluster state (state.py shapes, plus the 
 * `transforms[t]` while `started`/`indexing`: every `frequency` (default 1m) one checkpoint:
   search the sources (`alias:index` through the link), pivot or latest into the local `dest`.
   Without `sync` it stops after one checkpoint (a batch transform). A failed search counts in
-  `stats.search_failures` and `failure_count`; after `settings.num_failure_retries` (default 10)
-  the transform is `failed` with Elasticsearch's reason.
+  `stats.search_failures` and `failure_count`; an irrecoverable one (401, 403, 404, ...) or more
+  than `settings.num_failure_retries` (default 10) make the transform `failed` with
+  Elasticsearch's reason, unless it is `unattended`.
 * `ml.datafeeds[d]` while `started` and its job `opened`: every `frequency` (default 1m) new
   documents of its indices (by sequence number) are fed to the job (`processed_record_count`).
   A failed search is audited once per streak, as Elasticsearch's ProblemTracker does, in the job
@@ -46,6 +47,8 @@ TICK = 1.0
 NOTIFICATIONS_INDEX = ".ml-notifications-000002"
 MAX_AUTO_FOLLOW_ERRORS = 5
 DEFAULT_TRANSFORM_RETRIES = 10
+# Statuses Elasticsearch's transforms do not retry (ExceptionRootCauseFinder).
+IRRECOVERABLE_STATUSES = {400, 401, 403, 404, 405, 406, 410, 501}
 PAGE = 10_000
 
 _TIME_UNITS = {"nanos": 1e-9, "micros": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -322,7 +325,12 @@ class WorkRunner:
                 current["node"] = None
 
     def _transform_failed(self, name: str, config: dict, exc: ESError) -> None:
-        retries = int((config.get("settings") or {}).get("num_failure_retries", DEFAULT_TRANSFORM_RETRIES))
+        """Elasticsearch's TransformFailureHandler: an irrecoverable status (401, 403, 404, 400, ...)
+        fails the transform at once; others are retried `num_failure_retries` times (-1: forever);
+        an unattended transform never fails."""
+        settings = config.get("settings") or {}
+        retries = int(settings.get("num_failure_retries", DEFAULT_TRANSFORM_RETRIES))
+        unattended = str(settings.get("unattended", "false")).lower() == "true"
         with self.ctx.store.transaction() as st:
             current = st["transforms"].get(name)
             if not current or current.get("state") not in ("started", "indexing"):
@@ -331,14 +339,18 @@ class WorkRunner:
             current["failure_count"] = count
             stats = current.setdefault("stats", {})
             stats["search_failures"] = int(stats.get("search_failures", 0)) + 1
-            failed = retries != -1 and count > retries
-            if failed:
-                current["state"] = "failed"
-                current["reason"] = f"task encountered more than {retries} failures; latest failure: {exc.reason}"
-        level = logging.ERROR if failed else logging.WARNING
-        text = (f"[{name}] {current['reason']}" if failed
-                else f"[{name}] transform encountered an exception: {exc.reason}; will retry")
-        self._log(level, "o.e.x.t.t.TransformIndexer", text)
+            reason = None
+            if not unattended and exc.status in IRRECOVERABLE_STATUSES:
+                reason = f"task encountered irrecoverable failure: {exc.reason}"
+            elif not unattended and retries != -1 and count > retries:
+                reason = f"task encountered more than {retries} failures; latest failure: {exc.reason}"
+            if reason is not None:
+                current["state"], current["reason"] = "failed", reason
+        if reason is not None:
+            self._log(logging.ERROR, "o.e.x.t.t.TransformIndexer", f"[{name}] {reason}")
+        else:
+            self._log(logging.WARNING, "o.e.x.t.t.TransformIndexer",
+                      f"[{name}] transform encountered an exception: {exc.reason}; will retry")
 
     # datafeeds -------------------------------------------------------------------------------
 
