@@ -5,7 +5,8 @@ own roles of the same names as the local user's roles. So both sides get `ccs_ro
 the local side holds the users (`ccs_user`, `ccr_user`) and the local privileges, the remote side
 grants read / replication on its indices. Then the alias (dynamic, unless the yml holds it), a
 leader index, a manual follower, an auto-follow pattern, a transform and an ML job + datafeed on
-`<alias>:` data, each created and started as the cross-cluster user that owns it.
+`<alias>:` data, each created and started as the cross-cluster user that owns it (with a basic
+licence only the transform: CCR and ML anomaly detection need a paid licence, as in Elasticsearch).
 
     python -m esremote.lab.seed writer --dir DIR [--interval S]
 
@@ -87,11 +88,15 @@ def seed_steps(lab: dict, client_for) -> list[tuple[str, object]]:
             steps.append((f"alias:{name}", lambda n=name, r=remote:
                           add_alias(client_for(local), n, alias_settings(lab, r))))
     steps.append(("connected", lambda: [wait_connected(client_for(local), name) for name in aliases]))
-    steps.append(("replication", lambda: seed_replication(client_for(local, "ccr_user"),
-                                                          client_for(aliases[alias]), alias)))
+    # CCR and ML anomaly detection are paid features: a basic licence gets transforms and search only.
+    paid_local = lab["clusters"][local]["license"] != "basic"
+    if paid_local and lab["clusters"][aliases[alias]]["license"] != "basic":
+        steps.append(("replication", lambda: seed_replication(client_for(local, "ccr_user"),
+                                                              client_for(aliases[alias]), alias)))
     local_replicas = min(1, len(lab["clusters"][local]["nodes"]) - 1)
     steps.append(("transform", lambda: seed_transform(client_for(local, "ccs_user"), alias, local_replicas)))
-    steps.append(("ml", lambda: seed_ml(client_for(local, "ccs_user"), alias)))
+    if paid_local:
+        steps.append(("ml", lambda: seed_ml(client_for(local, "ccs_user"), alias)))
     return steps
 
 
