@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from esremote.cluster import usage as u
-from tests.test_cluster_remote_settings import ScriptedES
+from tests.test_cluster_remote_settings import ScriptedES, rest_lab, wait_for  # noqa: F401 (fixture)
 
 ALIAS = "my_remote"
 
@@ -151,3 +151,22 @@ def test_read_usage_does_not_hide_a_real_error(scripted):
                    "action [cluster:monitor/transform/get] is unauthorized for user [x]")
     with pytest.raises(ClusterHTTPError, match="HTTP 403 security_exception"):
         u.read_usage(scripted.client(), "local", ALIAS)
+
+
+@pytest.mark.lab
+def test_lab_usage_of_the_seeded_alias(rest_lab):
+    es = rest_lab.es("local")
+
+    def followed():  # the auto-follow pattern picks up its leader index shortly after seeding
+        report = u.read_usage(es, "local", ALIAS)
+        return report if any(i.id == "auto-logs-0001-follower" for i in report.of("follower")) else None
+
+    report = wait_for("auto-followed index", followed)
+    kinds = {(i.kind, i.id): i for i in report.items}
+    assert set(kinds) == {("transform", "ccs-hosts"), ("datafeed", "datafeed-ccs-job"),
+                          ("follower", "follower-logs"), ("follower", "auto-logs-0001-follower"),
+                          ("auto_follow_pattern", "auto-logs")}
+    assert all(i.running for i in report.items), [(i.id, i.state) for i in report.items]
+    assert kinds[("datafeed", "datafeed-ccs-job")].job_state == "opened"
+    assert set(report.remote_patterns()) >= {"leader-logs", "auto-*", "auto-logs-0001"}
+    assert u.read_usage(es, "local", "my_remote2").items == ()
