@@ -101,6 +101,13 @@ def test_remote_settings_in_yml_are_validated(home):
                              "ConnectionStrategy.BRIDGE")
     home.write_yml(base + "cluster.remote.my.seeds: [\"127.0.0.1\"]\n")
     assert refusal(home) == "remote hosts need to be configured as [host:port], found [127.0.0.1] instead"
+    home.write_yml(base + "cluster.remote.my.proxy_address: 127.0.0.1:9443\n")
+    assert refusal(home) == ('Setting "cluster.remote.my.proxy_address" cannot be used with the configured '
+                             '"cluster.remote.my.mode" [required=PROXY, configured=SNIFF]')
+    home.write_yml(base + "cluster.remote.my.skip_unavailable: true\n")
+    assert refusal(home) == "Cannot configure setting [cluster.remote.my.skip_unavailable] if remote cluster is not enabled."
+    home.write_yml(base + "cluster.remote.my:\n  mode: proxy\n  proxy_address: 127.0.0.1:9443\n  skip_unavailable: true\n")
+    assert load_node_config(home.path, build_ssl=False).settings["cluster.remote.my.mode"] == "proxy"
 
 
 def test_missing_p12(home):

@@ -547,6 +547,7 @@ def _validate(raw: dict[str, Any], secure: dict[str, str]) -> dict[str, Any]:
             parsed[key] = definition.parse(key, raw[key])
         except SettingValueError as exc:
             raise StartupError(str(exc)) from None
+    _validate_remotes(parsed)
     for key in sorted(secure):
         definition = lookup(key)
         if definition is None:
@@ -766,3 +767,16 @@ def build_ssl_contexts(config: NodeConfig) -> None:
         m = _read_material(config, client)  # read now: a bad file refuses the start
         config.lazy_factories["remote_cluster_client"] = lambda: _client_context(config, client, m)
         config.trust_descriptions[client] = m.trust_description
+
+
+def _validate_remotes(parsed: dict[str, Any]) -> None:
+    """The remote-cluster validators (strategy, "not enabled") hold for the yml too."""
+    from esremote.lab import errors
+    from esremote.lab.settings import REMOTE_PREFIX, validate_remote
+
+    remote_keys = {k for k in parsed if k.startswith(REMOTE_PREFIX)}
+    if remote_keys:
+        try:
+            validate_remote(parsed, remote_keys)
+        except errors.ESError as exc:
+            raise StartupError(exc.reason) from None
