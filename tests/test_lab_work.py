@@ -80,7 +80,7 @@ def test_follower_catches_up_pauses_and_records_read_exceptions(lab):
 
     _block(lab, remote, on=False)
     wait_for(lambda: _docs(local, "follower") == [1, 2, 3, 4, 5], what="recovery", timeout=20)
-    assert _state(local)["ccr"]["followers"]["follower"]["read_exceptions"] == []
+    wait_for(lambda: _state(local)["ccr"]["followers"]["follower"]["read_exceptions"] == [], what="cleared")
 
 
 def test_auto_follow_pattern_follows_new_leaders_while_active(lab):
