@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from esremote.cluster import api_key as ak
 from esremote.errors import PreconditionError
 from esremote.redact import RedactingFilter, default_redactor
-from tests.test_cluster_remote_settings import ScriptedES
+from tests.test_cluster_remote_settings import ScriptedES, rest_lab  # noqa: F401 (fixture)
 
 NAME = "esremote-local-my_remote"
 ACCESS = {"search": [{"names": ["logs*"], "query": {"term": {"category": "shared"}},
@@ -196,3 +196,36 @@ def test_invalidate_key_reports_whether_it_did_anything(scripted):
     scripted.on("DELETE", "/_security/api_key", {"invalidated_api_keys": [],
                                                  "previously_invalidated_api_keys": ["k"], "error_count": 0})
     assert ak.invalidate_key(scripted.client(), "remote", "k").status == "unchanged"
+
+
+@pytest.mark.lab
+def test_lab_key_lifecycle_create_reuse_update_recreate(rest_lab):
+    from elasticsearch import AuthenticationException, Elasticsearch  # noqa: PLC0415
+
+    remote = rest_lab.es("remote")
+    stored: dict[str, SecretStr] = {}
+    ensure = lambda access: ak.ensure_cross_cluster_key(  # noqa: E731
+        remote, "remote", local_cluster="lab-test", alias="my_remote", run_id="r1", access=access,
+        stored_secret=stored.get)
+    search = {"search": [{"names": ["leader-*"]}]}
+    created = ensure(search)
+    stored[created.id] = created.encoded
+    try:
+        assert created.outcome == "created"
+        # a cross-cluster key is refused for REST, as Elasticsearch refuses it
+        with pytest.raises(AuthenticationException) as refused:
+            info = rest_lab.cluster("remote")
+            Elasticsearch(info["urls"], ca_certs=info["ca_cert"], request_timeout=30,
+                          api_key=created.encoded.get_secret_value()).security.authenticate()
+        assert "has type [cross_cluster]" in str(refused.value.body)
+        assert ensure(search).outcome == "unchanged"
+        assert (ensure({**search, "replication": [{"names": ["leader-*"]}]}).outcome, created.id) == (
+            "updated", created.id)
+        stored.clear()
+        recreated = ensure(search)
+        assert recreated.outcome == "recreated" and recreated.id != created.id
+        keys = remote.security.get_api_key(name=ak.key_name("lab-test", "my_remote")).body["api_keys"]
+        assert {k["id"]: k["invalidated"] for k in keys} == {created.id: True, recreated.id: False}
+    finally:
+        for key in remote.security.get_api_key(name=ak.key_name("lab-test", "my_remote")).body["api_keys"]:
+            ak.invalidate_key(remote, "remote", key["id"])

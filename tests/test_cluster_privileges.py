@@ -11,7 +11,7 @@ import pytest
 
 from esremote.cluster import privileges as pv
 from esremote.errors import ClusterHTTPError, PreconditionError
-from tests.test_cluster_remote_settings import ScriptedES
+from tests.test_cluster_remote_settings import ScriptedES, rest_lab  # noqa: F401 (fixture)
 
 ALIAS = "my_remote"
 
@@ -197,3 +197,24 @@ def test_read_roles_reports_other_errors(scripted):
     scripted.error("GET", "/_security/role/a", 403, "security_exception", "action [cluster:admin/xpack/security/role/get] is unauthorized")
     with pytest.raises(ClusterHTTPError, match="403"):
         pv.read_roles(scripted.client(), "remote", ["a"])
+
+
+@pytest.mark.lab
+def test_lab_roles_get_remote_indices_and_come_back(rest_lab):
+    names = ["ccs_role", "ccr_role"]
+    remote, local = rest_lab.es("remote"), rest_lab.es("local")
+    derived = pv.derive_remote_access(ALIAS, pv.read_roles(remote, "remote", names))
+    assert derived.access == {"search": [{"names": ["leader-*", "auto-*"]}],
+                              "replication": [{"names": ["leader-*", "auto-*"]}]}
+    before = pv.read_roles(local, "local", names)
+    plan = pv.plan_role_updates(derived, before)
+    assert [c.target for c in plan.calls] == ["role ccs_role", "role ccr_role"]
+    try:
+        assert [o.status for o in pv.apply_role_updates(local, "local", plan)] == ["changed", "changed"]
+        after = pv.read_roles(local, "local", names)
+        assert after["ccr_role"]["remote_indices"] == derived.remote_indices["ccr_role"]
+        assert {k: v for k, v in after["ccs_role"].items() if k != "remote_indices"} == before["ccs_role"]
+        assert pv.plan_role_updates(derived, after).calls == ()  # the lab's GET rendering compares equal
+    finally:
+        pv.restore_roles(local, "local", plan.originals)
+    assert pv.read_roles(local, "local", names) == before
