@@ -184,7 +184,10 @@ def log_text(lab: Lab, cluster: str) -> str:
 
 @pytest.fixture
 def operator(lab_factory, request):
-    lab = lab_factory(f"lab-manual-{request.node.name[-20:]}")
+    """A fresh seeded lab for one test; `@pytest.mark.parametrize("operator", [options], indirect=True)`
+    changes its options."""
+    options = getattr(request, "param", {})
+    lab = lab_factory(f"lab-manual-{request.node.name[-20:]}", **options)
     op = Operator(lab)
     yield op
     op.close()
@@ -221,6 +224,9 @@ def test_the_documented_migration_by_hand(operator):
              >= remote.count(index="leader-logs")["count"] - 5, timeout=30)
 
 
+# One node a side over real OpenSSH: a non-root login that works through sudo, like an operator's.
+@pytest.mark.openssh
+@pytest.mark.parametrize("operator", [dict(local_nodes=1, remote_nodes=1, ssh="openssh")], indirect=True)
 def test_skipping_the_ca_on_the_local_nodes_fails_as_documented(operator):
     lab = operator.lab
     ca_pem = prepare_remote(operator, lab)
