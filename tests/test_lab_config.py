@@ -23,9 +23,15 @@ UNKNOWN = ("unknown setting [{}] please check that any required plugins are inst
 
 
 def refusal(home) -> str:
-    with pytest.raises(StartupError) as info:
-        load_node_config(home.path)
-    return info.value.message
+    """Start the node as `bin/elasticsearch` does (in this process): it must exit 1 and log the
+    refusal as Elasticsearch does; return the exception message of the log's last line."""
+    from esremote.lab.node import main
+    assert main(["--home", str(home.path), "--quiet"]) == 1
+    lines = home.log.read_text().splitlines()
+    assert lines[-2].endswith(f"[ERROR][o.e.b.Elasticsearch] [{home.name}] fatal exception while booting Elasticsearch")
+    exception, _, message = lines[-1].partition(": ")
+    assert exception.startswith(("java.", "org.elasticsearch."))
+    return message
 
 
 @pytest.fixture

@@ -528,7 +528,7 @@ def _read_keystore(home: Path, password: str | None) -> tuple[dict[str, str], Pa
         store = ks.Keystore.load(path, password or "")
     except KeystoreError as exc:
         reason = getattr(exc, "reason", exc.message)
-        raise StartupError(reason, "org.elasticsearch.common.settings.SecureSettingsLoadException"
+        raise StartupError(reason, "java.lang.SecurityException"
                            if reason == ks.WRONG_PASSWORD else "java.lang.IllegalStateException") from None
     return {name: store.get(name).decode("utf-8", "replace") for name in store.names()}, path
 

@@ -365,9 +365,6 @@ def main(argv: list[str] | None = None) -> int:
             return verdict
     node = Node(home, password)
     pidfile = Path(args.pidfile) if args.pidfile else None
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         if pidfile is not None:
             pidfile.parent.mkdir(parents=True, exist_ok=True)
@@ -383,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         _report(False)
         return 1
     _report(True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         while not stop.wait(1.0):
             pass
