@@ -10,7 +10,7 @@ import pytest
 
 from esremote.cluster import usage as u
 from esremote.cluster import xcluster_work as xw
-from tests.test_cluster_remote_settings import ScriptedES
+from tests.test_cluster_remote_settings import ScriptedES, rest_lab, wait_for  # noqa: F401 (fixture)
 from tests.test_cluster_usage import (
     AUTO_FOLLOW, DATAFEED_STATS, DATAFEEDS, FOLLOW_INFO, JOB_STATS, TRANSFORM_STATS, TRANSFORMS,
 )
@@ -151,3 +151,28 @@ def test_a_real_refusal_stays_an_error_after_the_state_check(scripted):
 def test_an_empty_plan_reports_unchanged(scripted):
     assert [o.status for o in xw.apply_steps(scripted.client(), "local", [])] == ["unchanged"]
     assert scripted.seen == []
+
+
+@pytest.mark.lab
+def test_lab_stop_then_resume_exactly_what_ran(rest_lab):
+    es = rest_lab.es("local")
+
+    def when(all_running: bool):
+        """The usage now if every object's running state is `all_running`, else None (poll again)."""
+        report = u.read_usage(es, "local", ALIAS)
+        return report if report.items and all(i.running is all_running for i in report.items) else None
+
+    before = wait_for("everything running", lambda: when(True))
+    records = xw.record_work(before)
+    try:
+        stop = xw.apply_steps(es, "local", xw.plan_stop(records, before))
+        assert xw.failed(stop) == [], stop
+        stopped = wait_for("everything stopped", lambda: when(False))
+        assert [i.job_state for i in stopped.of("datafeed")] == ["closed"]
+        assert xw.plan_stop(records, stopped) == []
+    finally:
+        resume = xw.apply_steps(es, "local", xw.plan_resume(records, u.read_usage(es, "local", ALIAS)))
+    assert xw.failed(resume) == [], resume
+    after = wait_for("everything running again", lambda: when(True))
+    assert {(i.kind, i.id) for i in after.items} == {(i.kind, i.id) for i in before.items}
+    assert xw.plan_resume(records, after) == []
