@@ -66,6 +66,15 @@ def test_search_and_replication_roles_become_both_halves():
     assert derived.notes == ("role ghost: not defined on the remote cluster, so it grants nothing there",)
 
 
+def test_a_leader_role_whose_users_also_search_gets_both():
+    leader = {"ccr": REMOTE_ROLES["remote-replication"]}
+    assert pv.derive_remote_access(ALIAS, leader).access == {"replication": [{"names": ["leader-*"]}]}
+    both = pv.derive_remote_access(ALIAS, leader, search_roles=["ccr"])
+    assert both.access == {"search": [{"names": ["leader-*"]}], "replication": [{"names": ["leader-*"]}]}
+    assert [e["privileges"] for e in both.remote_indices["ccr"]] == [
+        pv.REPLICATION_PRIVILEGES, pv.SEARCH_PRIVILEGES]
+
+
 def test_search_entries_without_restrictions_merge_their_names():
     roles = {"a": role(indices=[index(["x"], ["read"]), index(["y", "x"], ["read_cross_cluster"])])}
     assert pv.derive_remote_access(ALIAS, roles).access == {"search": [{"names": ["x", "y"]}]}

@@ -272,6 +272,15 @@ def test_plan_readd_also_clears_a_layer_the_target_does_not_use():
     assert str(call).startswith('PUT /_cluster/settings?flat_settings=true {"persistent": ')
 
 
+def test_plan_readd_over_the_other_mode_nulls_its_keys_in_the_same_request():
+    saved = rs.read_remote(PROXY_PERSISTENT, ALIAS)
+    sniffing = rs.SavedRemote(ALIAS, {"mode": "sniff", "seeds": ["a:9300"], "node_connections": "3"})
+    (call,) = rs.plan_readd(sniffing, saved)
+    body = call.body["persistent"]
+    assert body["cluster.remote.my_remote.seeds"] is None and body["cluster.remote.my_remote.node_connections"] is None
+    assert body["cluster.remote.my_remote.mode"] == "proxy"
+
+
 # --- against the wire ----------------------------------------------------------------------------
 
 def test_fetch_and_apply_send_exactly_the_planned_requests(scripted):

@@ -10,7 +10,8 @@ with the remote's definition of that role. Each index entry of such a definition
   `read_ccr` cluster privilege and the entry grants `monitor`/`read`/`all` (Elastic's leader role);
   it becomes `replication` access and a remote_indices entry with `cross_cluster_replication`;
 * search: the entry grants `read`, `read_cross_cluster` or `all` (a replication entry counts as
-  search too only when it names `read_cross_cluster`); it becomes `search` access (with its DLS
+  search too only when it names `read_cross_cluster` or the role's users are known to search,
+  e.g. they own a transform or datafeed on the alias); it becomes `search` access (with its DLS
   `query` and FLS `field_security`) and a remote_indices entry with
   `read, read_cross_cluster, view_index_metadata`;
 * anything else (e.g. only `view_index_metadata`) grants no cross-cluster access and is reported.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,13 +53,14 @@ def _privileges(entry: Mapping[str, Any]) -> set[str]:
     return {str(p).lower() for p in entry.get("privileges") or []}
 
 
-def classify(role: Mapping[str, Any], entry: Mapping[str, Any]) -> tuple[bool, bool]:
-    """(search, replication) for one index entry of a remote role."""
+def classify(role: Mapping[str, Any], entry: Mapping[str, Any], *, searches: bool = False) -> tuple[bool, bool]:
+    """(search, replication) for one index entry of a remote role; `searches` says the role's
+    users are known to search remotely (they own transforms or datafeeds on the alias)."""
     privileges = _privileges(entry)
     cluster = {str(p).lower() for p in role.get("cluster") or []}
     replication = "cross_cluster_replication" in privileges or (
         "read_ccr" in cluster and bool(privileges & _CCR_LEADER))
-    search = bool(privileges & _READ) and (not replication or "read_cross_cluster" in privileges)
+    search = bool(privileges & _READ) and (not replication or searches or "read_cross_cluster" in privileges)
     return search, replication
 
 
@@ -109,11 +111,14 @@ class RemoteAccess:
 
 def derive_remote_access(alias: str, remote_roles: Mapping[str, Mapping[str, Any] | None], *,
                          override: Mapping[str, Any] | None = None,
-                         remote_version: tuple[int, int] | None = None) -> RemoteAccess:
+                         remote_version: tuple[int, int] | None = None,
+                         search_roles: Collection[str] = ()) -> RemoteAccess:
     """Derive both halves from the remote's definitions of the cross-cluster users' roles.
 
     `override` replaces the derived key access (it is still checked); `remote_version` (major,
-    minor) relaxes the 8.14+ rule on DLS/FLS search with replication for older remotes."""
+    minor) relaxes the 8.14+ rule on DLS/FLS search with replication for older remotes;
+    `search_roles` (e.g. `UsageReport.role_names()`: owners of transforms and datafeeds) get search
+    on their readable entries even where the entry also reads like a CCR leader grant."""
     per_role: dict[str, list[dict]] = {}
     search: list[dict] = []
     replication: list[dict] = []
@@ -125,7 +130,7 @@ def derive_remote_access(alias: str, remote_roles: Mapping[str, Mapping[str, Any
             continue
         entries: list[dict] = []
         for entry in role.get("indices") or []:
-            wants_search, wants_replication = classify(role, entry)
+            wants_search, wants_replication = classify(role, entry, searches=name in search_roles)
             names = ",".join(entry.get("names") or [])
             if wants_replication:
                 if _dls_fls(entry):

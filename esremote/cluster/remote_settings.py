@@ -40,7 +40,7 @@ COMMON_KEYS = ("mode", "skip_unavailable", "transport.ping_schedule", "transport
                "transport.compression_scheme")
 KNOWN_KEYS = COMMON_KEYS + SNIFF_KEYS + PROXY_KEYS
 
-_ALIAS = re.compile(r"^[^\s:*,.]+$")
+_ALIAS = re.compile(r"^[-\w]+$")  # Elasticsearch's affix-setting namespace, minus dots (ambiguous)
 
 
 # --- planned requests and their outcomes (shared by the REST-side planners) -----------------------
@@ -156,7 +156,7 @@ class SavedRemote:
 def check_alias(alias: str) -> str:
     if not isinstance(alias, str) or not _ALIAS.match(alias):
         raise ConfigError(f"remote cluster alias {alias!r} is not valid: give the name used in "
-                          "cluster.remote.<alias>.* (no spaces, dots, commas, ':' or '*')")
+                          "cluster.remote.<alias>.* (letters, digits, '_' and '-')")
     return alias
 
 
@@ -349,10 +349,12 @@ def _plan_towards(current: SavedRemote | None, alias: str, target: dict[str, dic
                   body: dict[str, Any], why: str) -> list[ApiCall]:
     if current is not None and all(_same(current.layer(n), target.get(n, {})) for n in LAYERS):
         return []
-    if current is not None:  # keys set in a layer the target does not use must go too
+    if current is not None:  # keys the cluster has and the target lacks go in the same request
         for name in current.layers:
-            if name not in body:
-                body[name] = {_full(alias, k): None for k in sorted(current.layer(name))}
+            layer = body.setdefault(name, {})
+            for key in sorted(current.layer(name)):
+                if key not in target.get(name, {}):
+                    layer.setdefault(_full(alias, key), None)
     return [_settings_call(alias, body, why)]
 
 
