@@ -30,6 +30,17 @@ DATAFEED_RUNNING = frozenset({"started", "starting"})
 JOB_OPEN = frozenset({"opened", "opening"})
 
 
+def is_running(kind: str, state: str | None) -> bool:
+    """Whether an object in this state is doing cross-cluster work (jobs: open)."""
+    if kind == "transform":
+        return state in TRANSFORM_RUNNING
+    if kind == "datafeed":
+        return state in DATAFEED_RUNNING
+    if kind == "job":
+        return state in JOB_OPEN
+    return state == "active"  # followers and auto-follow patterns
+
+
 def simple_match(pattern: str, value: str) -> bool:
     """Elasticsearch's `Regex.simpleMatch`: `*` matches any run of characters, nothing else is special."""
     return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), value, re.DOTALL) is not None
@@ -118,11 +129,7 @@ class Usage:
 
     @property
     def running(self) -> bool:
-        if self.kind == "transform":
-            return self.state in TRANSFORM_RUNNING
-        if self.kind == "datafeed":
-            return self.state in DATAFEED_RUNNING
-        return self.state == "active"
+        return is_running(self.kind, self.state)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "id": self.id, "state": self.state,

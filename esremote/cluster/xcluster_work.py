@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from esremote.cluster.remote_settings import ApiCall, Outcome, perform, segment
-from esremote.cluster.usage import JOB_OPEN, TRANSFORM_RUNNING, DATAFEED_RUNNING, UsageReport
+from esremote.cluster.usage import UsageReport, is_running
 from esremote.errors import ClusterHTTPError, EsRemoteError
 
 Kind = Literal["transform", "datafeed", "job", "auto_follow_pattern", "follower"]
@@ -69,16 +69,6 @@ def _states_now(usage: UsageReport) -> dict[tuple[str, str], str]:
     return states
 
 
-def _running(kind: str, state: str | None) -> bool:
-    if kind == "transform":
-        return state in TRANSFORM_RUNNING
-    if kind == "datafeed":
-        return state in DATAFEED_RUNNING
-    if kind == "job":
-        return state in JOB_OPEN
-    return state == "active"
-
-
 def record_work(usage: UsageReport, previous: Iterable[WorkRecord] = ()) -> list[WorkRecord]:
     """Records of everything that uses the alias; `previous` records (from the journal) are kept
     as they are, objects seen for the first time are recorded as they are now."""
@@ -86,10 +76,10 @@ def record_work(usage: UsageReport, previous: Iterable[WorkRecord] = ()) -> list
     for item in usage.items:
         if item.kind == "datafeed" and item.job_id and ("job", item.job_id) not in records:
             job_state = item.job_state or "unknown"
-            records[("job", item.job_id)] = WorkRecord("job", item.job_id, job_state, _running("job", job_state))
+            records[("job", item.job_id)] = WorkRecord("job", item.job_id, job_state, is_running("job", job_state))
         if (item.kind, item.id) not in records:
             records[(item.kind, item.id)] = WorkRecord(item.kind, item.id, item.state,
-                                                       _running(item.kind, item.state), item.job_id)
+                                                       is_running(item.kind, item.state), item.job_id)
     order = {kind: n for n, kind in enumerate(STOP_ORDER)}
     return sorted(records.values(), key=lambda r: order[r.kind])
 
@@ -140,7 +130,7 @@ def plan_stop(records: Sequence[WorkRecord], now: UsageReport) -> list[WorkStep]
     """Stop what was running and still runs; nothing when all of it is already stopped."""
     states = _states_now(now)
     steps = [WorkStep(r, "stop", _stop_call(r)) for r in records
-             if r.running and _running(r.kind, states.get((r.kind, r.id)))]
+             if r.running and is_running(r.kind, states.get((r.kind, r.id)))]
     return sorted(steps, key=lambda s: STOP_ORDER.index(s.record.kind))
 
 
@@ -148,7 +138,7 @@ def plan_resume(records: Sequence[WorkRecord], now: UsageReport) -> list[WorkSte
     """Resume what was running and is not now; never what was stopped before the migration."""
     states = _states_now(now)
     steps = [WorkStep(r, "resume", _resume_call(r)) for r in records
-             if r.running and (r.kind, r.id) in states and not _running(r.kind, states[(r.kind, r.id)])]
+             if r.running and (r.kind, r.id) in states and not is_running(r.kind, states[(r.kind, r.id)])]
     return sorted(steps, key=lambda s: RESUME_ORDER.index(s.record.kind))
 
 
@@ -179,7 +169,7 @@ def current_state(es, cluster: str | None, r: WorkRecord) -> str | None:
 
 
 def _in_target(direction: Direction, r: WorkRecord, state: str | None) -> bool:
-    return state is not None and _running(r.kind, state) == (direction == "resume")
+    return state is not None and is_running(r.kind, state) == (direction == "resume")
 
 
 def apply_step(es, cluster: str | None, step: WorkStep) -> Outcome:
