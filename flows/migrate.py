@@ -13,6 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from esremote.errors import EsRemoteError, RollbackError
 from esremote.params import MigrationParams
+from flows.common import remote_info
 from flows.summary import Summary
 from tasks import reports
 from tasks.common import install_redaction, run_logger
@@ -84,15 +85,20 @@ def _first_remote_info(run, facts) -> dict:
 
 
 def _apply(run, summary: Summary) -> Summary:
-    from flows import phases  # noqa: PLC0415
+    from flows.prepare_remote import prepare_remote_flow  # noqa: PLC0415
+    from flows.reconnect import reconnect_flow  # noqa: PLC0415
+    from flows.resume_cross_cluster_ops import resume_cross_cluster_ops_flow  # noqa: PLC0415
+    from flows.retire_certificate_trust import retire_certificate_trust_flow  # noqa: PLC0415
+    from flows.stage_local import stage_local_flow  # noqa: PLC0415
+    from flows.stop_cross_cluster_ops import stop_cross_cluster_ops_flow  # noqa: PLC0415
+    from flows.verify import verify_flow  # noqa: PLC0415
 
     params = run.params
-    for name, fn in (("prepare_remote", phases.prepare_remote_flow), ("stage_local", phases.stage_local_flow)):
+    for name, fn in (("prepare_remote", prepare_remote_flow), ("stage_local", stage_local_flow)):
         _phase(fn, params, run.id)
         summary.phases.append(name)
-    outage = {"stop_cross_cluster_ops": phases.stop_cross_cluster_ops_flow,
-              "reconnect": phases.reconnect_flow, "verify": phases.verify_flow,
-              "resume_cross_cluster_ops": phases.resume_cross_cluster_ops_flow}
+    outage = {"stop_cross_cluster_ops": stop_cross_cluster_ops_flow, "reconnect": reconnect_flow,
+              "verify": verify_flow, "resume_cross_cluster_ops": resume_cross_cluster_ops_flow}
     try:
         for name in OUTAGE_PHASES:
             _phase(outage[name], params, run.id)
@@ -101,11 +107,12 @@ def _apply(run, summary: Summary) -> Summary:
         return _roll_back(run, summary, exc)
     summary.status = "migrated"
     summary.message = "every alias is connected with a cross-cluster API key and verified"
-    summary.remote_info_after = phases.remote_info(run)
+    summary.remote_info_after = remote_info(run)
     _finish(run, summary)
     if params.retire_trust:
-        _phase(phases.retire_certificate_trust_flow, params, run.id)
+        _phase(retire_certificate_trust_flow, params, run.id)
         summary.phases.append("retire_certificate_trust")
+        _finish(run, summary)
     return summary
 
 
@@ -123,9 +130,7 @@ def _roll_back(run, summary: Summary, cause: BaseException) -> Summary:
         raise RollbackError([summary.message]) from exc
     summary.status = "rolled-back"
     summary.message = f"migration failed ({_brief(cause)}); rolled back to the certificate model"
-    from flows import phases  # noqa: PLC0415
-
-    summary.remote_info_after = phases.remote_info(run)
+    summary.remote_info_after = remote_info(run)
     summary.phases.append("rollback")
     _finish(run, summary)
     raise MigrationRolledBack(summary.message) from cause

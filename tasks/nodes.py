@@ -146,3 +146,12 @@ def restart_node(run_id: str, node: str, step: str, force: bool = False) -> floa
     run.journal.done(step, seconds=seconds)
     run_logger().info("%s restarted and back in %.1fs", node, seconds)
     return seconds
+
+
+def node_changed(run: Run, phase: str, node: str) -> bool:
+    """Whether this run changed the node's files or keystore in `phase` (so it needs a restart),
+    read from the journal so that a resumed run still knows."""
+    for entry in run.journal.entries("done", f"{phase}/"):
+        if entry.step.endswith(f"/{node}") and (entry.data.get("changed") or entry.data.get("added")):
+            return True
+    return False

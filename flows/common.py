@@ -1,0 +1,54 @@
+"""What the phase flows share: which clusters a run touches, waiting on submitted tasks, and the
+per-phase report (journal note + Markdown artifact)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from esremote.errors import GroupError
+from esremote.fanout import GroupResult
+from tasks import reports
+from tasks.runtime import Run
+
+
+def remotes_of(run: Run) -> list[str]:
+    return list(dict.fromkeys(run.link(a).remote for a in run.aliases))
+
+
+def locals_of(run: Run) -> list[str]:
+    return list(dict.fromkeys(run.link(a).local for a in run.aliases))
+
+
+def wait_all(futures: Iterable[tuple[str, object]]) -> list:
+    """Results of submitted tasks, given as (label, future); when any failed, one GroupError naming
+    every failure (by label, e.g. `put-file remote/remote-0`), raised after all of them finished."""
+    outcomes = {}
+    for label, future in futures:
+        try:
+            outcomes[label] = future.result()
+        except Exception as exc:  # noqa: BLE001 - collected, then raised together
+            outcomes[label] = exc
+    result = GroupResult(outcomes)
+    if result.failed:
+        raise GroupError(result)
+    return list(outcomes.values())
+
+
+def phase_done(run: Run, phase: str, lines: list[str]) -> None:
+    run.journal.note(f"phase/{phase}", summary=lines)
+    reports.markdown(f"{phase.replace('_', '-')}-{run.id}", reports.phase_report(phase, lines),
+                     description=f"Report of phase {phase}")
+
+
+def remote_info(run: Run) -> dict:
+    """`_remote/info` of each alias of the run, as the local clusters report it now."""
+    from tasks.cluster import remote_info as fetch  # noqa: PLC0415
+
+    out = {}
+    for local in locals_of(run):
+        try:
+            info = fetch(run, local)
+        except Exception as exc:  # noqa: BLE001 - the summary says it could not be read
+            info = {a: {"error": str(exc)} for a in run.aliases}
+        out.update({a: info.get(a, {}) for a in run.aliases if run.link(a).local == local})
+    return out

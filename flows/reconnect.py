@@ -1,0 +1,82 @@
+"""Phase `reconnect`: local roles get `remote_indices`; the alias's settings are saved in the journal
+and nulled; `cluster.remote.<alias>.credentials` goes into every local keystore (value on stdin);
+the nodes reload secure settings (8.13+) or restart one by one; the alias comes back on the remote
+cluster port. An alias defined in elasticsearch.yml is moved there instead, with a rolling restart."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from esremote.params import MigrationParams
+from esremote.plan import credentials_by, credentials_setting, target_alias_settings
+from flows.common import locals_of, phase_done, wait_all
+from tasks.cluster import (
+    alias_facts,
+    credentials_file,
+    facts_of,
+    readd_alias,
+    reload_credentials,
+    remove_alias,
+    update_roles,
+)
+from tasks.nodes import edit_yml, keystore_add, restart_node
+from tasks.runtime import Run, ensure_run
+
+PHASE = "reconnect"
+
+
+def _yml_edits(run: Run, facts, states, node) -> tuple[dict, list[str]]:
+    """Settings of the yml-defined aliases on this node, moved to the remote cluster port."""
+    desired, stale = {}, []
+    for state in states:
+        current = state.yml_settings.get(node.name)
+        if state.defined_in != "yml" or not current:
+            continue
+        target = target_alias_settings(run.params, facts, state, current)
+        prefix = f"cluster.remote.{state.alias}."
+        desired.update({prefix + k: v for k, v in target.items()})
+        stale += [prefix + k for k in current if k not in target]
+    return desired, stale
+
+
+@flow(name="reconnect", flow_run_name="reconnect-{run_id}")
+def reconnect_flow(params: MigrationParams, run_id: str | None = None) -> list[str]:
+    run = ensure_run(params, run_id)
+    facts = facts_of(run)
+    lines = []
+    for local in locals_of(run):
+        aliases = [a for a in run.aliases if run.link(a).local == local]
+        states = [alias_facts(run, a) for a in aliases]
+        for alias in aliases:
+            lines += update_roles(run.id, alias)
+        for state in states:
+            if state.defined_in == "yml":
+                if run.journal.first_intent(f"{PHASE}/save-yml/{state.alias}") is None:
+                    run.journal.intent(f"{PHASE}/save-yml/{state.alias}", saved=state.yml_settings)
+            else:
+                remove_alias(run.id, state.alias)
+        files = {credentials_setting(a): credentials_file(run, a) for a in aliases}
+        nodes = facts.nodes_of(local)
+        futures = [(f"keystore {n.key}", keystore_add.submit(run.id, n.key, f"{PHASE}/keystore/{n.key}", files))
+                   for n in nodes]
+        for node in nodes:
+            desired, stale = _yml_edits(run, facts, states, node)
+            if desired:
+                futures.append((f"yml {node.key}", edit_yml.submit(run.id, node.key, f"{PHASE}/yml/{node.key}",
+                                                                   desired, stale)))
+        wait_all(futures)
+        how = credentials_by(run.params, facts, local)
+        if how == "reload" and not any(s.defined_in == "yml" for s in states):
+            step = f"{PHASE}/reload/{local}"
+            if not run.journal.is_done(step):
+                reload_credentials(run.id, local, step)
+            lines.append(f"{local}: credentials reloaded without a restart")
+        else:
+            for node in nodes:
+                restart_node(run.id, node.key, f"{PHASE}/restart/{node.key}")
+            lines.append(f"{local}: nodes restarted one by one to load the credentials")
+        for state in states:
+            if state.defined_in != "yml":
+                lines += readd_alias(run.id, state.alias)
+    phase_done(run, PHASE, lines)
+    return lines

@@ -1,0 +1,25 @@
+"""Phase `resume_cross_cluster_ops` (the outage ends): resume exactly what was stopped, in the
+corrected order (es-facts §11.1-2), then check that followers catch up through the new link."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from esremote.params import MigrationParams
+from flows.common import phase_done
+from tasks.cluster import verify_api_key
+from tasks.runtime import ensure_run
+from tasks.work import resume_work
+
+PHASE = "resume_cross_cluster_ops"
+
+
+@flow(name="resume-cross-cluster-ops", flow_run_name="resume-cross-cluster-ops-{run_id}")
+def resume_cross_cluster_ops_flow(params: MigrationParams, run_id: str | None = None) -> list[str]:
+    run = ensure_run(params, run_id)
+    lines = []
+    for alias in run.aliases:
+        lines += resume_work(run.id, alias, f"{PHASE}/resume/{alias}")
+        lines += verify_api_key(run.id, alias, followers=True)
+    phase_done(run, PHASE, lines)
+    return lines

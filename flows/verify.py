@@ -1,0 +1,23 @@
+"""Phase `verify`: each alias connected with its API key (`cluster_credentials` redacted),
+`_resolve/cluster` where available, and a real cross-cluster search per remote index pattern in use."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from esremote.params import MigrationParams
+from flows.common import phase_done
+from tasks.cluster import verify_api_key
+from tasks.runtime import ensure_run
+
+PHASE = "verify"
+
+
+@flow(name="verify", flow_run_name="verify-{run_id}")
+def verify_flow(params: MigrationParams, run_id: str | None = None) -> list[str]:
+    run = ensure_run(params, run_id)
+    lines = []
+    for alias in run.aliases:
+        lines += verify_api_key(run.id, alias)
+    phase_done(run, PHASE, lines)
+    return lines

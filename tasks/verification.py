@@ -1,0 +1,37 @@
+"""`esremote verify`: each alias checked as the verify phase checks it, without Prefect and without
+changing anything (the work's index patterns come from what uses the alias now)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from esremote.cluster.usage import read_usage
+from esremote.verify import VerifyReport, patterns_and_followers, verify_api_key_link
+from tasks.runtime import Run
+
+
+@dataclass
+class AliasVerification:
+    alias: str
+    report: VerifyReport
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok
+
+    def to_text(self) -> str:
+        lines = [f"alias {self.alias}: {'OK' if self.ok else 'FAILED'} ({self.report.model.replace('_', '-')} model)"]
+        lines += [f"  {check}" for check in self.report.checks]
+        return "\n".join(lines)
+
+
+def verify_aliases(run: Run) -> list[AliasVerification]:
+    results = []
+    for alias in run.aliases:
+        local = run.link(alias).local
+        es = run.es(local)
+        patterns, followers = patterns_and_followers(read_usage(es, local, alias))
+        report = verify_api_key_link(run.inventory, alias, es=es, pool=run.pool, index_patterns=patterns,
+                                     followers=followers, connect_timeout=run.params.link_timeout_s, check=False)
+        results.append(AliasVerification(alias, report))
+    return results

@@ -1,0 +1,71 @@
+"""Cross-cluster work around the outage: record what runs (journal first), stop it, resume exactly
+that (`esremote.cluster.xcluster_work` plans and applies the calls)."""
+
+from __future__ import annotations
+
+from prefect import task
+
+from esremote.cluster import xcluster_work
+from esremote.cluster.usage import read_usage
+from esremote.cluster.xcluster_work import WorkRecord
+from esremote.errors import ClusterError
+from tasks.common import RETRYING, run_logger
+from tasks.runtime import Run, get_run
+
+
+def list_step(alias: str) -> str:
+    return f"stop_cross_cluster_ops/list/{alias}"
+
+
+def records_of(run: Run, alias: str) -> list[WorkRecord] | None:
+    first = run.journal.first_intent(list_step(alias))
+    return [WorkRecord.from_dict(r) for r in first.data["records"]] if first else None
+
+
+@task(name="record-work", task_run_name="record-work-{alias}", **RETRYING)
+def record_work(run_id: str, alias: str) -> list[str]:
+    """Snapshot every object that uses the alias and its state, before anything is stopped."""
+    run = get_run(run_id)
+    if records_of(run, alias) is not None:
+        return [r.label for r in records_of(run, alias)]
+    local = run.link(alias).local
+    usage = read_usage(run.es(local), local, alias)
+    records = xcluster_work.record_work(usage)
+    work = [{"kind": u.kind, "id": u.id, "state": u.state, "owner": u.owner.describe() if u.owner else None,
+             "job_id": u.job_id, "job_state": u.job_state, "remote_patterns": list(u.remote.patterns)}
+            for u in usage.items]
+    run.journal.intent(list_step(alias), records=[r.to_dict() for r in records], work=work,
+                       owner_roles=usage.role_names())
+    return [f"{r.label} ({r.state})" for r in records]
+
+
+def _apply(run: Run, alias: str, direction: str, step: str) -> list[str]:
+    records = records_of(run, alias)
+    if records is None:
+        return []
+    local = run.link(alias).local
+    es = run.es(local)
+    now = read_usage(es, local, alias)
+    plan = xcluster_work.plan_stop(records, now) if direction == "stop" else xcluster_work.plan_resume(records, now)
+    run.journal.intent(step, calls=[str(s) for s in plan])
+    outcomes = xcluster_work.apply_steps(es, local, plan)
+    failures = xcluster_work.failed(outcomes)
+    log = run_logger()
+    for outcome in outcomes:
+        log.info("%s %s", direction, outcome)
+    if failures:
+        raise ClusterError(f"could not {direction} " + "; ".join(str(o) for o in failures), cluster=local)
+    run.journal.done(step, outcomes=[str(o) for o in outcomes])
+    return [str(o) for o in outcomes]
+
+
+@task(name="stop-work", task_run_name="stop-work-{alias}", **RETRYING)
+def stop_work(run_id: str, alias: str, step: str) -> list[str]:
+    """Stop what was running: transforms, datafeeds, jobs, auto-follow patterns, followers."""
+    return _apply(get_run(run_id), alias, "stop", step)
+
+
+@task(name="resume-work", task_run_name="resume-work-{alias}", **RETRYING)
+def resume_work(run_id: str, alias: str, step: str) -> list[str]:
+    """Resume exactly what was stopped: jobs then datafeeds, transforms, patterns, followers."""
+    return _apply(get_run(run_id), alias, "resume", step)
