@@ -329,3 +329,17 @@ def test_slow_start_fault_delays_the_start(home):
     with running_node(home):
         assert time.monotonic() - began >= 1.0
     assert "slow start" in home.log.read_text()
+
+
+def test_not_a_home(tmp_path, capsys):
+    from esremote.lab.node import main
+    assert main(["--home", str(tmp_path / "nowhere")]) == 1
+    assert "is not a lab node home" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_unreadable_keystore(home):
+    path = home.path / "config" / "elasticsearch.keystore"
+    path.unlink()
+    path.mkdir()
+    assert "cannot read the keystore" in refusal(home)

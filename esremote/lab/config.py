@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-
 def parse_version(text: str) -> tuple[int, int, int]:
     """`8.15.0` (or `8.15`, `9.0.0-SNAPSHOT`) -> (8, 15, 0)."""
     numbers = [int(p) for p in re.findall(r"\d+", text.split("-", 1)[0])[:3]]
@@ -526,6 +525,9 @@ def _read_keystore(home: Path, password: str | None) -> tuple[dict[str, str], Pa
         return {}, None
     try:
         store = ks.Keystore.load(path, password or "")
+    except OSError as exc:
+        raise StartupError(f"unable to read the Elasticsearch keystore [{path}]: {exc.strerror}",
+                           "java.nio.file.AccessDeniedException") from None
     except KeystoreError as exc:
         reason = getattr(exc, "reason", exc.message)
         raise StartupError(reason, "java.lang.SecurityException"

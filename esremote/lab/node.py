@@ -358,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-q", "--quiet", action="store_true", help="no console output")
     args = parser.parse_args(argv)
     home = Path(args.home).resolve()
+    if not (home / "lib" / "lab-node.json").is_file():
+        print(f"ERROR: {home} is not a lab node home (lib/lab-node.json is missing)", file=sys.stderr)
+        return 1
     password = read_keystore_password(home)
     if args.daemonize:
         verdict = _daemonize()
@@ -369,7 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         if pidfile is not None:
             pidfile.parent.mkdir(parents=True, exist_ok=True)
             pidfile.write_text(f"{os.getpid()}\n")
-        node.start()
+        try:
+            node.start()
+        except (OSError, ValueError, KeyError, TypeError) as unexpected:  # never a traceback: a log line
+            raise StartupError(f"{type(unexpected).__name__}: {unexpected}", "java.lang.IllegalStateException") \
+                from unexpected
     except StartupError as error:
         _log_fatal(home, error, node.ctx.config if node.ctx else None)
         if not args.quiet:
@@ -384,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        while not stop.wait(1.0):
+        while not stop.wait(0.2):
             pass
     finally:
         node.stop()
