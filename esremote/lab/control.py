@@ -52,8 +52,10 @@ def up(lab_dir: str | os.PathLike, options: dict | None = None, *, seed: bool = 
 
 
 def _start(layout: Layout, seed: bool, health_timeout: float) -> None:
-    start_ssh(layout)
-    start_nodes(layout)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # SSH endpoints come up while the nodes start
+        ssh = pool.submit(start_ssh, layout)
+        start_nodes(layout)
+        ssh.result()
     for cluster in layout.clusters:
         wait_health(layout, cluster.name, "green", health_timeout)
     if seed and not seeded(layout):
