@@ -131,9 +131,8 @@ def _put_transform(local, *, retries=1, sync=True):
 def test_transform_reads_the_remote_then_fails_at_once_when_the_key_is_invalidated(lab):
     local, remote = _link(lab)
     _put_transform(local)
-    summary = wait_for(lambda: {d["_source"]["host"]: d["_source"]["max_n"]
-                                for d in local.store.current_docs("hosts-summary").values()},
-                       what="transform output")
+    wait_for(lambda: _state(local)["transforms"]["hosts"]["checkpoint"] == 1, what="first checkpoint")
+    summary = {d["_source"]["host"]: d["_source"]["max_n"] for d in local.store.current_docs("hosts-summary").values()}
     assert summary == {"a": 3.0, "b": 2.0}
     transform = _state(local)["transforms"]["hosts"]
     assert transform["node"] == "local-0" and transform["stats"]["documents_processed"] == 3
