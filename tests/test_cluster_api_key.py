@@ -139,8 +139,9 @@ def test_create_returns_the_encoded_key_as_a_secret_that_never_prints(scripted, 
 def test_a_reused_key_with_equal_access_sends_no_write(scripted):
     scripted.on("GET", "/_security/api_key", {"api_keys": [get_key()]})
     key = ak.ensure_cross_cluster_key(scripted.client(), "remote", local_cluster="local", alias="my_remote",
-                                      run_id="r1", access=ACCESS, stored_secret=lambda _: SecretStr("stored-value"))
-    assert (key.outcome, key.encoded.get_secret_value()) == ("unchanged", "stored-value")
+                                      run_id="r1", access=ACCESS, stored_secret={"VuaCfGcBCdbkQm-e5aOx": "stored"}.get)
+    assert (key.outcome, key.encoded.get_secret_value()) == ("unchanged", "stored")
+    assert isinstance(key.encoded, SecretStr) and "stored" not in repr(key)
     assert scripted.writes() == []
 
 

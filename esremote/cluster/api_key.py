@@ -152,21 +152,28 @@ def find_keys(es, cluster: str | None, name: str) -> list[KeyInfo]:
 
 def ensure_cross_cluster_key(es, cluster: str | None, *, local_cluster: str, alias: str, run_id: str,
                              access: Mapping[str, Any], stored_secret: SecretLookup) -> CrossClusterKey:
-    """Create the key, or bring the earlier one to `access`; the encoded value either way."""
+    """Create the key, or bring the earlier one to `access`; the encoded value either way.
+
+    `stored_secret(key_id)` gives the encoded value saved when that key was created (a
+    `SecretStr`, or a plain string), or None when there is none."""
     check_access(access)
+
+    def secret(key_id: str) -> SecretStr | None:
+        return _as_secret(stored_secret(key_id))
+
     name = key_name(local_cluster, alias)
     metadata = key_metadata(run_id, alias, local_cluster)
     plan = plan_key(find_keys(es, cluster, name), name=name, access=access, metadata=metadata,
-                    stored_secret=stored_secret)
+                    stored_secret=secret)
     if plan.action == "unchanged":
-        return CrossClusterKey(plan.key_id, name, stored_secret(plan.key_id), "unchanged",
+        return CrossClusterKey(plan.key_id, name, secret(plan.key_id), "unchanged",
                                (Outcome(f"API key {name}", "unchanged", plan.reason),))
     if plan.action == "update":
         (call,) = plan.calls
         updated = _licensed(cluster, lambda: perform(es, cluster, call)).get("updated")
         outcome = Outcome(call.target, "changed" if updated else "unchanged",
                           "access updated" if updated else "Elasticsearch: no change", call)
-        return CrossClusterKey(plan.key_id, name, stored_secret(plan.key_id),
+        return CrossClusterKey(plan.key_id, name, secret(plan.key_id),
                                "updated" if updated else "unchanged", (outcome,))
     outcomes = []
     for call in plan.calls[:-1]:  # invalidate the key whose secret is lost
@@ -176,6 +183,12 @@ def ensure_cross_cluster_key(es, cluster: str | None, *, local_cluster: str, ali
     outcomes.append(Outcome(plan.calls[-1].target, "changed", f"created {key_id}", plan.calls[-1]))
     return CrossClusterKey(key_id, name, encoded, "created" if plan.action == "create" else "recreated",
                            tuple(outcomes))
+
+
+def _as_secret(value: SecretStr | str | None) -> SecretStr | None:
+    if value is None or isinstance(value, SecretStr):
+        return value
+    return SecretStr(value)
 
 
 @contextlib.contextmanager
