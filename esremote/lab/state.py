@@ -67,6 +67,7 @@ import copy
 import fcntl
 import json
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -105,8 +106,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write then rename; 0600 because the state holds password and API-key hashes."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f, separators=(",", ":"))
     os.replace(tmp, path)
 
