@@ -442,7 +442,7 @@ def inventories(draw):
     return Inventory(ssh=draw(ssh_settings), clusters=clusters, aliases=aliases)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(inv=inventories())
 def test_dump_then_load_gives_back_any_inventory(fuzz_site, inv):
     path = fuzz_site[0] / "generated.yml"
