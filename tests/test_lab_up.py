@@ -98,6 +98,13 @@ def test_openssh_endpoints_take_the_lab_key(lab_factory):
     assert out.stdout.split() == ["esremote", "0"], out.stderr
     assert sorted(k for k in json.loads((lab.dir / "run" / "processes.json").read_text())) == \
         ["sshd-local-0", "sshd-remote-0"]
+    # sshd reads no fault file: ssh-drop stops the node's sshd, --off starts it again.
+    assert esremote("lab", "fault", lab.dir, "ssh-drop", "--node", "local-0").returncode == 0
+    dropped = subprocess.run(lab.ssh_command("local-0", "true"), capture_output=True, text=True, timeout=30)
+    assert dropped.returncode == 255 and "refused" in dropped.stderr
+    assert subprocess.run(lab.ssh_command("remote-0", "true"), capture_output=True, timeout=30).returncode == 0
+    assert esremote("lab", "fault", lab.dir, "ssh-drop", "--off").returncode == 0
+    check_openssh_client(lab)
     stopped = lab.down()
     assert any(s.startswith("sshd-local-0") for s in stopped)
     assert control.leftovers(control.labfiles.load_layout(lab.dir)) == []

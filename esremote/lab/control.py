@@ -342,10 +342,30 @@ def fault(lab_dir: str | os.PathLike, name: str, *, node: str | None = None, off
         entry.update(options or {})
         faults[name] = entry
     builder.write_faults(layout, faults)
+    if name == "ssh-drop" and layout.options.ssh == "openssh":
+        _openssh_drop(layout, faults.get(name))
     current = faults.get(name)
     if current is None:
         return f"{name}: off"
     return f"{name}: on for {', '.join(current['nodes']) if current['nodes'] else 'every node'}"
+
+
+def _openssh_drop(layout: Layout, entry: dict | None) -> None:
+    """sshd reads no fault file: dropping a node's SSH means stopping its sshd and its sessions;
+    switching the fault off starts it again."""
+    pids = tracked(layout)
+    for node in layout.nodes():
+        key, pid = f"sshd-{node.name}", pids.get(f"sshd-{node.name}")
+        drop = entry is not None and (entry.get("nodes") is None or node.name in entry["nodes"])
+        running = pid is not None and pid_alive(pid)
+        if drop and running:
+            sessions = sshlab.children(pid)
+            terminate(pid)
+            for session in sessions:
+                terminate(session, timeout=5)
+            _track(layout, {key: None})
+        elif not drop and not running:
+            _track(layout, {key: sshlab.start_sshd(layout, node)})
 
 
 def read_faults(layout: Layout) -> dict:

@@ -108,24 +108,41 @@ def _start_embedded(layout: Layout) -> int:
 
 
 def _start_openssh(layout: Layout) -> dict[str, int]:
-    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not Path(sshd).exists():
-        raise ConfigError("--ssh openssh: no sshd on this machine; install openssh-server or use --ssh embedded")
     if is_root():
         ensure_lab_user()
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
-    pids = {}
-    for node in layout.nodes():
-        config = write_sshd_config(layout, node)
-        pid_file = layout.run_dir / f"sshd-{node.name}.pid"
-        pid_file.unlink(missing_ok=True)
-        result = subprocess.run([sshd, "-f", str(config), "-E", str(layout.run_dir / f"sshd-{node.name}.log")],
-                                capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if result.returncode != 0:
-            raise EsRemoteError(f"sshd for {node.name} did not start: {result.stderr.strip()}")
-        pids[f"sshd-{node.name}"] = _wait_pid_file(pid_file)
+    pids = {f"sshd-{node.name}": start_sshd(layout, node) for node in layout.nodes()}
     _wait_listening(layout, lambda: True, "sshd")
     return pids
+
+
+def start_sshd(layout: Layout, node: NodeSpec) -> int:
+    """One node's sshd (it daemonizes); returns its pid."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists():
+        raise ConfigError("--ssh openssh: no sshd on this machine; install openssh-server or use --ssh embedded")
+    config = write_sshd_config(layout, node)
+    pid_file = layout.run_dir / f"sshd-{node.name}.pid"
+    pid_file.unlink(missing_ok=True)
+    result = subprocess.run([sshd, "-f", str(config), "-E", str(layout.run_dir / f"sshd-{node.name}.log")],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise EsRemoteError(f"sshd for {node.name} did not start: {result.stderr.strip()}")
+    return _wait_pid_file(pid_file)
+
+
+def children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (an sshd listener's sessions)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def write_sshd_config(layout: Layout, node: NodeSpec) -> Path:
