@@ -246,6 +246,10 @@ def test_transform_lifecycle(node, es):
     status, body, _ = es.put("/_transform/tf-bad", {**config, "source": {"index": ["nope-src"]}})
     assert status == 400 and "nope-src" in body["error"]["reason"]
     assert es.get("/_transform/tf1")[1]["transforms"][0]["id"] == "tf1"
+    es.put("/_transform/tf2", config)
+    assert es.get("/_transform?from=1&size=5")[1] == {"count": 2, "transforms": [
+        {**es.get("/_transform/tf2")[1]["transforms"][0]}]}
+    assert es.delete("/_transform/tf2")[1] == {"acknowledged": True}
     assert es.post("/_transform/tf1/_start")[1] == {"acknowledged": True}
     status, body, _ = es.post("/_transform/tf1/_start")
     assert status == 409 and error(body) == ("status_exception", "Cannot start transform [tf1] as it is already started.")

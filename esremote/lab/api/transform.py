@@ -90,8 +90,14 @@ def get_transform(req: Request) -> dict:
     transforms = req.ctx.store.snapshot()["transforms"]
     ids = select(transforms, req.path_params.get("transform_id"), req.bool_param("allow_no_match", True))
     configs = [{**transforms[t]["config"], "version": transforms[t]["version"],
-                "create_time": transforms[t]["create_time"]} for t in ids]
-    return {"count": len(configs), "transforms": configs}
+                "create_time": transforms[t]["create_time"]} for t in _page(req, ids)]
+    return {"count": len(ids), "transforms": configs}
+
+
+def _page(req: Request, ids: list[str]) -> list[str]:
+    """`from` / `size` (default 100), as the transform listings page."""
+    start, size = int(req.param("from", "0")), int(req.param("size", "100"))
+    return ids[start:start + size]
 
 
 @api("transform.get_transform_stats")
@@ -99,7 +105,7 @@ def get_transform_stats(req: Request) -> dict:
     transforms = req.ctx.store.snapshot()["transforms"]
     ids = select(transforms, req.path_params.get("transform_id"), req.bool_param("allow_no_match", True))
     out = []
-    for t in ids:
+    for t in _page(req, ids):
         record = transforms[t]
         entry = {"id": t, "state": record["state"]}
         if record.get("reason"):
@@ -120,7 +126,7 @@ def get_transform_stats(req: Request) -> dict:
         else:
             entry["health"] = {"status": "green"}
         out.append(entry)
-    return {"count": len(out), "transforms": out}
+    return {"count": len(ids), "transforms": out}
 
 
 @api("transform.start_transform")
