@@ -137,6 +137,19 @@ def test_resume_on_the_wire_already_started_is_unchanged_and_errors_do_not_stop_
     assert outcomes[-1].detail == "already active"
 
 
+def test_an_unreachable_cluster_is_a_transient_error_outcome():
+    record = xw.WorkRecord("follower", "bar", "active", True)
+    step = xw.WorkStep(record, "stop", xw._stop_call(record))
+    from elasticsearch import Elasticsearch  # noqa: PLC0415
+
+    closed = ScriptedES()
+    url = closed.url
+    closed.close()  # nothing listens there any more
+    outcome = xw.apply_step(Elasticsearch(url, request_timeout=2, max_retries=0), "local", step)
+    assert (outcome.status, outcome.transient) == ("error", True)
+    assert "cannot reach the cluster" in outcome.detail
+
+
 def test_a_real_refusal_stays_an_error_after_the_state_check(scripted):
     scripted.error("POST", "/_ml/datafeeds/datafeed-remote/_start", 409, "status_exception",
                    "cannot start datafeed [datafeed-remote] because job [job-remote] is closed")
@@ -145,7 +158,7 @@ def test_a_real_refusal_stays_an_error_after_the_state_check(scripted):
     record = xw.WorkRecord("datafeed", "datafeed-remote", "started", True, "job-remote")
     step = xw.WorkStep(record, "resume", xw._resume_call(record))
     outcome = xw.apply_step(scripted.client(), "local", step)
-    assert outcome.status == "error" and "is closed" in outcome.detail
+    assert outcome.status == "error" and "is closed" in outcome.detail and not outcome.transient
 
 
 def test_an_empty_plan_reports_unchanged(scripted):

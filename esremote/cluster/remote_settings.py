@@ -78,6 +78,7 @@ class Outcome:
     status: Status
     detail: str = ""
     call: ApiCall | None = None
+    transient: bool = False  # an error worth retrying (the cluster was unreachable, 429/503)
 
     @property
     def ok(self) -> bool:
@@ -88,7 +89,7 @@ class Outcome:
 
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "status": self.status, "detail": self.detail,
-                "call": self.call.to_dict() if self.call else None}
+                "call": self.call.to_dict() if self.call else None, "transient": self.transient}
 
 
 def segment(value: str) -> str:

@@ -187,9 +187,9 @@ def apply_step(es, cluster: str | None, step: WorkStep) -> Outcome:
                 state = None
             if _in_target(step.direction, step.record, state):
                 return Outcome(step.call.target, "unchanged", f"already {state}", step.call)
-        return Outcome(step.call.target, "error", str(exc), step.call)
+        return Outcome(step.call.target, "error", str(exc), step.call, transient=exc.transient)
     except EsRemoteError as exc:
-        return Outcome(step.call.target, "error", str(exc), step.call)
+        return Outcome(step.call.target, "error", str(exc), step.call, transient=exc.transient)
 
 
 def apply_steps(es, cluster: str | None, steps: Sequence[WorkStep]) -> list[Outcome]:
