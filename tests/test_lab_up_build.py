@@ -80,7 +80,7 @@ def test_one_transport_ca_for_every_cluster(built):
         password = secret(built.secret_file(f"{node.cluster}-p12-password"))
         return pki.load_pkcs12((node.home / "config/certs/transport.p12").read_bytes(), password).trusted["ca"]
 
-    cas = {transport_ca(n).fingerprint(pki.hashes.SHA256()) for n in built.nodes()}
+    cas = {pki.cert_fingerprint(transport_ca(n)) for n in built.nodes()}
     assert len(cas) == 1
     assert transport_ca(built.node("local-0")) == x509.load_pem_x509_certificate(built.transport_ca.read_bytes())
 

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=sorted(COMMANDS))
     args = parser.parse_args(argv)
     try:
-        node = NodeHome.load(args.home.resolve())
+        node = NodeHome.load(args.home.absolute())  # as written in bin/ (no symlink resolving)
     except (OSError, ValueError, KeyError) as exc:
         print(f"elasticsearch-service: {args.home} is not a lab node home "
               f"(lib/lab-node.json unreadable: {exc})", file=sys.stderr)
