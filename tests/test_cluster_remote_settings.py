@@ -165,6 +165,14 @@ def test_read_finds_the_alias_per_layer_and_ignores_other_aliases():
     assert rs.SavedRemote.from_dict(json.loads(json.dumps(sniff.to_dict()))) == sniff
 
 
+def test_the_nested_rendering_reads_the_same():
+    nested = {"persistent": {"cluster": {"remote": {"my_remote": {  # es-facts §6, flat_settings=false
+        "mode": "proxy", "proxy_address": "remote.example.com:9300", "server_name": "remote.example.com",
+        "skip_unavailable": "true", "proxy_socket_connections": "12",
+        "transport": {"ping_schedule": "30s"}}}}}}
+    assert rs.read_remote(nested, ALIAS) == rs.read_remote(PROXY_PERSISTENT, ALIAS)
+
+
 def test_a_missing_alias_is_a_precondition_error_naming_it():
     with pytest.raises(PreconditionError, match=r"cluster local: remote cluster alias 'nope' is not in"):
         rs.read_remote(PROXY_PERSISTENT, "nope", cluster="local")

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from esremote.cluster.client import mapped_errors
+from esremote.cluster.facts import flatten
 from esremote.errors import ConfigError, PreconditionError
 
 LAYERS = ("persistent", "transient")
@@ -176,8 +177,8 @@ def alias_settings(flat: Mapping[str, Any], alias: str) -> dict[str, Any]:
 
 
 def find_remote(settings_response: Mapping[str, Any], alias: str) -> SavedRemote | None:
-    """The alias in a `GET _cluster/settings?flat_settings=true` response, or None."""
-    layers = {name: alias_settings(settings_response.get(name) or {}, alias) for name in LAYERS}
+    """The alias in a `GET _cluster/settings` response (flat or nested), or None."""
+    layers = {name: alias_settings(flatten(settings_response.get(name) or {}), alias) for name in LAYERS}
     if not any(layers.values()):
         return None
     return SavedRemote(alias, layers["persistent"], layers["transient"])
