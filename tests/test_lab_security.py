@@ -113,7 +113,16 @@ def test_rest_api_key_authenticates(es):
     assert me["authentication_type"] == "api_key" and me["api_key"] == {"id": key["id"], "name": "k1"}
     invalidated = es.delete("/_security/api_key", {"ids": [key["id"]]})[1]
     assert invalidated["invalidated_api_keys"] == [key["id"]]
-    assert es.with_api_key(key["encoded"]).get("/")[0] == 401
+    status, body, _ = es.with_api_key(key["encoded"]).get("/")
+    assert status == 401 and body["error"]["additional_unsuccessful_credentials"] == (
+        f"API key: api key [{key['id']}] has been invalidated")
+    assert body["error"]["header"]["WWW-Authenticate"][-1] == "ApiKey"
+    wrong = base64.b64encode(f"{key['id']}:not-the-secret".encode()).decode()
+    body = es.with_api_key(wrong).get("/")[1]
+    assert body["error"]["additional_unsuccessful_credentials"] == f"API key: invalid credentials for API key [{key['id']}]"
+    unknown = base64.b64encode(b"no-such-id:secret").decode()
+    body = es.with_api_key(unknown).get("/")[1]
+    assert body["error"]["additional_unsuccessful_credentials"] == "API key: unable to find apikey with id no-such-id"
     assert es.delete("/_security/api_key", {"ids": [key["id"]]})[1]["previously_invalidated_api_keys"] == [key["id"]]
 
 

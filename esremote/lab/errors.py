@@ -111,12 +111,18 @@ class SecurityError(ESError):
     status, type = 403, "security_exception"
 
 
+_CHALLENGES = ['Basic realm="security", charset="UTF-8"', 'Bearer realm="security"', "ApiKey"]
+
+
 class Unauthenticated(SecurityError):
+    """401: the challenges go in the `WWW-Authenticate` header and, as Elasticsearch renders its
+    security exceptions' headers, in the body's `header` too."""
+
     status = 401
 
     def __init__(self, reason: str, **extra: Any) -> None:
-        super().__init__(reason, headers={
-            "WWW-Authenticate": 'Basic realm="security", charset="UTF-8", ApiKey'}, **extra)
+        super().__init__(reason, headers={"WWW-Authenticate": ", ".join(_CHALLENGES)},
+                         **extra, header={"WWW-Authenticate": list(_CHALLENGES)})
 
 
 class LicenseNonCompliant(SecurityError):

@@ -224,26 +224,28 @@ class Security:
             return "", ""
         return key_id, secret
 
-    def find_api_key(self, encoded: str, state: dict | None = None) -> tuple[str, dict | None]:
-        """(key id, the key record when the secret is right and the key is usable)."""
+    def find_api_key(self, encoded: str, state: dict | None = None) -> tuple[str, dict | None, str]:
+        """(key id, the key record when the secret is right and the key usable, else why not)."""
         key_id, secret = self._decode_key(encoded)
         state = state or self.ctx.store.snapshot()
         record = state["security"]["api_keys"].get(key_id)
-        if record is None or not hmac.compare_digest(record["key_hash"], hash_key(secret)):
-            return key_id, None
+        if record is None:
+            return key_id, None, f"unable to find apikey with id {key_id}"
+        if not hmac.compare_digest(record["key_hash"], hash_key(secret)):
+            return key_id, None, f"invalid credentials for API key [{key_id}]"
         if record.get("invalidated"):
-            return key_id, None
+            return key_id, None, f"api key [{key_id}] has been invalidated"
         if record.get("expiration") and record["expiration"] < time.time() * 1000:
-            return key_id, None
-        return key_id, record
+            return key_id, None, "api key is expired"
+        return key_id, record, ""
 
     def _authenticate_api_key(self, encoded: str, path: str, expected_type: str) -> User:
         state = self.ctx.store.snapshot()
-        key_id, record = self.find_api_key(encoded, state)
+        key_id, record, why = self.find_api_key(encoded, state)
         if record is None:
             raise errors.Unauthenticated(
                 "unable to authenticate with provided credentials and anonymous access is not allowed "
-                "for this request", **{"additional_unsuccessful_credentials": f"API key: invalid credentials for API key [{key_id}]"})
+                "for this request", additional_unsuccessful_credentials=f"API key: {why}")
         if record.get("type", "rest") != expected_type:
             raise errors.Unauthenticated(f"authentication expected API key type of [{expected_type}], but API key "
                                          f"[{key_id}] has type [{record.get('type', 'rest')}]")
@@ -258,7 +260,7 @@ class Security:
     def authenticate_cross_cluster_key(self, encoded: str) -> dict:
         """The cross-cluster key record behind `encoded`; ESError 401 otherwise (es-facts §9)."""
         state = self.ctx.store.snapshot()
-        key_id, record = self.find_api_key(encoded, state)
+        key_id, record, _why = self.find_api_key(encoded, state)
         if record is None:
             raise errors.Unauthenticated(f"unable to authenticate user [{key_id}] for action "
                                          "[cluster:internal/remote_cluster/handshake]")
