@@ -56,7 +56,8 @@ def up(
                                    mode=mode, alias_in_yml=alias_in_yml, keystore_password=keystore_password,
                                    remotes=remotes, net=net).items() if v is not None}
     layout = control.up(dir, given, seed=seed)
-    clusters = ", ".join(f"{c.name} ({len(c.nodes)} node{'s' if len(c.nodes) != 1 else ''}, {c.version})" for c in layout.clusters)
+    clusters = ", ".join(f"{c.name} ({len(c.nodes)} node{'s' if len(c.nodes) != 1 else ''}, {c.version})"
+                         for c in layout.clusters)
     typer.echo(f"lab up: {clusters}; SSH {layout.options.ssh} on port {layout.nodes()[0].ssh_port}; "
                f"details in {layout.lab_json}", err=True)
     typer.echo(str(layout.inventory))
