@@ -164,6 +164,25 @@ def test_certificate_model_on_remote_cluster_port_trusted_needs_credentials(lab)
     assert _search_error(local).reason == message
 
 
+# ------------------------------------------------------------------------------ TLS on one side only
+
+def test_plaintext_client_against_the_tls_remote_cluster_port(lab):
+    remote = _remote(lab, remote_cluster_server=True)
+    local = _local(lab, credentials=remote.api_key("ccs"), client_tls=False)
+    connect_proxy(local, "my_remote", f"{remote.node.config.ip}:9443", sockets=1)
+    _logged(remote.node, "received plaintext traffic on an encrypted channel, closing connection Netty4TcpChannel{",
+            "profile=_remote_cluster}")
+    _logged(local.node, f"[][{remote.node.config.ip}:9443] handshake failed because connection reset")
+
+
+def test_tls_client_against_a_plaintext_remote_cluster_port(lab):
+    remote = _remote(lab, remote_cluster_server=True, rcs_tls=False)
+    local = _local(lab, credentials=remote.api_key("ccs"))
+    connect_proxy(local, "my_remote", f"{remote.node.config.ip}:9443", sockets=1)
+    _logged(remote.node, "java.io.StreamCorruptedException: invalid internal transport message format, got (16,3,1,")
+    _logged(local.node, "javax.net.ssl.SSLHandshakeException: Remote host terminated the handshake")
+
+
 # ------------------------------------------------------------------------------ TLS trust, keys, licence, versions
 
 def test_remote_cluster_client_without_trust_configuration(lab):

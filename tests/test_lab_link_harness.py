@@ -200,10 +200,12 @@ class Cluster:
     def add_node(self, *, remote_cluster_server: bool = False, rcs_ca: str = "rcs",
                  transport_ca: str = "transport", client_trust: str | None = "rcs",
                  client_cert_ca: str | None = None, settings: dict | None = None,
-                 secure: dict | None = None, rcs_client_auth: bool = False) -> HarnessNode:
+                 secure: dict | None = None, rcs_client_auth: bool = False, rcs_tls: bool = True,
+                 client_tls: bool = True) -> HarnessNode:
         """A node; its TLS set-up is named by CA: `transport_ca` signs its transport certificate
         and is trusted on 9300; `rcs_ca` signs its 9443 certificate; the remote-cluster client
-        trusts `client_trust` (None: the system's CAs) and presents a `client_cert_ca` certificate."""
+        trusts `client_trust` (None: the system's CAs) and presents a `client_cert_ca` certificate.
+        `rcs_tls` / `client_tls` False switch the remote-cluster server / client to plaintext."""
         p = self.lab.pki
         name = f"{self.name}-{len(self.nodes)}"
         ip = free_ip()
@@ -225,11 +227,11 @@ class Cluster:
             transport_client=client_context(p.ca(transport_ca), transport_cert, full=False),
             remote_cluster_server=(server_context(p.cert(rcs_ca, name, ip),
                                                   p.ca(transport_ca) if rcs_client_auth else None)
-                                   if remote_cluster_server else None),
+                                   if remote_cluster_server and rcs_tls else None),
         )
         config.remote_cluster_client = client_context(
             p.ca(client_trust) if client_trust else None,
-            p.cert(client_cert_ca, name, ip) if client_cert_ca else None, full=True)
+            p.cert(client_cert_ca, name, ip) if client_cert_ca else None, full=True) if client_tls else None
         node = HarnessNode(config, self.store, NodeLogs(config.log_path, name), id=node_id(self.name, name))
         node.security = Security(node)
         self.nodes.append(node)

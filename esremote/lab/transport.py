@@ -307,7 +307,9 @@ def classify_client_tls(exc: BaseException, host: str, port: int, context_text: 
         return handshake_failure(host, port, "Received fatal alert: certificate_unknown")
     if alert == "WRONG_VERSION_NUMBER":
         return handshake_failure(host, port, "Unsupported or unrecognized SSL message")
-    return handshake_failure(host, port, f"Remote host terminated the handshake ({alert or exc})")
+    if isinstance(exc, ssl.SSLEOFError) or alert in ("", "UNEXPECTED_EOF_WHILE_READING"):
+        return handshake_failure(host, port, "Remote host terminated the handshake")
+    return handshake_failure(host, port, f"Received fatal alert: {alert.rsplit('ALERT_', 1)[-1].lower()}")
 
 
 class Connection:
@@ -332,10 +334,11 @@ class Connection:
         return not self._closed
 
     @classmethod
-    def open(cls, host: str, port: int, context: ssl.SSLContext, *, profile: str,
+    def open(cls, host: str, port: int, context: ssl.SSLContext | None, *, profile: str,
              server_hostname: str | None = None, timeout: float = HANDSHAKE_TIMEOUT,
              context_text: str = "", local_version: str = "") -> Connection:
-        """TCP connect, TLS handshake and `internal:tcp/handshake`; raises TransportFailure."""
+        """TCP connect, TLS handshake and `internal:tcp/handshake`; raises TransportFailure.
+        `context` None is a plaintext connection (the profile's `ssl.enabled: false`)."""
         try:
             raw = socket.create_connection((host, port), timeout=timeout)
         except ConnectionRefusedError:
@@ -344,6 +347,8 @@ class Connection:
             raise connect_failure(host, port, "connection timed out") from None
         except OSError as exc:
             raise connect_failure(host, port, exc.strerror or str(exc)) from None
+        if context is None:
+            return cls._handshake_versions(raw, host, port, profile, local_version, timeout, context_text, 0)
         trusted = len(context.get_ca_certs())
         try:
             sock = context.wrap_socket(raw, server_hostname=server_hostname or host)
@@ -353,13 +358,18 @@ class Connection:
         except OSError:
             raw.close()
             raise closed_failure(host, port) from None
+        return cls._handshake_versions(sock, host, port, profile, local_version, timeout, context_text, trusted)
+
+    @classmethod
+    def _handshake_versions(cls, sock: socket.socket, host: str, port: int, profile: str, local_version: str,
+                            timeout: float, context_text: str, trusted: int) -> Connection:
         conn = cls(sock, host, port, profile)
         try:
             answer = conn.request(TCP_HANDSHAKE, {"version": local_version}, timeout=timeout)
         except ssl.SSLError as exc:  # TLS 1.3: a refused client certificate shows up on first read
             conn.close()
             raise classify_client_tls(exc, host, port, context_text, trusted) from None
-        except (LinkClosed, OSError):
+        except (LinkClosed, OSError, ValueError):  # ValueError: a TLS server's bytes read as plaintext
             conn.close()
             raise closed_failure(host, port) from None
         conn.remote_version = answer.get("version")
@@ -438,7 +448,7 @@ class Channel:
 class TransportServer:
     """A TLS server for one profile; each connection gets a thread that answers its frames."""
 
-    def __init__(self, ctx, *, profile: str, host: str, port: int, context: ssl.SSLContext,
+    def __init__(self, ctx, *, profile: str, host: str, port: int, context: ssl.SSLContext | None,
                  dispatch: Callable[[Channel, str, dict, dict], dict],
                  blocked: Callable[[], bool] = lambda: False) -> None:
         self.ctx = ctx
@@ -540,9 +550,10 @@ class TransportServer:
         channel = Channel(self.profile, raw.getsockname(), peer)
         raw.settimeout(HANDSHAKE_TIMEOUT)
         try:
-            conn = self.context.wrap_socket(raw, server_side=True)
+            conn = self.context.wrap_socket(raw, server_side=True) if self.context else self._plaintext(raw, channel)
         except (ssl.SSLError, OSError) as exc:
-            text = server_tls_failure(exc, str(channel))
+            text = server_tls_failure(exc, str(channel)) or (
+                str(exc) if str(exc).startswith("exception caught on transport layer") else None)
             if text and not self._stop.is_set():
                 es_log(self.ctx, logging.WARNING, _TRANSPORT_LOGGER, text)
             _hard_close(raw)
@@ -556,6 +567,16 @@ class TransportServer:
             with self._lock:
                 self._conns.discard(conn)
             _hard_close(conn)
+
+    def _plaintext(self, raw: socket.socket, channel: Channel) -> socket.socket:
+        """A server without TLS: a client that starts a TLS handshake is refused, as Elasticsearch
+        refuses bytes that are not a transport message."""
+        head = raw.recv(4, socket.MSG_PEEK)
+        if head[:1] == b"\x16" and head[1:2] == b"\x03":
+            got = ",".join(f"{b:x}" for b in head)
+            raise OSError(f"exception caught on transport layer [{channel}], closing connection\n"
+                          f"java.io.StreamCorruptedException: invalid internal transport message format, got ({got})")
+        return raw
 
     def _answer_frames(self, conn: ssl.SSLSocket, channel: Channel) -> None:
         while not self._stop.is_set():
@@ -615,7 +636,7 @@ def start(ctx) -> list[TransportServer]:
     actions = RemoteActions(ctx)
     servers = [TransportServer(ctx, profile=TRANSPORT_PROFILE, host=config.ip, port=config.transport_port,
                                context=config.transport_server, dispatch=actions.dispatch).start()]
-    if config.remote_cluster_port is not None and config.remote_cluster_server is not None:
+    if config.remote_cluster_port is not None:  # its context is None when its ssl is disabled
         servers.append(TransportServer(
             ctx, profile=REMOTE_CLUSTER_PROFILE, host=config.ip, port=config.remote_cluster_port,
             context=config.remote_cluster_server, dispatch=actions.dispatch,
