@@ -86,21 +86,28 @@ class RestartError(ClusterError):
 def rolling_restart(inventory: Inventory, cluster: str, *, pool: SSHPool, es: Any = None,
                     nodes: Sequence[str] | None = None, timeouts: RestartTimeouts = RestartTimeouts(),
                     log_dir: str | Mapping[str, str] | None = None) -> RestartReport:
-    """Restart `nodes` (default: every node of `cluster`, inventory order) one at a time."""
+    """Restart `nodes` (default: every node of `cluster`, inventory order) one at a time.
+
+    A node that is up is restarted only once the cluster is green; a node that is down (say, fixed
+    after a failed run) is started first, without waiting for a green it cannot reach without it."""
     es = es if es is not None else connect(inventory.cluster(cluster))
-    targets = _targets(inventory, cluster, nodes)
+    size = len(inventory.cluster(cluster).nodes)
+    present = retry_transient(lambda: _node_names(es, cluster), timeout=timeouts.api)
+    targets = sorted(_targets(inventory, cluster, nodes), key=lambda n: n.name in present)
     report = RestartReport(cluster, "rolling")
-    _wait_green(es, cluster, len(inventory.cluster(cluster).nodes), timeouts)
     for node in targets:
         started = time.monotonic()
+        done = [r.node for r in report.nodes]
+        if node.name in retry_transient(lambda: _node_names(es, cluster), timeout=timeouts.api):
+            _wait_green(es, cluster, size, timeouts)
         log.info("restart %s: allocation primaries, flush, restart", node)
         _set_allocation(es, cluster, "primaries", timeouts)
         _flush(es, cluster)
         before = _jvm_start(es, cluster, node.name)
-        _restart_or_stop(pool, es, cluster, node, timeouts, log_dir, [r.node for r in report.nodes])
-        _wait_rejoined(pool, es, cluster, [node], before, timeouts, log_dir, [r.node for r in report.nodes])
+        _restart_or_stop(pool, es, cluster, node, timeouts, log_dir, done)
+        _wait_rejoined(pool, es, cluster, [node], before, timeouts, log_dir, done)
         _set_allocation(es, cluster, None, timeouts)
-        _wait_green(es, cluster, len(inventory.cluster(cluster).nodes), timeouts)
+        _wait_green(es, cluster, size, timeouts)
         report.nodes.append(NodeRestart(node.name, round(time.monotonic() - started, 2)))
         log.info("restart %s: back, cluster green", node)
     return report
