@@ -2,6 +2,7 @@
 errors, settings validators, documents and search, and the task APIs' state rules."""
 
 import json
+import time
 
 import pytest
 
@@ -208,6 +209,8 @@ def test_documents_search_and_count(es):
     assert result["hits"]["total"]["value"] == 2
     assert [h["_id"] for h in result["hits"]["hits"]] == ["4"] and result["hits"]["hits"][0]["sort"] == [4]
     assert es.post("/logs-*/_count", {"query": {"match": {"tag": "odd"}}})[1]["count"] == 2
+    assert es.get("/logs-a/_count?q=tag:even")[1]["count"] == 3
+    assert es.get("/logs-a/_search?q=odd")[1]["hits"]["total"]["value"] == 2
     status, body, _ = es.put("/logs-a/_doc/9", {"n": 9})
     assert status == 201 and body["result"] == "created"
     assert es.put("/logs-a/_doc/9", {"n": 10})[1]["result"] == "updated"
@@ -403,3 +406,26 @@ def test_a_stopped_node_cuts_kept_alive_connections(tmp_path):
     with pytest.raises((OSError, http.client.HTTPException)):
         connection.request("GET", "/", headers={"Authorization": Client(home).auth})
         connection.getresponse().read()
+
+
+def test_cross_cluster_search_and_count_go_through_the_link(tmp_path):
+    """Certificate model, sniff mode: `alias:index` searches and counts reach the remote cluster."""
+    leader = build_home(tmp_path / "leader", cluster="leader", ip="127.0.201.30")
+    local = build_home(tmp_path / "local", cluster="local", ip="127.0.201.31")
+    with running_node(leader), running_node(local):
+        remote_es, es = Client(leader), Client(local)
+        for i in range(3):
+            remote_es.put(f"/shared-logs/_doc/{i}", {"n": i})
+        es.put("/local-logs/_doc/1", {"n": 10})
+        assert es.put("/_cluster/settings", {"persistent": {
+            "cluster.remote.rem.seeds": ["127.0.201.30:9300"]}})[0] == 200
+        deadline = time.monotonic() + 20
+        while not es.get("/_remote/info")[1].get("rem", {}).get("connected") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        body = es.post("/rem:shared-logs,local-logs/_search", {"sort": [{"n": "desc"}]})[1]
+        assert [h["_index"] for h in body["hits"]["hits"]] == ["local-logs", "rem:shared-logs", "rem:shared-logs",
+                                                               "rem:shared-logs"]
+        assert body["_clusters"]["total"] == 2 and body["_clusters"]["successful"] == 2
+        assert es.get("/rem:shared-logs/_count")[1]["count"] == 3
+        status, body, _ = es.post("/nope:shared-logs/_search", {})
+        assert status == 404 and body["error"]["type"] == "no_such_remote_cluster_exception"

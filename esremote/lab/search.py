@@ -164,9 +164,19 @@ def matches(query: dict | None, doc: dict) -> bool:
             return False
         minimum = spec.get("minimum_should_match", 1 if should and not must else 0)
         return sum(matches(q, doc) for q in should) >= int(minimum)
-    if kind == "query_string":
-        return True
+    if kind == "query_string":  # the bare-word form: the text appears in any field
+        words = str(spec.get("query", "*")).lower().split()
+        text = " ".join(str(v).lower() for v in _leaves(source))
+        return words == ["*"] or all(w in text.split() for w in words)
     raise errors.ParseError(f"unknown query [{kind}]", type="parsing_exception")
+
+
+def _leaves(node: Any) -> list:
+    if isinstance(node, dict):
+        return [leaf for value in node.values() for leaf in _leaves(value)]
+    if isinstance(node, list):
+        return [leaf for value in node for leaf in _leaves(value)]
+    return [node]
 
 
 def _as_list(value: Any) -> list:

@@ -286,7 +286,7 @@ def _local_allowed(req: Request, local: list[str]) -> None:
 def search_api(req: Request) -> dict:
     if "type" in req.path_params:
         raise errors.no_handler(req.path, req.method)  # typed search ended with 7.x
-    body = req.json() or {}
+    body = _with_q(req, req.json() or {})
     expression = req.path_params.get("index") or "_all"
     local, remote = search.split_remote(expression)
     if not remote:
@@ -352,11 +352,23 @@ def _merge(req: Request, body: dict, answers: list[dict], details: dict) -> dict
 
 @api("count")
 def count_api(req: Request) -> dict:
-    body = req.json() or {}
+    """`_count` is a search of size 0 in Elasticsearch, so it crosses clusters too."""
+    body = _with_q(req, req.json() or {})
     expression = req.path_params.get("index") or "_all"
     local, remote = search.split_remote(expression)
     if remote:
-        raise errors.IllegalArgument(f"Cross-cluster calls are not supported in this context but remote indices "
-                                     f"were requested: [{','.join(remote)}]")
+        answer = _cross_cluster_search(req, local, remote, {**body, "size": 0})
+        return {"count": answer["hits"]["total"]["value"], "_shards": answer["_shards"]}
     _local_allowed(req, local)
     return search.count_local(req.ctx.store, expression, body, allowed=_allowed(req, _READ))
+
+
+def _with_q(req: Request, body: dict) -> dict:
+    """The `q` parameter's simplest forms: `field:value` (a match) or `value` (anywhere)."""
+    q = req.param("q")
+    if not q or "query" in body:
+        return body
+    field, sep, value = q.partition(":")
+    if sep:
+        return {**body, "query": {"match": {field: value}}}
+    return {**body, "query": {"query_string": {"query": q}}}
