@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import SecretStr
 
 from esremote.cluster.privileges import check_access
-from esremote.cluster.remote_settings import ApiCall, Outcome, perform, segment
+from esremote.cluster.calls import ApiCall, Outcome, perform, segment
 from esremote.errors import ClusterHTTPError, PreconditionError
 from esremote.redact import default_redactor
 

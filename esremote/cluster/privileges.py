@@ -31,7 +31,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from esremote.cluster.remote_settings import ApiCall, Outcome, perform, segment
+from esremote.cluster.calls import ApiCall, Outcome, perform, segment
 from esremote.errors import ClusterHTTPError, PreconditionError
 
 SEARCH_PRIVILEGES = ["read", "read_cross_cluster", "view_index_metadata"]

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from esremote.cluster.remote_settings import ApiCall, perform
+from esremote.cluster.calls import ApiCall, perform
 from esremote.errors import ClusterHTTPError
 
 Kind = Literal["transform", "datafeed", "follower", "auto_follow_pattern"]

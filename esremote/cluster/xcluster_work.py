@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from esremote.cluster.remote_settings import ApiCall, Outcome, perform, segment
+from esremote.cluster.calls import ApiCall, Outcome, perform, segment
 from esremote.cluster.usage import UsageReport, is_running
 from esremote.errors import ClusterHTTPError, EsRemoteError
 
