@@ -270,7 +270,8 @@ def build_plan(params: MigrationParams, facts: MigrationFacts) -> Plan:
     for local in locals_:
         changes += _stage_local(facts, local)
     for alias in facts.aliases:
-        changes += _stop_work(alias)
+        if not alias.migrated:
+            changes += _stop_work(alias)
     restarts: list[str] = []
     loaders: set[str] = set()
     for local in locals_:
@@ -282,8 +283,9 @@ def build_plan(params: MigrationParams, facts: MigrationFacts) -> Plan:
             restarts += [n.key for n in facts.nodes_of(local)]
     for alias in facts.aliases:
         changes += _verify(alias, facts)
-        changes += _resume_work(alias)
-    work = [f"{w.kind} {w.id}" for a in facts.aliases for w in a.work if w.running]
+        if not alias.migrated:
+            changes += _resume_work(alias)
+    work = [f"{w.kind} {w.id}" for a in facts.aliases if not a.migrated for w in a.work if w.running]
     how = "restart" if "restart" in loaders else "reload"
     estimate = (f"about a minute: {len(restarts)} local node restart(s) one by one" if restarts
                 else "seconds: settings calls and a secure-settings reload, no restart")

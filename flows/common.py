@@ -19,6 +19,15 @@ def locals_of(run: Run) -> list[str]:
     return list(dict.fromkeys(run.link(a).local for a in run.aliases))
 
 
+def pending_aliases(run: Run) -> list[str]:
+    """Aliases this run still migrates: not on the API-key model when preflight looked, or already
+    touched by this run (a resumed run finishes what it started)."""
+    from tasks.cluster import alias_facts  # noqa: PLC0415
+
+    return [a for a in run.aliases
+            if not alias_facts(run, a).migrated or run.journal.started_steps(f"stop_cross_cluster_ops/list/{a}")]
+
+
 def wait_all(futures: Iterable[tuple[str, object]]) -> list:
     """Results of submitted tasks, given as (label, future); when any failed, one GroupError naming
     every failure (by label, e.g. `put-file remote/remote-0`), raised after all of them finished."""

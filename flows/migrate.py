@@ -48,20 +48,27 @@ def migrate_remote_cluster(params: MigrationParams) -> dict:
     """Migrate remote cluster aliases from the certificate model to API-key security, in place."""
     install_redaction()
     run = open_run(params)
+    summary = Summary(run_id=run.id, status="failed", aliases=run.aliases,
+                      journal_dir=str(run.journal.run_dir), plan_file=str(run.journal.run_dir / "plan.md"))
     try:
-        return _migrate(run).to_dict()
+        return _migrate(run, summary).to_dict()
+    except (MigrationRolledBack, RollbackError):
+        raise
+    except Exception as exc:  # before the outage: nothing to roll back, the summary says where it stopped
+        summary.status, summary.message = "failed", _brief(exc)
+        summary.remote_info_after = remote_info(run)
+        _finish(run, summary)
+        raise
     finally:
         close_run(run.id)
 
 
-def _migrate(run) -> Summary:
+def _migrate(run, summary: Summary) -> Summary:
     from flows.plan import plan_flow  # noqa: PLC0415
     from flows.preflight import preflight_flow  # noqa: PLC0415
 
     params, log = run.params, run_logger()
     log.info("run %s: journal in %s", run.id, run.journal.run_dir)
-    summary = Summary(run_id=run.id, status="failed", aliases=run.aliases,
-                      journal_dir=str(run.journal.run_dir), plan_file=str(run.journal.run_dir / "plan.md"))
     facts = _phase(preflight_flow, params, run.id)
     summary.remote_info_before = _first_remote_info(run, facts)
     summary.phases.append("preflight")

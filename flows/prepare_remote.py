@@ -8,7 +8,7 @@ from prefect import flow
 
 from esremote.params import MigrationParams
 from esremote.plan import CA_MODE, P12_MODE, SERVER_CA, SERVER_P12, SERVER_P12_PASSWORD, remote_server_settings
-from flows.common import phase_done, remotes_of, wait_all
+from flows.common import pending_aliases, phase_done, remotes_of, wait_all
 from tasks.certs import make_certificates, p12_path, password_path
 from tasks.cluster import cross_cluster_key, facts_of, probe
 from tasks.nodes import edit_yml, keystore_add, node_changed, put_file, restart_node
@@ -47,7 +47,7 @@ def prepare_remote_flow(params: MigrationParams, run_id: str | None = None) -> l
                 restart_node(run.id, node.key, f"{PHASE}/restart/{node.key}")
         probe(run.id, remote, ca_file)
         done.append(remote)
-    for alias in run.aliases:
+    for alias in pending_aliases(run):
         cross_cluster_key(run.id, alias)
     phase_done(run, PHASE, [f"remote cluster server ready on {', '.join(done)}",
                             f"cross-cluster API keys for {', '.join(run.aliases)}"])

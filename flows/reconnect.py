@@ -9,7 +9,7 @@ from prefect import flow
 
 from esremote.params import MigrationParams
 from esremote.plan import credentials_by, credentials_setting, target_alias_settings
-from flows.common import locals_of, phase_done, wait_all
+from flows.common import locals_of, pending_aliases, phase_done, wait_all
 from tasks.cluster import (
     alias_facts,
     credentials_file,
@@ -45,7 +45,10 @@ def reconnect_flow(params: MigrationParams, run_id: str | None = None) -> list[s
     facts = facts_of(run)
     lines = []
     for local in locals_of(run):
-        aliases = [a for a in run.aliases if run.link(a).local == local]
+        aliases = [a for a in pending_aliases(run) if run.link(a).local == local]
+        if not aliases:
+            lines.append(f"{local}: every alias already uses an API key")
+            continue
         states = [alias_facts(run, a) for a in aliases]
         for alias in aliases:
             lines += update_roles(run.id, alias)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import flow
 
 from esremote.params import MigrationParams
-from flows.common import phase_done
+from flows.common import pending_aliases, phase_done
 from tasks.cluster import verify_api_key
 from tasks.runtime import ensure_run
 from tasks.work import resume_work
@@ -18,7 +18,7 @@ PHASE = "resume_cross_cluster_ops"
 def resume_cross_cluster_ops_flow(params: MigrationParams, run_id: str | None = None) -> list[str]:
     run = ensure_run(params, run_id)
     lines = []
-    for alias in run.aliases:
+    for alias in pending_aliases(run):
         lines += resume_work(run.id, alias, f"{PHASE}/resume/{alias}")
         lines += verify_api_key(run.id, alias, followers=True)
     phase_done(run, PHASE, lines)

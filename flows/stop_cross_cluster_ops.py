@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import flow
 
 from esremote.params import MigrationParams
-from flows.common import phase_done
+from flows.common import pending_aliases, phase_done
 from tasks.runtime import ensure_run
 from tasks.work import record_work, stop_work
 
@@ -17,7 +17,7 @@ PHASE = "stop_cross_cluster_ops"
 def stop_cross_cluster_ops_flow(params: MigrationParams, run_id: str | None = None) -> list[str]:
     run = ensure_run(params, run_id)
     lines = []
-    for alias in run.aliases:
+    for alias in pending_aliases(run):
         recorded = record_work(run.id, alias)
         outcomes = stop_work(run.id, alias, f"{PHASE}/stop/{alias}")
         lines.append(f"{alias}: recorded {', '.join(recorded) or 'nothing'}; " + "; ".join(outcomes))

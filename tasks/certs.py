@@ -26,8 +26,10 @@ CA_DN = "CN=esremote remote cluster CA {cluster}"
 
 
 def pki_dir(run: Run, cluster: str) -> Path:
-    path = run.journal.run_dir / "pki" / cluster
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    base = run.journal.run_dir / "pki"
+    base.mkdir(mode=0o700, exist_ok=True)
+    path = base / cluster
+    path.mkdir(mode=0o700, exist_ok=True)
     return path
 
 

@@ -19,6 +19,20 @@ from esremote.errors import ConfigError, EsRemoteError
 
 EXIT_ROLLED_BACK = 3
 
+
+class Outcome(EsRemoteError):
+    """A finished command whose result is not plain success: its exit code, and one line on stderr.
+    (The CLI root turns esremote errors into their exit code; a typer.Exit code would be lost.)"""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _exit(code: int, message: str) -> None:
+    if code:
+        raise Outcome(message, code)
+
 INVENTORY = typer.Option(..., "--inventory", "-i", help="Inventory file (clusters, nodes, aliases).")
 ALIASES = typer.Option(None, "--alias", "-a", help="Alias to migrate (repeatable; default: every alias).")
 
@@ -94,7 +108,7 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
 
     summary = run_migration(params)
     _print_summary(summary)
-    raise typer.Exit(summary.exit_code)
+    _exit(summary.exit_code, f"migration {summary.status} (run {summary.run_id}): {summary.message}")
 
 
 def _resumed(params, run_id: str):
@@ -133,7 +147,7 @@ def rollback(inventory: Path = INVENTORY,
 
     summary = run_rollback(params)
     _print_summary(summary)
-    raise typer.Exit(0 if summary.status == "rolled-back" else 1)
+    _exit(0 if summary.status == "rolled-back" else 1, f"rollback of run {run_id} failed: {summary.message}")
 
 
 def verify(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES) -> None:
@@ -148,11 +162,10 @@ def verify(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES) ->
             results = verify_aliases(run)
         finally:
             close_run(run.id)
-    failed = False
     for result in results:
         typer.echo(result.to_text())
-        failed = failed or not result.ok
-    raise typer.Exit(1 if failed else 0)
+    failed = [r.alias for r in results if not r.ok]
+    _exit(1 if failed else 0, f"verification failed for {', '.join(failed)}")
 
 
 def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab running afterwards."),
@@ -165,7 +178,7 @@ def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab running 
     directory = Path(tempfile.mkdtemp(prefix="esremote-demo-")) if owned else lab_dir
     os.chmod(directory, 0o755)
     typer.echo(f"esremote demo: starting the lab in {directory} (2 local + 2 remote nodes)")
-    code = 1
+    code, message = 1, "the rehearsal did not finish"
     try:
         layout = control.up(directory, {})
         typer.echo(f"esremote demo: lab up; inventory {layout.inventory}")
@@ -175,12 +188,11 @@ def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab running 
 
         summary = run_migration(params)
         _print_summary(summary)
-        code = summary.exit_code
+        code, message = summary.exit_code, f"migration {summary.status}: {summary.message}"
     except EsRemoteError as exc:
-        typer.echo(f"esremote: error: {exc}", err=True)
-        code = exc.exit_code
+        code, message = exc.exit_code, str(exc)
     finally:
         if not keep:
             stopped = control.down(directory)
             typer.echo(f"esremote demo: lab down ({len(stopped)} process(es) stopped)")
-    raise typer.Exit(code)
+    _exit(code, message)
