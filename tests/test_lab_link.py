@@ -39,7 +39,8 @@ def test_api_key_model_proxy_reports_redacted_credentials(lab):
     local.add_node(secure={"cluster.remote.my_remote.credentials": encoded}).start()
     connect_proxy(local, "my_remote", f"{remote.node.config.ip}:9443", sockets=2)
 
-    info = wait_for(lambda: (i := remote_info(local.node))["my_remote"]["connected"] and i, what="connected")
+    info = wait_for(lambda: (i := remote_info(local.node))["my_remote"]["num_proxy_sockets_connected"] == 2 and i,
+                    what="2 sockets")
     assert info == {"my_remote": {
         "connected": True, "mode": "proxy", "proxy_address": f"{remote.node.config.ip}:9443", "server_name": "",
         "num_proxy_sockets_connected": 2, "max_proxy_socket_connections": 2, "initial_connect_timeout": "30s",

@@ -121,7 +121,8 @@ class RemoteCluster:
         self.connections: list[Connection] = []
         self.known_nodes: list[str] = []     # sniff: addresses learnt from the remote
         self.remote_version: str | None = None
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()            # the connection list (held briefly)
+        self._connecting = threading.Lock()      # one connection attempt at a time (may take long)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._last_logged: tuple[str, float] | None = None
@@ -181,6 +182,13 @@ class RemoteCluster:
             self.connections = [c for c in self.connections if c.alive]
             return list(self.connections)
 
+    def _add(self, conn: Connection) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                conn.close()
+                return
+            self.connections.append(conn)
+
     def _ping_all(self) -> None:
         for conn in self.live():
             if self._stop.is_set():
@@ -193,7 +201,7 @@ class RemoteCluster:
         """Open sockets up to the target; raise the failure when none can be opened."""
         if self._stop.is_set():
             return
-        with self._lock:
+        with self._connecting:
             missing = self.target - len(self.live())
             if missing <= 0:
                 return
@@ -212,7 +220,7 @@ class RemoteCluster:
     def _open_proxy(self, missing: int) -> None:
         host, port = split_address(self.settings.proxy_address)
         for _ in range(missing):
-            self.connections.append(self._open(host, port))
+            self._add(self._open(host, port))
 
     def _open_sniff(self, missing: int) -> None:
         if not self.live() or not self.known_nodes:
@@ -225,7 +233,7 @@ class RemoteCluster:
             if address in connected:
                 continue
             try:
-                self.connections.append(self._open(*split_address(address)))
+                self._add(self._open(*split_address(address)))
                 missing -= 1
             except (TransportFailure, ESError) as exc:
                 failure = exc
