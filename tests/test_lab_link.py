@@ -147,3 +147,17 @@ def test_before_8_13_a_reload_does_not_change_credentials(lab):
     node.config.secure["cluster.remote.my_remote.credentials"] = remote.api_key("late")
     node.remote.settings_changed()
     assert "cluster_credentials" not in remote_info(node)["my_remote"]
+
+
+def test_sniff_mode_moves_to_another_node_when_its_node_stops(lab):
+    local, remote = _two_clusters(lab, remote_nodes=2)
+    seeds = [f"{n.config.ip}:9300" for n in remote.nodes]
+    connect_sniff(local, "my_remote", seeds, node_connections=1)
+    wait_for(lambda: remote_info(local.node)["my_remote"]["connected"], what="connected")
+    cluster = local.node.remote.cluster("my_remote")
+    first = cluster.live()[0].address
+    stopping = next(n for n in remote.nodes if f"{n.config.ip}:9300" == first)
+    stopping.stop()
+    survivor = next(s for s in seeds if s != first)
+    wait_for(lambda: [c.address for c in cluster.live()] == [survivor], what="re-sniffed to the other node")
+    assert remote_info(local.node)["my_remote"]["num_nodes_connected"] == 1
