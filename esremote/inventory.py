@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.representer import RoundTripRepresenter
@@ -587,6 +588,9 @@ class _Representer(RoundTripRepresenter):
 _Representer.add_representer(type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
 
 
+_PLAIN_SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./~-]*")
+
+
 def _flow_secret_refs(value: Any) -> Any:
     """Secret references as `{env: NAME}`, the way the example writes them."""
     if isinstance(value, list):
@@ -594,7 +598,10 @@ def _flow_secret_refs(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
     if len(value) == 1 and next(iter(value)) in ("env", "file", "prefect"):
-        ref = CommentedMap(value)
+        # Quoted unless plainly safe: ruamel writes some plain scalars (`?0`) that are not valid
+        # inside a flow mapping.
+        ref = CommentedMap({k: v if _PLAIN_SAFE.fullmatch(str(v)) else DoubleQuotedScalarString(v)
+                            for k, v in value.items()})
         ref.fa.set_flow_style()
         return ref
     return {k: _flow_secret_refs(v) for k, v in value.items()}

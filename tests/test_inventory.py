@@ -473,3 +473,18 @@ clusters:
     with SSHConnection(node.ssh_target()) as conn:
         result = conn.run("echo reached")
     assert result.ok and result.stdout.strip() == "reached"
+
+
+def test_secret_reference_names_that_yaml_would_misread_round_trip(tmp_path):
+    # Found by the round-trip property: `{env: ?0}` is not valid YAML in a flow mapping.
+    inv = Inventory(
+        ssh=SSHSettings(sudo_password=SecretRef(env="?0")),
+        clusters={"l": Cluster(role="local", urls=["https://a:9200"],
+                               auth=Auth(username="u", password=SecretRef(prefect="- x: y")),
+                               nodes=[Node(name="n", address="a")]),
+                  "r": Cluster(role="remote", urls=["https://b:9200"],
+                               auth=Auth(api_key=SecretRef(env="{a}")), nodes=[Node(name="n", address="b")])},
+        aliases={"x": {"local": "l", "remote": "r"}})
+    path = tmp_path / "inv.yml"
+    path.write_text(dump_inventory(inv), encoding="utf-8")
+    assert load_inventory(path) == inv
