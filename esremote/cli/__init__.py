@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     _register(argv)
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="esremote", standalone_mode=False)
+        # Without standalone mode click returns a `typer.Exit`'s code instead of exiting.
+        result = command.main(args=argv, prog_name="esremote", standalone_mode=False)
     except EsRemoteError as exc:
         typer.echo(f"esremote: error: {exc}", err=True)
         return exc.exit_code
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"esremote: internal error: {kind}: {exc} "
                    "(set ESREMOTE_DEBUG=1 for a traceback)", err=True)
         return 1
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
