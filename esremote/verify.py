@@ -102,6 +102,9 @@ CAUSES: tuple[Cause, ...] = (
           "the cross-cluster API key's access or the user's remote_indices do not cover the index: update "
           "the key (PUT _security/cross_cluster/api_key/<id>) or the role",
           (r"towards remote cluster( \[[^\]]*\])? is unauthorized",)),
+    Cause("alias_missing", "alias not defined on the local cluster",
+          "define the alias again (cluster.remote.<alias>.* in cluster settings or elasticsearch.yml)",
+          (r"no such remote cluster: \[", r"unknown cluster alias \[")),
     Cause("unreachable", "remote cluster not reachable",
           "check the address and port in seeds / proxy_address, firewalls, and that remote_cluster_server."
           "enabled is true with remote_cluster.host set on every remote node",
@@ -336,32 +339,44 @@ def _search_check(es, cluster: str, alias: str, pattern: str, diag: _Diagnosis) 
 
 
 def _follower_check(es, cluster: str, follower: str, timeout: float, diag: _Diagnosis) -> Check:
+    """Progress with no read exceptions. Exceptions left from before the reconnect clear as reads
+    succeed again (Elasticsearch drops a read's exception once it succeeds), so they are polled
+    away; a fatal exception (the follow task stopped) fails at once."""
     name = f"follower {follower}"
-    first = _follow_shards(es, cluster, follower)
-    start = {s["shard_id"]: s.get("follower_global_checkpoint", -1) for s in first}
+    start = {s["shard_id"]: s.get("follower_global_checkpoint", -1) for s in _follow_shards(es, cluster, follower)}
+    last: list[dict] = []
 
     def progressing() -> list | None:
-        shards = _follow_shards(es, cluster, follower)
-        if any(s.get("read_exceptions") or s.get("fatal_exception") for s in shards):
-            return shards  # stop polling: an exception is an answer
-        ok = shards and all(s.get("follower_global_checkpoint", -1) >= s.get("leader_global_checkpoint", 0)
-                            or s.get("follower_global_checkpoint", -1) > start.get(s["shard_id"], -1)
-                            for s in shards)
-        return shards if ok else None
+        nonlocal last
+        last = _follow_shards(es, cluster, follower)
+        if any(s.get("fatal_exception") for s in last):
+            return last
+        ok = last and all(not s.get("read_exceptions") and (
+            s.get("follower_global_checkpoint", -1) >= s.get("leader_global_checkpoint", 0)
+            or s.get("follower_global_checkpoint", -1) > start.get(s["shard_id"], -1)) for s in last)
+        return last if ok else None
 
     try:
         shards = poll(progressing, timeout=timeout, what=f"follower {follower} progressing", cluster=cluster,
                       interval=0.5)
     except PollTimeout:
+        shards = last
+        errors = _follow_errors(shards)
+        if errors:
+            return _failure(name, f"read exceptions for {timeout:g}s: {errors[0]}", errors, diag)
         lag = [f"shard {s['shard_id']}: follower {s.get('follower_global_checkpoint')} / leader "
-               f"{s.get('leader_global_checkpoint')}" for s in _follow_shards(es, cluster, follower)]
-        return _failure(name, f"no progress in {timeout:g}s ({'; '.join(lag) or 'no shards'})", [], diag)
-    errors = [_exception_text(e) for s in shards for e in
-              (s.get("read_exceptions") or []) + ([s["fatal_exception"]] if s.get("fatal_exception") else [])]
-    if errors:
-        return _failure(name, f"read exceptions: {errors[0]}", errors, diag)
+               f"{s.get('leader_global_checkpoint')}" for s in shards]
+        return _failure(name, f"no progress in {timeout:g}s ({'; '.join(lag) or 'not a follower'})", [], diag)
+    fatal = _follow_errors([{"fatal_exception": s["fatal_exception"]} for s in shards if s.get("fatal_exception")])
+    if fatal:
+        return _failure(name, f"the follow task stopped: {fatal[0]}", fatal, diag)
     lag = sum(max(0, s.get("leader_global_checkpoint", 0) - s.get("follower_global_checkpoint", 0)) for s in shards)
     return Check(name, True, "caught up (lag 0)" if lag == 0 else f"advancing (lag {lag})")
+
+
+def _follow_errors(shards: list[dict]) -> list[str]:
+    return [_exception_text(e) for s in shards for e in
+            (s.get("read_exceptions") or []) + ([s["fatal_exception"]] if s.get("fatal_exception") else [])]
 
 
 def _follow_shards(es, cluster: str, follower: str) -> list[dict]:
