@@ -1,0 +1,187 @@
+"""End to end on the lab: `esremote migrate` (a real process) against lab clusters, reporting to a
+Prefect test server, then checks on what the clusters, the nodes' files and the journal say.
+
+1. 8.15, dynamic alias, proxy mode: migrated, credentials reloaded (no local restart while the
+   work is stopped), the work running again through the API-key link; secrets nowhere in output.
+2. The cross-cluster key is invalidated after it was made (lab fault `api-key-invalidated`): the
+   verification fails, the rollback runs by itself, exit 3, and the certificate-model link, the
+   keystores, roles and the work are as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from esremote.esyml import BEGIN_MARK, END_MARK
+from esremote.keystore import Keystore
+from esremote.lab import control
+from tests.fixtures.lab import Lab
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+ALIAS = "my_remote"
+CREDENTIALS = f"cluster.remote.{ALIAS}.credentials"
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    """A Prefect server for this module's runs (one start instead of one per `esremote migrate`)."""
+    from prefect.settings import PREFECT_API_URL  # noqa: PLC0415
+    from prefect.testing.utilities import prefect_test_harness  # noqa: PLC0415
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+
+
+def esremote(*args: str, prefect_api: str, state_dir: Path, wait: bool = True):
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "ESREMOTE_STATE_DIR": str(state_dir),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    command = [sys.executable, "-m", "esremote", *args]
+    if not wait:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def journal(state_dir: Path) -> list[dict]:
+    """The run's journal entries ([] until the run has written one)."""
+    paths = list(state_dir.glob("runs/*/journal.jsonl"))
+    if not paths:
+        return []
+    [path] = paths
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def keystore_names(lab: Lab, cluster: str = "local") -> dict[str, list[str]]:
+    return {n["name"]: Keystore.load(Path(n["home"]) / "config" / "elasticsearch.keystore").names()
+            for n in lab.nodes(cluster)}
+
+
+def work_states(lab: Lab) -> dict[str, str]:
+    es = lab.es("local")
+    return {
+        "transform": es.transform.get_transform_stats(transform_id="ccs-hosts")["transforms"][0]["state"],
+        "datafeed": es.ml.get_datafeed_stats(datafeed_id="datafeed-ccs-job")["datafeeds"][0]["state"],
+        "job": es.ml.get_job_stats(job_id="ccs-job")["jobs"][0]["state"],
+        "follower": es.ccr.follow_info(index="follower-logs")["follower_indices"][0]["status"],
+        "pattern": "active" if es.ccr.get_auto_follow_pattern(name="auto-logs")["patterns"][0]["pattern"]
+        .get("active", True) else "paused",
+    }
+
+
+def running(states: dict[str, str]) -> dict[str, bool]:
+    return {k: v in ("started", "indexing", "opened", "active") for k, v in states.items()}
+
+
+def wait_for(what: str, probe, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def test_dynamic_proxy_alias_on_8_15_migrates_with_reload_only(lab_factory, prefect_api, tmp_path):
+    lab = lab_factory("e2e-815", version="8.15.0")
+    before = lab.es("local").cluster.remote_info()[ALIAS]
+    assert "cluster_credentials" not in before
+
+    result = esremote("migrate", "--inventory", str(lab.inventory), "--yes", prefect_api=prefect_api,
+                      state_dir=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "status: migrated" in result.stdout
+
+    local = lab.es("local")
+    info = local.cluster.remote_info()[ALIAS]
+    assert info["connected"] and info["cluster_credentials"] == "::es_redacted::"
+    assert info["proxy_address"] == before["proxy_address"].replace(":9300", ":9443")
+    hits = lab.es("local", user="ccs_user").search(index=f"{ALIAS}:leader-logs", size=0)
+    assert hits["hits"]["total"]["value"] > 0
+    assert all(running(wait_for("the work to run again", lambda: work_states(lab))).values())
+
+    entries = journal(tmp_path)
+    steps = [e["step"] for e in entries if e["kind"] == "done"]
+    # Credentials were reloaded: between stopping and resuming the work no local node restarted.
+    assert "reconnect/reload/local" in steps
+    outage = steps[steps.index(f"stop_cross_cluster_ops/stop/{ALIAS}"):
+                   steps.index(f"resume_cross_cluster_ops/resume/{ALIAS}")]
+    assert not [s for s in outage if "/restart/" in s]
+    # The key is in every local keystore, stored as a Prefect Secret block, and printed nowhere.
+    keys = {n["name"]: Keystore.load(Path(n["home"]) / "config" / "elasticsearch.keystore").get_string(CREDENTIALS)
+            for n in lab.nodes("local")}
+    [encoded] = set(keys.values())
+    stored = next(e["data"] for e in entries if e["step"] == f"prepare_remote/api-key/{ALIAS}" and e["kind"] == "done")
+    assert stored["kind"] == "prefect"
+    run_dir = next((tmp_path / "runs").iterdir())
+    texts = [result.stdout, result.stderr] + [p.read_text() for p in run_dir.glob("*.json*")] + [
+        (run_dir / "plan.md").read_text()]
+    raw = __import__("base64").b64decode(encoded).decode().split(":", 1)[1]
+    assert not [t for t in texts if encoded in t or raw in t]
+    # Remote nodes: the p12 is 0660 and the server really speaks TLS on 9443 (the link above uses it).
+    for node in lab.nodes("remote"):
+        p12 = Path(node["home"]) / "config" / "certs" / "remote-cluster.p12"
+        assert p12.stat().st_mode & 0o777 == 0o660
+
+    # Verify agrees, and a second plan has nothing left to change.
+    check = esremote("verify", "--inventory", str(lab.inventory), prefect_api=prefect_api, state_dir=tmp_path)
+    assert check.returncode == 0, check.stdout + check.stderr
+    again = esremote("plan", "--inventory", str(lab.inventory), "--json", prefect_api=prefect_api,
+                     state_dir=tmp_path)
+    assert again.returncode == 0, again.stderr
+    left = [c for c in json.loads(again.stdout)["changes"] if c["kind"] != "probe"]
+    assert left == []
+
+
+def _strip_managed(text: str) -> str:
+    """The yml without esremote's managed block (what stage_local adds and rollback keeps)."""
+    if BEGIN_MARK not in text:
+        return text
+    head, _, rest = text.partition(BEGIN_MARK)
+    _, _, tail = rest.partition(END_MARK)
+    return head + tail.lstrip("\n")
+
+
+def test_invalidated_key_fails_verification_and_everything_is_rolled_back(lab_factory, prefect_api, tmp_path):
+    lab = lab_factory("e2e-rollback", version="8.15.0")
+    local = lab.es("local")
+    remote_info = local.cluster.remote_info()[ALIAS]
+    keystores = keystore_names(lab)
+    ymls = {n["name"]: (Path(n["home"]) / "config" / "elasticsearch.yml").read_text() for n in lab.nodes("local")}
+    roles = local.security.get_role(name="ccs_role,ccr_role").body
+    states = running(work_states(lab))
+    assert all(states.values())
+
+    process = esremote("migrate", "--inventory", str(lab.inventory), "--yes", "--link-timeout", "15",
+                       prefect_api=prefect_api, state_dir=tmp_path, wait=False)
+    try:
+        # Right after the key was made (before the outage), it is invalidated on the remote.
+        wait_for("the cross-cluster key", lambda: any(
+            e["step"] == f"prepare_remote/api-key/{ALIAS}" and e["kind"] == "done" for e in journal(tmp_path)),
+            timeout=300)
+        control.fault(lab.dir, "api-key-invalidated")
+        stdout, stderr = process.communicate(timeout=600)
+    finally:
+        process.kill()
+    assert process.returncode == 3, stdout[-3000:] + stderr[-3000:]
+    assert "status: rolled-back" in stdout
+    assert "verification of alias my_remote" in stdout + stderr
+
+    after = local.cluster.remote_info()[ALIAS]
+    assert after["connected"] and "cluster_credentials" not in after
+    assert after["proxy_address"] == remote_info["proxy_address"]
+    assert keystore_names(lab) == keystores  # the credentials are removed again
+    for node in lab.nodes("local"):
+        now = (Path(node["home"]) / "config" / "elasticsearch.yml").read_text()
+        assert _strip_managed(now) == ymls[node["name"]]  # only the staged CA trust remains
+    assert local.security.get_role(name="ccs_role,ccr_role").body == roles
+    assert running(wait_for("the work to run again", lambda: work_states(lab))) == states
+    steps = [e["step"] for e in journal(tmp_path) if e["kind"] == "done"]
+    assert f"rollback/restore/{ALIAS}" in steps and "rollback/reload/local" in steps
