@@ -37,6 +37,7 @@ from esremote.lab.config import NodeConfig, StartupError, early_log_path, load_n
 from esremote.lab.state import StateStore
 
 _LEVELS = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+WATCH_POLL = 0.05  # seconds between two looks at the cluster state (a stat() when nothing changed)
 
 
 class EsFormatter(logging.Formatter):
@@ -214,10 +215,12 @@ class Node:
         ctx.servers.append(server)
         log.info("publish_address {%s:%s}, bound_addresses {%s:%s}", ctx.config.ip, ctx.config.http_port,
                  ctx.config.ip, ctx.config.http_port)
+        seen = ctx.store.snapshot()  # what the parts below start from (the watcher catches up)
         self._start_optional(ctx)
+        ctx.store.record_applied(ctx.name, seen.get("version", 0))
         ctx.store.register_node(ctx.registration())
         server.start_background()
-        self._watcher = threading.Thread(target=self._watch, name=f"watch-{ctx.name}", daemon=True)
+        self._watcher = threading.Thread(target=self._watch, args=(seen,), name=f"watch-{ctx.name}", daemon=True)
         self._watcher.start()
         log.info("started")
 
@@ -248,28 +251,43 @@ class Node:
             ctx.work = WorkRunner(ctx)
             ctx.work.start()
 
-    def _watch(self) -> None:
+    def _watch(self, seen: dict) -> None:
+        """Apply each new cluster state version, then record it as applied: acknowledged APIs
+        (settings updates) wait for every live node's record, as Elasticsearch waits for every
+        node to apply a published cluster state."""
         ctx = self.ctx
         assert ctx is not None
-        seen = ctx.store.snapshot()
         generation, layers = seen.get("reload", {}).get("generation", 0), seen.get("settings")
-        while not self._stopped.wait(0.2):
+        applied = seen.get("version", 0)
+        stamp = None
+        while True:
+            state = None
+            if ctx.store.stamp() != stamp:
+                try:
+                    stamp, state = ctx.store.stamp(), ctx.store.snapshot()
+                except (OSError, ValueError):
+                    stamp = None
+            if state is not None and state.get("version", 0) != applied:
+                reload = state.get("reload", {})
+                if reload.get("generation", 0) > generation:
+                    generation = reload["generation"]
+                    from esremote.lab.api.nodes import reload_on_this_node
+                    reload_on_this_node(ctx, reload)
+                if state.get("settings") != layers:
+                    layers = state.get("settings")
+                    self._settings_changed(ctx)
+                applied = state.get("version", 0)
+                ctx.store.record_applied(ctx.name, applied)
+            if self._stopped.wait(WATCH_POLL):
+                return
+
+    @staticmethod
+    def _settings_changed(ctx: NodeContext) -> None:
+        if ctx.remote is not None:
             try:
-                state = ctx.store.snapshot()
-            except (OSError, ValueError):
-                continue
-            reload = state.get("reload", {})
-            if reload.get("generation", 0) > generation:
-                generation = reload["generation"]
-                from esremote.lab.api.nodes import reload_on_this_node
-                reload_on_this_node(ctx, reload)
-            if state.get("settings") != layers:
-                layers = state.get("settings")
-                if ctx.remote is not None:
-                    try:
-                        ctx.remote.settings_changed()
-                    except Exception as exc:  # a remote-side bug must not stop the watcher
-                        ctx.logger("o.e.t.RemoteClusterService").warning("settings update failed: %r", exc)
+                ctx.remote.settings_changed()
+            except Exception as exc:  # a remote-side bug must not stop the watcher
+                ctx.logger("o.e.t.RemoteClusterService").warning("settings update failed: %r", exc)
 
     def stop(self) -> None:
         if self._stopped.is_set():

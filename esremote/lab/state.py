@@ -6,12 +6,15 @@ Layout of `state_dir`:
     state.json            the cluster state (below), replaced atomically on every change
     state.lock            the lock every transaction takes (flock, exclusive)
     nodes/<name>.json     one registration per live node (a dead pid does not count)
+    nodes/<name>.applied  the state version the node has applied (see `record_applied`)
     docs/<index>.jsonl    the index's document log, one operation per line (see append_docs)
     docs/<index>.lock     the log's lock
 
 The cluster state document (modules agree on these shapes; add keys, do not rename them):
 
     cluster_uuid          str
+    version               int, grows by one with every saved change (Elasticsearch's cluster
+                          state version): acknowledged APIs wait until every live node applied it
     settings              {"persistent": {flat key: value}, "transient": {flat key: value}}
     license               {"type": basic|trial|enterprise, "uid", "issue_date_in_millis",
                            "expiry_date_in_millis", "trial_used": bool}
@@ -79,6 +82,7 @@ STATE_FILE = "state.json"
 def empty_state() -> dict:
     return {
         "cluster_uuid": uuid.uuid4().hex[:22],
+        "version": 0,
         "settings": {"persistent": {}, "transient": {}},
         "license": {},
         "security": {"users": {}, "roles": {}, "api_keys": {}},
@@ -161,7 +165,16 @@ class StateStore:
             before = json.dumps(state, sort_keys=True)
             yield state
             if json.dumps(state, sort_keys=True) != before or not self._path.exists():
+                state["version"] = int(state.get("version", 0)) + 1
                 _write_json_atomic(self._path, state)
+
+    def stamp(self) -> tuple[int, int, int] | None:
+        """A cheap fingerprint of the saved state (changes whenever a transaction saves)."""
+        try:
+            st = self._path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def snapshot(self) -> dict:
         """A private copy of the current state (replace-on-write makes a lock unnecessary)."""
@@ -174,8 +187,32 @@ class StateStore:
         _write_json_atomic(self.dir / "nodes" / f"{info['name']}.json", info)
 
     def unregister_node(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.dir / "nodes" / f"{name}.json").unlink()
+        for suffix in (".json", ".applied"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / "nodes" / f"{name}{suffix}").unlink()
+
+    def record_applied(self, name: str, version: int) -> None:
+        """Say that node `name` now acts on state `version` (its settings watcher calls this)."""
+        _write_json_atomic(self.dir / "nodes" / f"{name}.applied", int(version))
+
+    def applied_version(self, name: str) -> int:
+        """The state version node `name` last recorded as applied (-1 when it recorded none)."""
+        try:
+            return int(json.loads((self.dir / "nodes" / f"{name}.applied").read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return -1
+
+    def wait_applied(self, version: int, timeout: float, poll: float = 0.02) -> bool:
+        """Block until every live node applied `version` (True) or `timeout` seconds pass (False):
+        what Elasticsearch waits for before it acknowledges a cluster state update."""
+        deadline = time.monotonic() + timeout
+        while True:
+            behind = [n["name"] for n in self.live_nodes() if self.applied_version(n["name"]) < version]
+            if not behind:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
 
     def live_nodes(self) -> list[dict]:
         """Registrations whose process is alive, sorted by node name."""

@@ -182,14 +182,19 @@ def get_settings(req: Request) -> dict:
 def put_settings(req: Request) -> dict:
     ctx = req.ctx
     body = req.json(required=True)
+    ack_timeout = parse_time_param(req.param("timeout"), 30.0)
     with ctx.store.transaction() as st:
         answer = settings.apply_update(st, ctx.config.settings, body)
+    # the transaction saved version+1 when it changed anything; re-read it after the lock
+    version = ctx.store.snapshot().get("version", 0)
     if ctx.remote is not None:
         ctx.remote.settings_changed()
+    # Elasticsearch acknowledges once every node applied the new cluster state (or the ack
+    # timeout passed: then `acknowledged: false`, the update stays).
+    acknowledged = ctx.store.wait_applied(version, ack_timeout)
     if req.bool_param("flat_settings"):
-        answer = {"acknowledged": True, **{scope: settings.flatten(answer[scope])
-                                           for scope in ("persistent", "transient")}}
-    return answer
+        answer = {**answer, **{scope: settings.flatten(answer[scope]) for scope in ("persistent", "transient")}}
+    return {**answer, "acknowledged": acknowledged}
 
 
 # ------------------------------------------------------------------------------ remote clusters
@@ -236,6 +241,7 @@ def cluster_state(req: Request) -> dict:
     master = min((n["name"] for n in live), default=None)
     master_id = next((n.get("id") for n in live if n["name"] == master), None)
     body = {"cluster_name": ctx.config.cluster_name, "cluster_uuid": state["cluster_uuid"],
+            "version": state.get("version", 0), "state_uuid": f"{state['cluster_uuid']}-{state.get('version', 0)}",
             "master_node": master_id,
             "nodes": {n.get("id", n["name"]): {"name": n["name"], "transport_address": f"{n['ip']}:{n['transport_port']}",
                                                "roles": n.get("roles", [])} for n in live},
@@ -245,7 +251,7 @@ def cluster_state(req: Request) -> dict:
                                      for name, m in state["indices"].items()}}}
     metrics = req.list_param("metric")
     if metrics and "_all" not in metrics:
-        keep = {"cluster_name", "cluster_uuid"} | {"master_node" if m == "master_node" else m for m in metrics}
+        keep = {"cluster_name", "cluster_uuid"} | set(metrics) | ({"state_uuid"} if "version" in metrics else set())
         body = {k: v for k, v in body.items() if k in keep}
     return body
 
