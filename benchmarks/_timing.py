@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from esremote.errors import EsRemoteError
+
 
 @dataclass
 class Variant:
@@ -86,3 +88,13 @@ def machine() -> str:
 
 def seconds(value: float) -> str:
     return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def run(main: Callable[[], None]) -> None:
+    """Run a benchmark's main: an esremote error or Ctrl-C ends it with one line, no traceback."""
+    try:
+        main()
+    except EsRemoteError as exc:
+        sys.exit(f"benchmark failed: {exc}")
+    except KeyboardInterrupt:
+        sys.exit("benchmark interrupted")
