@@ -229,6 +229,10 @@ def test_index_errors(es):
     assert es.put("/Upper")[1]["error"]["reason"] == "Invalid index name [Upper], must be lowercase"
     assert es.delete("/dup-*")[1]["error"]["reason"] == "Wildcard expressions or all indices are not allowed"
     assert es.request("HEAD", "/dup-idx")[0] == 200 and es.request("HEAD", "/nope-idx")[0] == 404
+    # an API path without its id reaches `/{index}`, as in Elasticsearch: the index name check answers
+    status, body, _ = es.put("/_transform", {})
+    assert status == 400 and error(body) == ("invalid_index_name_exception",
+                                             "Invalid index name [_transform], must not start with '_', '-', or '+'")
 
 
 def test_remote_info_and_typed_search(node, es):
@@ -260,7 +264,9 @@ def test_transform_lifecycle(node, es):
     assert stats["count"] == 1 and stats["transforms"][0]["state"] in ("started", "indexing")
     with ctx.store.transaction() as st:
         st["transforms"]["tf1"].update({"state": "failed", "reason": "link down"})
-    assert es.get("/_transform/_stats")[1]["transforms"][0]["health"]["status"] == "red"
+    listing = es.get("/_transform/_stats")[1]  # every transform (es-facts §5), not a transform named "_stats"
+    assert listing["count"] == 1 and listing["transforms"][0]["id"] == "tf1"
+    assert listing["transforms"][0]["health"]["status"] == "red"
     status, body, _ = es.post("/_transform/tf1/_stop")
     assert status == 409 and "Use force stop to stop the transform" in error(body)[1]
     assert es.post("/_transform/tf1/_stop?force=true")[1] == {"acknowledged": True}

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from esremote.lab import errors
-from esremote.lab.routes import ROUTES, Router, _HANDLERS, _load_handlers
+from esremote.lab.routes import ROUTES, UNSPECIFIED_ROUTES, Router, _HANDLERS, _load_handlers
 
 
 def spec_routes(spec_dir) -> set[tuple[str, str, str]]:
@@ -45,6 +45,46 @@ def test_the_table_has_no_route_the_specs_lack(specs):
     assert table() - specs == set()
 
 
+def test_routes_beyond_the_specs_are_only_those_elasticsearch_registers(specs):
+    extra = {(name, path, m) for name, path, methods in UNSPECIFIED_ROUTES for m in methods}
+    assert extra == {("transform.get_transform_stats", "/_transform/_stats", "GET")}
+    assert extra & specs == set()
+    assert {name for name, _, _ in extra} <= {name for name, _, _ in specs}  # an API the specs have
+
+
+# Paths made by leaving a `{param}` out of a route, which Elasticsearch's path trie also hands to
+# another API's `{param}` route: the literal is taken as a name there too, and that API's own
+# validation answers (an index name may not start with `_`; `_enable` is a valid username).
+SHADOWED_IN_ELASTICSEARCH_TOO = {
+    ("POST", "/_doc"): ("indices.create", {"index": "_doc"}),
+    ("PUT", "/_transform"): ("indices.create", {"index": "_transform"}),
+    ("DELETE", "/_transform"): ("indices.delete", {"index": "_transform"}),
+    ("PUT", "/_security/user/_enable"): ("security.put_user", {"username": "_enable"}),
+    ("POST", "/_security/user/_enable"): ("security.put_user", {"username": "_enable"}),
+}
+
+
+def test_no_literal_segment_is_taken_as_an_id_when_an_optional_id_is_left_out():
+    """e.g. `GET _transform/_stats` (the id of `_transform/{id}/_stats` omitted) must reach the
+    stats API, not `GET _transform/{id}` with the id `_stats` (a 404 "Transform with id [_stats]")."""
+    router = Router()
+    shadowed = {}
+    for _name, path, methods in ROUTES + UNSPECIFIED_ROUTES:
+        segments = path.strip("/").split("/")
+        for i, segment in enumerate(segments):
+            if not segment.startswith("{"):
+                continue
+            shorter = "/" + "/".join(_concrete(s) for s in segments[:i] + segments[i + 1:])
+            for method in methods:
+                try:
+                    resolved, params = router.match(method, shorter)
+                except errors.ESError:
+                    continue  # no such route, or another method: Elasticsearch answers 400/405 too
+                if any(v.startswith("_") for v in params.values()):
+                    shadowed[(method, shorter)] = (resolved, params)
+    assert shadowed == SHADOWED_IN_ELASTICSEARCH_TOO
+
+
 def _concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", lambda m: "my-" + m[0][1:-1].replace("_", "-"), path)
 
@@ -68,6 +108,10 @@ def test_literal_segments_beat_parameters():
     assert router.match("GET", "/_security/user/_privileges")[0] == "security.get_user_privileges"
     assert router.match("GET", "/_security/user/bob") == ("security.get_user", {"username": "bob"})
     assert router.match("GET", "/_ml/anomaly_detectors/_stats")[0] == "ml.get_job_stats"
+    assert router.match("GET", "/_ml/datafeeds/_stats")[0] == "ml.get_datafeed_stats"
+    assert router.match("GET", "/_transform/_stats") == ("transform.get_transform_stats", {})
+    assert router.match("GET", "/_transform/_all/_stats") == ("transform.get_transform_stats",
+                                                               {"transform_id": "_all"})
     assert router.match("GET", "/_nodes/reload_secure_settings")[0] != "nodes.reload_secure_settings"
 
 

@@ -3,7 +3,8 @@ path matching the way Elasticsearch's path trie does it (a literal segment beats
 the request pipeline: fault switches, compatibility headers, authentication, the action's cluster
 privilege, then the handler.
 
-A test checks the table against every `*.json` spec (same paths, same methods). Handlers live in
+A test checks the table against every `*.json` spec (same paths, same methods); `UNSPECIFIED_ROUTES`
+are the few routes Elasticsearch registers beyond its spec files. Handlers live in
 `esremote.lab.api.*` and register with `@api("spec.name")`; a route whose handler does not exist
 answers a loud 501, never a plausible 404.
 
@@ -132,6 +133,13 @@ ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
     ("xpack.info", "/_xpack", ("GET",)),
 ]
 
+# Routes Elasticsearch's REST handlers register (their `routes()`) that the spec files leave out.
+# Without them the `{param}` route of the same shape takes the literal as an id.
+UNSPECIFIED_ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
+    # RestGetTransformStatsAction: `_transform/_stats` and `_transform/{id}/_stats` (es-facts §5)
+    ("transform.get_transform_stats", "/_transform/_stats", ("GET",)),
+]
+
 # What each API needs besides authentication: (transport action, cluster privileges granting it).
 # APIs not listed either need no cluster privilege (index-level checks happen in the handler) or
 # check ownership themselves (API keys, authenticate, own password).
@@ -214,7 +222,7 @@ def _load_handlers() -> None:
 class Router:
     """Matches (method, path) to a route: per segment a literal beats a `{param}`."""
 
-    def __init__(self, routes: list[tuple[str, str, tuple[str, ...]]] = ROUTES) -> None:
+    def __init__(self, routes: list[tuple[str, str, tuple[str, ...]]] = ROUTES + UNSPECIFIED_ROUTES) -> None:
         self._routes = [(name, path, [s for s in path.strip("/").split("/") if s], methods)
                         for name, path, methods in routes]
 

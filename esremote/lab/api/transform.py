@@ -84,9 +84,6 @@ def _validate_sources(req: Request, sources) -> None:
 
 @api("transform.get_transform")
 def get_transform(req: Request) -> dict:
-    if req.path_params.get("transform_id") == "_stats":  # Elasticsearch also serves GET _transform/_stats
-        req.path_params = {}
-        return get_transform_stats(req)
     transforms = req.ctx.store.snapshot()["transforms"]
     ids = select(transforms, req.path_params.get("transform_id"), req.bool_param("allow_no_match", True))
     configs = [{**transforms[t]["config"], "version": transforms[t]["version"],
