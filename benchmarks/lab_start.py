@@ -24,6 +24,7 @@ from esremote.errors import EsRemoteError
 from esremote.lab import control
 
 BUDGET_S = 30.0
+UP_TIMEOUT_S = 180.0
 NETS = range(251, 255)
 PORTS = (9200, 9300, 2222)  # HTTP, transport, embedded SSH
 
@@ -44,40 +45,54 @@ def _listening(host: str, port: int) -> bool:
 
 
 class LabRun:
-    """`lab up` of `nodes` + `nodes` in a new directory each time; `down` stops it and removes it."""
+    """`lab up` of `nodes` + `nodes` in a new directory each time; `down` stops it and removes it
+    (a lab that failed to come up is kept, for its node logs)."""
 
     def __init__(self, workdir: Path, nodes: int, net: int) -> None:
         self.workdir, self.nodes, self.net = workdir, nodes, net
         self.lab_dir: Path | None = None
+        self.failed = False
 
     def up(self) -> None:
         self.lab_dir = Path(tempfile.mkdtemp(prefix=f"lab-{self.nodes}-", dir=self.workdir)) / "lab"
         command = [sys.executable, "-m", "esremote", "lab", "up", "--dir", str(self.lab_dir),
                    "--local-nodes", str(self.nodes), "--remote-nodes", str(self.nodes),
                    "--no-seed", "--start-delay", "0", "--net", str(self.net)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        try:
+            done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=UP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.failed = True
+            raise EsRemoteError(f"lab up {self.nodes}+{self.nodes} did not finish within {UP_TIMEOUT_S:.0f} s; "
+                                f"it was taken down, its logs are kept in {self.lab_dir}") from None
         if done.returncode != 0:
+            self.failed = True
             raise EsRemoteError(f"lab up {self.nodes}+{self.nodes} exited {done.returncode}: "
                                 f"{done.stderr.strip()}")
 
     def down(self) -> None:
         if self.lab_dir is not None and (self.lab_dir / "lab.json").exists():
             control.down(self.lab_dir)
-        if self.lab_dir is not None:
-            shutil.rmtree(self.lab_dir.parent, ignore_errors=True)
+        if self.lab_dir is not None and not self.failed:
+            shutil.rmtree(self.lab_dir.parent)
         self.lab_dir = None
 
 
 def main() -> None:
     args = _timing.arguments(__doc__, rounds=2, warmup=0).parse_args()
     net = free_net()
-    with tempfile.TemporaryDirectory(prefix="esremote-bench-lab-") as tmp:
-        Path(tmp).chmod(0o755)
-        big, small = LabRun(Path(tmp), 3, net), LabRun(Path(tmp), 1, net)
-        print(f"lab up --no-seed --start-delay 0 --net {net}")
-        a = _timing.Variant("lab up 3+3", big.up, after=big.down)
-        b = _timing.Variant("lab up 1+1", small.up, after=small.down)
+    workdir = Path(tempfile.mkdtemp(prefix="esremote-bench-lab-"))
+    workdir.chmod(0o755)
+    big, small = LabRun(workdir, 3, net), LabRun(workdir, 1, net)
+    print(f"lab up --no-seed --start-delay 0 --net {net}")
+    a = _timing.Variant("lab up 3+3", big.up, after=big.down)
+    b = _timing.Variant("lab up 1+1", small.up, after=small.down)
+    try:
         _timing.alternate(a, b, rounds=args.rounds, warmup=args.warmup)
+    finally:
+        try:
+            workdir.rmdir()  # empty unless a lab is kept for its logs
+        except OSError:
+            pass
     ratio = _timing.report(a, b, goal=f"sub-linear in the node count (A/B < 3) and 3+3 under {BUDGET_S:.0f} s",
                            met=a.median / b.median < 3 and a.median < BUDGET_S)
     print(f"3+3 nodes: {_timing.seconds(a.median)} (budget {BUDGET_S:.0f} s); three times the nodes "

@@ -29,8 +29,8 @@ HOST = "127.0.0.1"
 def endpoints(workdir: Path, count: int) -> list[SSHEndpoint]:
     """`count` endpoints on free ports, trusting one client key (written as `workdir/client_key`)."""
     key = asyncssh.generate_private_key("ssh-ed25519")
+    (workdir / "client_key").touch(mode=0o600)  # private from the start
     (workdir / "client_key").write_bytes(key.export_private_key())
-    (workdir / "client_key").chmod(0o600)
     (workdir / "authorized_keys").write_bytes(key.export_public_key())
     return [SSHEndpoint(name=f"node-{i}", host=HOST, port=0, home=workdir, authorized_keys=workdir / "authorized_keys",
                         host_key=workdir / f"host_key_{i}") for i in range(count)]
