@@ -276,6 +276,59 @@ def test_transform_lifecycle(node, es):
     assert status == 404 and error(body)[1] == "Transform with id [tf1] could not be found"
 
 
+def _owner(es):
+    es.put("/_security/role/owner_role", {"cluster": ["manage_transform", "manage_ml", "monitor"],
+                                          "indices": [{"names": ["*"], "privileges": ["all"]}]})
+    es.put("/_security/user/owner", {"password": "owner-pw", "roles": ["owner_role"]})
+    return es.as_user("owner", "owner-pw")
+
+
+def test_transforms_show_who_they_run_as(es):
+    """`authorization` (8.x): the creator's roles, or the API key's id and name; starting as
+    someone else changes nothing, `exclude_generated` leaves it out (TransformConfig.toXContent)."""
+    owner = _owner(es)
+    es.put("/own-src/_doc/1", {"user": "a"})
+    config = {"source": {"index": ["own-src"]}, "dest": {"index": "own-dest"},
+              "pivot": {"group_by": {"user": {"terms": {"field": "user"}}}, "aggregations": {"n": {"value_count": {"field": "user"}}}}}
+    assert owner.put("/_transform/owned", config)[1] == {"acknowledged": True}
+    assert es.post("/_transform/owned/_start")[1] == {"acknowledged": True}  # started by elastic
+    shown = es.get("/_transform/owned")[1]["transforms"][0]
+    assert list(shown)[:4] == ["id", "authorization", "version", "create_time"]
+    assert shown["authorization"] == {"roles": ["owner_role"]}
+    bare = es.get("/_transform/owned?exclude_generated=true")[1]["transforms"][0]
+    assert "authorization" not in bare and "create_time" not in bare and bare["id"] == "owned"
+    es.post("/_transform/owned/_stop?force=true")
+    key = es.post("/_security/api_key", {"name": "tf-key"})[1]
+    assert es.with_api_key(key["encoded"]).put("/_transform/keyed", config)[0] == 200
+    assert es.get("/_transform/keyed")[1]["transforms"][0]["authorization"] == {
+        "api_key": {"id": key["id"], "name": "tf-key"}}
+    es.put("/_transform/by-elastic", config)
+    assert es.get("/_transform/by-elastic")[1]["transforms"][0]["authorization"] == {"roles": ["superuser"]}
+    for t in ("owned", "keyed", "by-elastic"):
+        es.delete(f"/_transform/{t}")
+
+
+def test_datafeeds_show_who_they_run_as(es):
+    owner = _owner(es)
+    job = {"analysis_config": {"bucket_span": "15m", "detectors": [{"function": "count"}]},
+           "data_description": {"time_field": "@timestamp"}}
+    for name in ("owned-job", "keyed-job"):
+        es.put(f"/_ml/anomaly_detectors/{name}", job)
+    status, created = owner.put("/_ml/datafeeds/owned-feed", {"job_id": "owned-job", "indices": ["logs-*"]})[:2]
+    assert status == 200 and created["authorization"] == {"roles": ["owner_role"]}
+    es.post("/_ml/anomaly_detectors/owned-job/_open")
+    assert es.post("/_ml/datafeeds/owned-feed/_start")[1]["started"] is True  # started by elastic
+    assert es.get("/_ml/datafeeds/owned-feed")[1]["datafeeds"][0]["authorization"] == {"roles": ["owner_role"]}
+    key = es.post("/_security/api_key", {"name": "feed-key"})[1]
+    es.with_api_key(key["encoded"]).put("/_ml/datafeeds/keyed-feed", {"job_id": "keyed-job", "indices": ["logs-*"]})
+    feeds = {d["datafeed_id"]: d for d in es.get("/_ml/datafeeds")[1]["datafeeds"]}
+    assert feeds["keyed-feed"]["authorization"] == {"api_key": {"id": key["id"], "name": "feed-key"}}
+    es.post("/_ml/anomaly_detectors/owned-job/_close")
+    for feed, name in (("owned-feed", "owned-job"), ("keyed-feed", "keyed-job")):
+        es.delete(f"/_ml/datafeeds/{feed}")
+        es.delete(f"/_ml/anomaly_detectors/{name}")
+
+
 # ------------------------------------------------------------------------------------------ ML
 
 def test_ml_job_and_datafeed_rules(es):

@@ -117,6 +117,14 @@ class User:
         limited = [p for rd in (self.limited_by or []) for p in rd.get("cluster", [])]
         return "all" in held and (self.limited_by is None or "all" in limited)
 
+    def authorization_info(self) -> dict:
+        """What a background task's config shows as `authorization` (Elasticsearch 8.x,
+        `XContentUtils.addAuthorizationInfo`): the API key's id and name when the caller used one,
+        else the user's roles at this moment (the lab has no service accounts)."""
+        if self.api_key:
+            return {"api_key": {"id": self.api_key["id"], "name": self.api_key["name"]}}
+        return {"roles": list(self.roles)}
+
     def authentication_body(self) -> dict:
         body = {"username": self.username, "roles": self.roles, "full_name": self.full_name,
                 "email": self.email, "metadata": self.metadata, "enabled": self.enabled,

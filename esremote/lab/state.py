@@ -45,7 +45,9 @@ The cluster state document (modules agree on these shapes; add keys, do not rena
                            "node" | None, "checkpoint": int, "source_seq": {index: last seq},
                            "stats": {"documents_processed", "documents_indexed", "pages_processed",
                            "trigger_count", "search_failures", "index_failures", ...},
-                           "last_search_time": ms | None, "username": who started it}}
+                           "last_search_time": ms | None, "username": who created it (the work
+                           runs as this user), "authorization": {"roles": [...]} | {"api_key":
+                           {"id", "name"}} (what GET shows, fixed at creation)}}
     ml.jobs               {id: {"config": PUT body + "job_id", "state": closed|opening|opened|
                            closing|failed, "open_time" | None, "node" | None,
                            "assignment_explanation": "", "processed_record_count": int,
@@ -54,7 +56,7 @@ The cluster state document (modules agree on these shapes; add keys, do not rena
                            starting|started|stopping, "node" | None, "reason" | None,
                            "source_seq": {index: last seq}, "search_count": int,
                            "last_search_time": ms | None, "failures": int, "username": who
-                           started it}}
+                           created it, "authorization": as for transforms}}
     reload                {"generation": int, "requested_by": node name, "nodes": [names],
                            "password_file": path | None (0600, removed after the fan-out),
                            "results": {name: {} | {"reload_exception": {"type", "reason"}}}}:

@@ -26,8 +26,9 @@ What each task reads and writes in the cluster state (state.py shapes, plus the 
   messages index `.ml-notifications-000002` ("Datafeed is encountering errors extracting data:
   ...") and counted in `failures`; the datafeed keeps running and recovers with the link.
 
-Each object's `username` (written by the API that created or started it) says who it acts for,
-as Elasticsearch stores the caller's security headers; without it the lab runs it as `elastic`.
+Each object's `username` (written by the API that created it; starting does not change it) says
+who it acts for, as Elasticsearch stores the creator's security headers; without it the lab runs it
+as `elastic`.
 """
 
 from __future__ import annotations

@@ -186,15 +186,23 @@ def put_datafeed(req: Request) -> dict:
         st["ml"]["datafeeds"][datafeed_id] = {"config": config, "job_id": body["job_id"], "state": "stopped",
                                               "node": None, "reason": None, "source_seq": {}, "search_count": 0,
                                               "last_search_time": None, "failures": 0,
-                                              "username": req.user.username}
-    return config
+                                              "username": req.user.username,
+                                              "authorization": req.user.authorization_info()}
+    return {**config, "authorization": st["ml"]["datafeeds"][datafeed_id]["authorization"]}
 
 
 @api("ml.get_datafeeds")
 def get_datafeeds(req: Request) -> dict:
     feeds = req.ctx.store.snapshot()["ml"]["datafeeds"]
     ids = _select(feeds, req.path_params.get("datafeed_id"), _datafeed_missing, req.bool_param("allow_no_match", True))
-    return {"count": len(ids), "datafeeds": [feeds[d]["config"] for d in ids]}
+    return {"count": len(ids), "datafeeds": [_datafeed_body(feeds[d]) for d in ids]}
+
+
+def _datafeed_body(record: dict) -> dict:
+    """The datafeed config and, as Elasticsearch 8.x adds it, who it runs as (`authorization`)."""
+    if not record.get("authorization"):
+        return record["config"]
+    return {**record["config"], "authorization": record["authorization"]}
 
 
 @api("ml.get_datafeed_stats")
@@ -232,8 +240,7 @@ def start_datafeed(req: Request) -> dict:
                                         f"is {state}")
         if record["state"] == "started":
             raise errors.StatusConflict(f"cannot start datafeed [{datafeed_id}] because it has already been started")
-        record.update({"state": "started", "node": node["name"] if node else None, "reason": None,
-                       "username": req.user.username})
+        record.update({"state": "started", "node": node["name"] if node else None, "reason": None})
     return {"started": True, "node": node.get("id", "") if node else ""}
 
 

@@ -2,7 +2,9 @@
 
 Handlers change `transforms.<id>` in the state; the elected node's `work.py` runs a started
 transform on its schedule (reading `source.index`, possibly `alias:index` through the link) and
-sets `state: failed` with a `reason` when the link breaks. `username` is who started it.
+sets `state: failed` with a `reason` when the link breaks. As in Elasticsearch, a transform runs with
+the authority of whoever created it (`username`, shown as `authorization`); starting it changes
+neither.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def put_transform(req: Request) -> dict:
             "config": {"id": transform_id, **body}, "create_time": int(time.time() * 1000),
             "version": req.ctx.config.version_text, "state": "stopped", "reason": None, "node": None,
             "checkpoint": 0, "source_seq": {}, "stats": dict(_STATS_ZERO), "last_search_time": None,
-            "username": req.user.username}
+            "username": req.user.username, "authorization": req.user.authorization_info()}
     return {"acknowledged": True}
 
 
@@ -86,9 +88,21 @@ def _validate_sources(req: Request, sources) -> None:
 def get_transform(req: Request) -> dict:
     transforms = req.ctx.store.snapshot()["transforms"]
     ids = select(transforms, req.path_params.get("transform_id"), req.bool_param("allow_no_match", True))
-    configs = [{**transforms[t]["config"], "version": transforms[t]["version"],
-                "create_time": transforms[t]["create_time"]} for t in _page(req, ids)]
-    return {"count": len(ids), "transforms": configs}
+    generated = not req.bool_param("exclude_generated")
+    return {"count": len(ids), "transforms": [_config_body(transforms[t], generated) for t in _page(req, ids)]}
+
+
+def _config_body(record: dict, generated: bool) -> dict:
+    """TransformConfig's rendering: id, then (unless exclude_generated) authorization, version and
+    create_time, then the PUT body."""
+    config = dict(record["config"])
+    body = {"id": config.pop("id")}
+    if generated:
+        if record.get("authorization"):
+            body["authorization"] = record["authorization"]
+        body.update({"version": record["version"], "create_time": record["create_time"]})
+    body.update(config)
+    return body
 
 
 def _page(req: Request, ids: list[str]) -> list[str]:
@@ -140,8 +154,7 @@ def start_transform(req: Request) -> dict:
                                         f"More details: [{record.get('reason')}]")
         if record["state"] != "stopped":
             raise errors.StatusConflict(f"Cannot start transform [{transform_id}] as it is already started.")
-        record.update({"state": "started", "reason": None, "node": node["name"] if node else None,
-                       "username": req.user.username})
+        record.update({"state": "started", "reason": None, "node": node["name"] if node else None})
     return {"acknowledged": True}
 
 
