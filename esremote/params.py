@@ -60,9 +60,6 @@ class MigrationParams(BaseModel):
     retire: RetireOptions = Field(default_factory=RetireOptions)
     approval_timeout_s: int = Field(3600, ge=1, description="How long the approval gate waits.")
     dry_run: bool = Field(False, description="Plan only: gather facts, publish the plan, change nothing.")
-    api_key_expiration: str | None = Field(
-        None, pattern=r"^\d+[smhd]$", description="Expiration of the cross-cluster API key (e.g. 365d); "
-                                                   "none: it never expires.")
     max_parallel: int = Field(4, ge=1, le=64, description="Nodes handled at once by non-disruptive steps.")
     node_timeout_s: float = Field(180.0, gt=0, description="How long a restarted node may take to rejoin.")
     link_timeout_s: float = Field(60.0, gt=0, description="How long a re-added alias may take to connect.")

@@ -23,6 +23,7 @@ from esremote.esyml import BEGIN_MARK, END_MARK
 from esremote.keystore import Keystore
 from esremote.lab import control
 from tests.fixtures.lab import Lab
+from tests.test_flows import shared_prefect_api
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -31,13 +32,10 @@ CREDENTIALS = f"cluster.remote.{ALIAS}.credentials"
 
 
 @pytest.fixture(scope="module")
-def prefect_api():
-    """A Prefect server for this module's runs (one start instead of one per `esremote migrate`)."""
-    from prefect.settings import PREFECT_API_URL  # noqa: PLC0415
-    from prefect.testing.utilities import prefect_test_harness  # noqa: PLC0415
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield PREFECT_API_URL.value()
+def prefect_api(request) -> str:
+    """The session's Prefect test server: the `esremote migrate` processes report to it instead of
+    each starting an ephemeral one."""
+    return shared_prefect_api(request.config)
 
 
 def esremote(*args: str, prefect_api: str, state_dir: Path, wait: bool = True):
