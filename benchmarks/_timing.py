@@ -55,7 +55,7 @@ def alternate(a: Variant, b: Variant, *, rounds: int, warmup: int = 0) -> None:
                 variant.times.append(elapsed)
         if timed:
             print(f"  round {number - warmup + 1}: {a.name} {seconds(a.times[-1])}, "
-                  f"{b.name} {seconds(b.times[-1])}", flush=True)
+                  f"{b.name} {seconds(b.times[-1])} (A/B {a.times[-1] / b.times[-1]:.3g})", flush=True)
 
 
 def _timed(variant: Variant) -> float:

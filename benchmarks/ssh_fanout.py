@@ -65,8 +65,8 @@ def main() -> None:
         b = _timing.Variant("fan_out, 1 worker", lambda: run_everywhere(nodes, command, 1))
         _timing.alternate(a, b, rounds=args.rounds, warmup=args.warmup)
     ideal = 1 / min(8, args.nodes)
-    ratio = _timing.report(a, b, goal=f"A/B close to {ideal:.3g}, a {min(8, args.nodes)}-fold speed-up "
-                                      f"(met at {1.5 * ideal:.3g} or less)",
+    ratio = _timing.report(a, b, goal=f"A/B close to {ideal:.3g} ({min(8, args.nodes)}-fold speed-up; "
+                                      f"met at {1.5 * ideal:.3g} or less)",
                            met=a.median / b.median <= 1.5 * ideal)
     floor = args.command_seconds * -(-args.nodes // 8)
     print(f"A: {_timing.seconds(a.median)} where the command alone takes {_timing.seconds(floor)}; "
