@@ -31,7 +31,7 @@ from typing import Any, Literal
 from esremote.cluster import facts as cluster_facts
 from esremote.cluster.client import connect, mapped_errors
 from esremote.cluster.facts import ClusterFacts, NodeFacts
-from esremote.errors import ClusterError, ConfigError, EsRemoteError, PreconditionError
+from esremote.errors import ClusterError, ConfigError, EsRemoteError, KeystoreError, PreconditionError
 from esremote.esyml import EsYml
 from esremote.fanout import fan_out
 from esremote.inventory import Inventory, ResolvedNode
@@ -371,7 +371,13 @@ def _keystore(report: PreflightReport, conn: SSHConnection, node: ResolvedNode, 
         report.add("keystore password", where, "block", "the keystore is password-protected and no "
                    "password is configured", "set keystore_password (a secret reference) for this cluster")
         return
-    keystore.list()  # a wrong password is a KeystoreError that says so
+    try:
+        keystore.list()
+    except KeystoreError as exc:
+        report.add("keystore password", where, "block", str(exc),
+                   f"set keystore_password of cluster {node.cluster} to this keystore's password "
+                   f"({node.keystore_password.describe()})")
+        return
     report.add("keystore password", where, "ok", "password-protected; the configured password opens it")
 
 

@@ -80,10 +80,10 @@ def probe_tls(address: str, port: int, ca: bytes | str | Path, *, node: str = ""
     context = ssl.create_default_context(cadata=_ca_pem(ca).decode("ascii"))
     base = {"node": node, "address": address, "port": port}
     try:
-        with socket.create_connection((address, port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=address) as tls:
-                cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-                return ProbeResult(**base, ok=True, tls_version=tls.version() or "", **_describe(cert))
+        with socket.create_connection((address, port), timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=address) as tls:
+            cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+            return ProbeResult(**base, ok=True, tls_version=tls.version() or "", **_describe(cert))
     except ssl.SSLCertVerificationError as exc:
         return _verification_failure(base, exc, timeout)
     except ssl.SSLError as exc:
@@ -95,7 +95,7 @@ def probe_tls(address: str, port: int, ca: bytes | str | Path, *, node: str = ""
         return ProbeResult(**base, ok=False, problem="refused",
                            detail=f"nothing listens on {address}:{port}: set remote_cluster_server.enabled: "
                                   "true and remote_cluster.host on this node, then restart it")
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return ProbeResult(**base, ok=False, problem="timeout",
                            detail=f"no answer from {address}:{port} within {timeout:g}s: check firewalls "
                                   "between this machine and the node")
@@ -128,9 +128,9 @@ def _peek(address: str, port: int, timeout: float) -> x509.Certificate | None:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((address, port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=address) as tls:
-                der = tls.getpeercert(binary_form=True)
+        with socket.create_connection((address, port), timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=address) as tls:
+            der = tls.getpeercert(binary_form=True)
         return x509.load_der_x509_certificate(der) if der else None
     except (OSError, ValueError):
         return None

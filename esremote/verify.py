@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from esremote.cluster import facts as cluster_facts
@@ -31,7 +32,7 @@ from esremote.fanout import fan_out
 from esremote.inventory import Inventory
 from esremote.ssh import SSHPool
 
-__all__ = ["CAUSES", "Cause", "Check", "VerificationError", "VerifyReport", "diagnose",
+__all__ = ["CAUSES", "Cause", "Check", "VerificationError", "VerifyReport", "diagnose", "diagnose_log",
            "verify_api_key_link", "verify_certificate_link"]
 
 REDACTED = "::es_redacted::"
@@ -124,6 +125,33 @@ def diagnose(texts: Iterable[str]) -> tuple[Cause, str] | None:
 
 
 _TIMESTAMP = re.compile(r"^\[(\d{4}-\d\d-\d\dT[\d:,.]+)\]")
+BURST_SECONDS = 10.0  # one failed connection attempt logs several entries within this span
+
+
+def diagnose_log(entries: Sequence[tuple[str, str]]) -> tuple[Cause, str] | None:
+    """The cause of the newest burst of matching log entries (timestamp, text), newest first.
+
+    One failed attempt logs several entries (a specific diagnosis, then a generic headline whose
+    stack trace may look like another cause), so within the newest burst the most specific cause
+    wins, not simply the newest line."""
+    matches: list[tuple[str, Cause, str]] = []
+    for stamp, text in entries:
+        found = diagnose([text])
+        if found is not None:
+            matches.append((stamp, found[0], text))
+    if not matches:
+        return None
+    newest = _when(matches[0][0])
+    burst = [m for m in matches if newest is None or (_when(m[0]) or newest) >= newest - BURST_SECONDS]
+    stamp, cause, text = min(burst, key=lambda m: CAUSES.index(m[1]))
+    return cause, text
+
+
+def _when(stamp: str) -> float | None:
+    try:
+        return datetime.strptime(stamp.replace(",", ".")[:23], "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+    except ValueError:
+        return None
 
 
 def log_entries(lines: Sequence[str]) -> list[tuple[str, str]]:
@@ -419,15 +447,16 @@ class _Diagnosis:
         if self._found is False:
             self._found = None
             if self.pool is not None:
-                self._found = diagnose(self._entries(self.local)) or diagnose(self._entries(self.remote))
+                self._found = diagnose_log(self._entries(self.local)) or diagnose_log(self._entries(self.remote))
         return self._found or None
 
-    def _entries(self, cluster: str) -> list[str]:
+    def _entries(self, cluster: str) -> list[tuple[str, str]]:
+        """Every node's recent log entries, newest first."""
         nodes = self.inventory.nodes(cluster)
         tails = fan_out(nodes, lambda n: node_log_tail(self.pool, n, lines=LOG_LINES))
         entries = [e for n in nodes if isinstance(tails[n], list) for e in log_entries(tails[n])]
         entries.sort(key=lambda e: e[0], reverse=True)
-        return [text for _, text in entries]
+        return entries
 
 
 # ---------------------------------------------------------------------------------------- helpers

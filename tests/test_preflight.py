@@ -131,8 +131,9 @@ def test_keystore_password_missing_or_wrong_blocks(bad, pool, tmp_path):
     wrong = tmp_path / "wrong.secret"
     wrong.write_text("wrong password\n")
     report = preflight(with_cluster(inventory, "remote", keystore_password=SecretRef(file=wrong)), ALIAS, pool=pool)
-    problems = [f for f in report.blocking if f.where == "remote/remote-0"]
-    assert problems and "Provided keystore password was incorrect" in problems[0].detail
+    problems = blocking(report, "keystore password")
+    assert [f.where for f in problems] == ["remote/remote-0"]
+    assert "Provided keystore password was incorrect" in problems[0].detail and str(wrong) in problems[0].fix
     assert "wrong password" not in json.dumps(report.to_dict())
 
 

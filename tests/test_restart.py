@@ -10,8 +10,14 @@ import pytest
 
 from esremote.cluster.facts import gather
 from esremote.cluster.reload import ReloadError, reload_secure_settings
-from esremote.cluster.restart import (ALLOCATION, RestartError, RestartTimeouts, full_restart, node_log_path,
-                                      rolling_restart)
+from esremote.cluster.restart import (
+    ALLOCATION,
+    RestartError,
+    RestartTimeouts,
+    full_restart,
+    node_log_path,
+    rolling_restart,
+)
 from esremote.errors import PreconditionError
 from esremote.inventory import load_inventory
 from esremote.lab import control

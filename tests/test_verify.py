@@ -14,18 +14,21 @@ from esremote.esyml import EsYml
 from esremote.inventory import load_inventory
 from esremote.node_keystore import NodeKeystore
 from esremote.ssh import SSHPool
-from esremote.verify import (CAUSES, VerificationError, diagnose, log_entries, verify_api_key_link,
-                             verify_certificate_link)
+from esremote.verify import (
+    CAUSES,
+    VerificationError,
+    diagnose,
+    diagnose_log,
+    log_entries,
+    verify_api_key_link,
+    verify_certificate_link,
+)
 from tests.test_probes import enable_remote_cluster_server
 
 ALIAS = "my_remote"
 REMOTE_INDICES = ["leader-*", "auto-*"]
 RUN_ID = "test-verify"
 CAUSE = {c.key: c for c in CAUSES}
-
-
-def LAB(test):  # noqa: N802 - a marker stack
-    return pytest.mark.lab(pytest.mark.slow(test))
 
 
 # ------------------------------------------------------------- causes from the documented log lines
@@ -72,11 +75,25 @@ def test_transport_port_symptoms_beat_the_generic_headline():
     entry = ("failed to open any proxy connections to cluster [my]\njavax.net.ssl.SSLHandshakeException: "
              "Received fatal alert: bad_certificate")
     assert diagnose([entry, DOCUMENTED["unreachable"]])[0].key == "transport_port"
-    assert diagnose(["client did not trust this server's certificate, closing connection Netty4TcpChannel{"
-                     "localAddress=/127.0.0.1:9300, profile=default}"])[0].key == "transport_port"
-    assert diagnose(["client did not trust this server's certificate, closing connection Netty4TcpChannel{"
-                     "localAddress=/127.0.0.1:9443, profile=_remote_cluster}"])[0].key == "no_api_key"
+    untrusted = "client did not trust this server's certificate, closing connection Netty4TcpChannel{localAddress="
+    assert diagnose([untrusted + "/127.0.0.1:9300, profile=default}"])[0].key == "transport_port"
+    assert diagnose([untrusted + "/127.0.0.1:9443, profile=_remote_cluster}"])[0].key == "no_api_key"
     assert diagnose(["[INFO ][o.e.n.Node] started"]) is None
+
+
+def test_in_a_burst_of_log_entries_the_most_specific_cause_wins():
+    diagnosis = ("[2026-11-28T07:17:42,459][WARN ][o.e.c.s.DiagnosticTrustManager] [local-0] failed to establish trust "
+                 "with server at [10.0.0.1]; ... but this ssl context ([xpack.security.remote_cluster_client.ssl (with "
+                 "trust configuration: PEM-trust{/etc/elasticsearch/ca.crt})]) is not configured to trust that issuer")
+    headline = ("[2026-11-28T07:17:42,470][WARN ][o.e.t.ProxyConnectionStrategy] [local-0] failed to open any proxy "
+                "connections to cluster [my]\nCaused by: sun.security.provider.certpath.SunCertPathBuilderException: "
+                "unable to find valid certification path to requested target")
+    stale = "[2026-11-28T07:10:00,000][WARN ][o.e.x.s.t.ServerTransportFilter] [local-0] " + DOCUMENTED["no_api_key"]
+    entries = sorted(log_entries([stale, diagnosis, *headline.splitlines()]), reverse=True)
+    assert diagnose_log(entries)[0].key == "transport_port"  # not the headline's generic PKIX text
+    assert diagnose_log(sorted(log_entries([stale, *headline.splitlines()]), reverse=True))[0].key == "tls_trust"
+    assert diagnose_log([("", DOCUMENTED["licence"])])[0].key == "licence"
+    assert diagnose_log([]) is None
 
 
 def test_log_entries_keep_continuation_lines_with_their_entry():
@@ -91,7 +108,8 @@ def test_log_entries_keep_continuation_lines_with_their_entry():
 # ------------------------------------------------------------------------- certificate model (lab)
 
 
-@LAB
+@pytest.mark.lab
+@pytest.mark.slow
 def test_the_certificate_model_link_verifies_and_is_no_api_key_link(lab):
     inventory = load_inventory(lab.inventory)
     report = verify_certificate_link(inventory, ALIAS)
@@ -103,7 +121,8 @@ def test_the_certificate_model_link_verifies_and_is_no_api_key_link(lab):
     assert "connected without an API key" in str(caught.value)
 
 
-@LAB
+@pytest.mark.lab
+@pytest.mark.slow
 def test_an_alias_not_in_the_inventory_is_a_config_error(lab):
     with pytest.raises(ConfigError, match="alias 'other' is not in the inventory"):
         verify_certificate_link(load_inventory(lab.inventory), "other")
@@ -168,9 +187,10 @@ def pool():
         yield pool
 
 
-@LAB
+@pytest.mark.lab
+@pytest.mark.slow
 def test_the_api_key_link_passes_every_check(migrated, pool):
-    lab, inventory = migrated
+    _, inventory = migrated
     report = verify_api_key_link(inventory, ALIAS, pool=pool, index_patterns=["leader-logs", "auto-*"],
                                  followers=["follower-logs"])
     names = [c.name for c in report.checks]
@@ -180,16 +200,18 @@ def test_the_api_key_link_passes_every_check(migrated, pool):
     assert int(report.checks[2].detail.split()[0]) >= 60  # the seeded documents, read through the link
 
 
-@LAB
+@pytest.mark.lab
+@pytest.mark.slow
 def test_the_rollback_check_fails_while_credentials_are_in_the_keystore(migrated):
-    lab, inventory = migrated
+    _, inventory = migrated
     report = verify_certificate_link(inventory, ALIAS, connect_timeout=1, check=False)
     check = report.failed[0]
     assert check.cause.key == "credentials_left"
     assert f"remove cluster.remote.{ALIAS}.credentials from every local node's keystore" in str(check)
 
 
-@LAB
+@pytest.mark.lab
+@pytest.mark.slow
 def test_a_search_outside_the_key_access_fails_with_its_cause(migrated, pool):
     lab, inventory = migrated
     lab.es("remote").indices.create(index="private-logs")
@@ -206,7 +228,8 @@ def test_a_search_outside_the_key_access_fails_with_its_cause(migrated, pool):
     assert report.failed[0].cause.key == "insufficient_privileges"
 
 
-@LAB
+@pytest.mark.lab
+@pytest.mark.slow
 def test_an_alias_on_the_transport_port_fails_with_that_cause(migrated, pool):
     """Runs last: it breaks the link."""
     lab, inventory = migrated

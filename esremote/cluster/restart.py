@@ -210,16 +210,20 @@ def _jvm_start(es, cluster: str, name: str) -> int | None:
 def _wait_rejoined(pool, es, cluster, nodes: list[ResolvedNode], before: int | None, timeouts, log_dir,
                    done) -> None:
     for node in nodes:
-        def back() -> bool:
-            if node.name not in _node_names(es, cluster):
-                return False
-            return before is None or _jvm_start(es, cluster, node.name) not in (before,)
         try:
-            poll(back, timeout=timeouts.rejoin, what=f"node {node} rejoining", cluster=cluster, interval=0.5)
+            poll(lambda name=node.name: _back(es, cluster, name, before), timeout=timeouts.rejoin,
+                 what=f"node {node} rejoining", cluster=cluster, interval=0.5)
         except PollTimeout as exc:
             raise RestartError(cluster, str(node), f"not back in the cluster (GET _cat/nodes) "
                                f"{timeouts.rejoin:g}s after its restart command",
                                node_log_tail(pool, node, es=es, log_dir=log_dir), done) from exc
+
+
+def _back(es, cluster: str, name: str, before: int | None) -> bool:
+    """In the cluster under its name, and (where nodes info says) with a JVM started after `before`."""
+    if name not in _node_names(es, cluster):
+        return False
+    return before is None or _jvm_start(es, cluster, name) != before
 
 
 def _wait_green(es, cluster: str, expected_nodes: int, timeouts: RestartTimeouts) -> dict:
