@@ -58,17 +58,14 @@ def check_es_client(lab: Lab) -> None:
         assert health["number_of_nodes"] == len(lab.nodes(name))
 
 
-def test_three_plus_three_up_fast_and_down_leaves_nothing(tmp_path):
+def test_three_plus_three_up_and_down_leaves_nothing(tmp_path):
+    # How fast it comes up is a goal measured in benchmarks/lab_start.py, not asserted here.
     lab_dir = tmp_path / "lab"
-    started = time.monotonic()
     result = esremote("lab", "up", "--dir", lab_dir, "--local-nodes", 3, "--remote-nodes", 3,
                       "--start-delay", 0, "--net", free_net(), "--no-seed")
-    elapsed = time.monotonic() - started
-    print(f"\n3+3 lab up (build + start + green): {elapsed:.1f} s")
     try:
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == str(lab_dir / "inventory.yml")
-        assert elapsed < 30, f"3+3 nodes took {elapsed:.1f} s to come up (budget 30 s)"
         lab = Lab.read(lab_dir)
         assert [n["name"] for n in lab.nodes()] == [f"local-{i}" for i in range(3)] + \
             [f"remote-{i}" for i in range(3)]
