@@ -89,6 +89,19 @@ def test_unknown_route_and_wrong_method(es):
     assert status == 405 and "allowed: [GET, PUT]" in body["error"]
 
 
+def test_unknown_url_parameters_are_refused(es):
+    status, body, _ = es.put("/_cluster/settings?flat_setting=true", {"persistent": {"cluster.remote.x.mode": "proxy"}})
+    assert status == 400 and error(body) == (
+        "illegal_argument_exception",
+        "request [/_cluster/settings] contains unrecognized parameter: [flat_setting] -> did you mean [flat_settings]?")
+    assert es.get("/_cluster/settings?flat_settings=true")[1]["persistent"] == {}  # nothing was changed
+    status, body, _ = es.get("/_remote/info?verbose=true&zzz=1")
+    assert status == 400 and error(body)[1] == \
+        "request [/_remote/info] contains unrecognized parameters: [verbose], [zzz]"
+    assert es.get("/_transform/_stats?from=0&size=10&allow_no_match=true&pretty")[0] == 200
+    assert es.get("/_cluster/health?filter_path=status&error_trace=false")[1].keys() == {"status"}
+
+
 def test_filter_path(es):
     assert es.get("/_cluster/settings?filter_path=persistent.cluster.remote")[1] == {}
     status, body, _ = es.get("/?filter_path=version.number,name")

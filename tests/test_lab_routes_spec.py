@@ -8,6 +8,7 @@ import re
 import pytest
 
 from esremote.lab import errors
+from esremote.lab import params
 from esremote.lab.routes import ROUTES, UNSPECIFIED_ROUTES, Router, _HANDLERS, _load_handlers
 
 
@@ -126,3 +127,38 @@ def test_unknown_path_and_wrong_method_answer_like_elasticsearch():
     assert wrong.value.status == 405
     assert wrong.value.reason == ("Incorrect HTTP method for uri [/_cluster/settings] and method [DELETE], "
                                   "allowed: [GET, PUT]")
+
+
+def spec_params(spec_dir) -> dict[str, set[str]]:
+    """Each API's URL parameters in every spec file (both formats; newer files add theirs)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(spec_dir.rglob("*.json")):
+        if path.name.startswith("_"):
+            continue
+        for name, spec in json.loads(path.read_text()).items():
+            found.setdefault(name, set()).update(spec.get("params") or {}, spec["url"].get("params") or {})
+    return found
+
+
+def test_the_parameter_table_is_the_specs(shared_dir):
+    spec_dir = shared_dir / "es-rest-api-spec"
+    assert {name: set(p) for name, p in params.API_PARAMS.items()} == spec_params(spec_dir)
+    assert params.COMMON_PARAMS == set(json.loads((spec_dir / "_common.json").read_text())["params"])
+    assert {name for name, _, _ in ROUTES} <= set(params.API_PARAMS)
+
+
+def test_unrecognized_parameters_are_named_as_elasticsearch_names_them():
+    assert params.check("cluster.put_settings", "/_cluster/settings", set(), {"foo"}) == \
+        "request [/_cluster/settings] contains unrecognized parameter: [foo]"
+    assert params.check("cluster.get_settings", "/_cluster/settings", set(), {"flat_setting", "zz"}) == (
+        "request [/_cluster/settings] contains unrecognized parameters: [flat_setting] -> did you mean "
+        "[flat_settings]?, [zz]")
+    assert params.check("transform.stop_transform", "/_transform/t/_stop", {"transform_id"}, {"forc"}) == \
+        "request [/_transform/t/_stop] contains unrecognized parameter: [forc] -> did you mean [force]?"
+    assert params.check("ml.close_job", "/_ml/anomaly_detectors/j/_close", {"job_id"}, {"forcee"}) == \
+        "request [/_ml/anomaly_detectors/j/_close] contains unrecognized parameter: [forcee] -> did you mean [force]?"
+    # similarity = 1 - edits / longer length, kept above 0.5: tim 0.75, timeout 0.57, type 0.5 (left out)
+    assert params.unrecognized("/x", {"time"}, {"timeout", "tim", "type"}) == \
+        "request [/x] contains unrecognized parameter: [time] -> did you mean any of [tim, timeout]?"
+    # common parameters and path parts are always taken
+    assert params.check("search", "/i/_search", {"index"}, {"filter_path", "pretty", "index", "size"}) is None

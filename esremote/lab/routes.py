@@ -19,7 +19,7 @@ import itertools
 import threading
 from typing import Any, Callable
 
-from esremote.lab import errors
+from esremote.lab import errors, params
 from esremote.lab.http import Request, Response, check_compatibility
 
 # (spec API name, path, methods): exactly what the spec files say.
@@ -226,6 +226,11 @@ class Router:
         self._routes = [(name, path, [s for s in path.strip("/").split("/") if s], methods)
                         for name, path, methods in routes]
 
+    def parts(self, name: str) -> set[str]:
+        """The path parameters of every route of API `name` (Elasticsearch counts them as consumed)."""
+        return {p[1:-1] for api, _t, segments, _m in self._routes if api == name
+                for p in segments if p.startswith("{")}
+
     def match(self, method: str, path: str) -> tuple[str, dict[str, str]]:
         segments = [s for s in path.strip("/").split("/") if s]
         best: tuple[tuple[int, ...], str, dict[str, str]] | None = None
@@ -233,10 +238,10 @@ class Router:
         for name, _template, parts, methods in self._routes:
             if len(parts) != len(segments):
                 continue
-            params, score = {}, []
+            bound, score = {}, []
             for part, segment in zip(parts, segments):
                 if part.startswith("{"):
-                    params[part[1:-1]] = segment
+                    bound[part[1:-1]] = segment
                     score.append(0)
                 elif part == segment:
                     score.append(1)
@@ -246,7 +251,7 @@ class Router:
                 key = tuple(score)
                 if method in methods or (method == "HEAD" and "GET" in methods and name != "indices.exists"):
                     if best is None or key > best[0]:
-                        best = (key, name, params)
+                        best = (key, name, bound)
                 else:
                     allowed.update(methods)
         if best is not None:
@@ -284,9 +289,12 @@ class Pipeline:
     def __call__(self, request: Request) -> Response:
         self._overload()
         check_compatibility(request.headers, self.ctx.config.version[0])
-        name, params = self.router.match(request.method, request.path)
-        request.api, request.path_params = name, params
+        name, path_params = self.router.match(request.method, request.path)
+        request.api, request.path_params = name, path_params
         request.user = self.ctx.security.authenticate_http(request.headers, request.path)
+        problem = params.check(name, request.path, self.router.parts(name), set(request.params))
+        if problem is not None:
+            raise errors.IllegalArgument(problem)
         if name in ACTIONS:
             action, privileges = ACTIONS[name]
             self.ctx.security.require_cluster(request.user, action, privileges)
