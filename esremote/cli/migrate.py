@@ -7,6 +7,7 @@ server. Exit codes of `migrate`: 0 migrated and verified, 3 rolled back, 1 other
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -53,16 +54,22 @@ def register(app: typer.Typer) -> None:
 
 
 def _params(inventory: Path, aliases: list[str] | None, **extra):
+    """Checked parameters: the model's rules, and the aliases against the inventory (before any
+    Prefect run starts, so bad input changes nothing)."""
     from pydantic import ValidationError  # noqa: PLC0415
 
+    from esremote.inventory import load_inventory  # noqa: PLC0415
     from esremote.params import MigrationParams  # noqa: PLC0415
 
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)  # its retry chatter is not for users
     try:
-        return MigrationParams(inventory=inventory, aliases=list(aliases or []), **extra)
+        params = MigrationParams(inventory=inventory, aliases=list(aliases or []), **extra)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         field = ".".join(str(p) for p in first["loc"]) or "parameters"
         raise ConfigError(f"{field}: {first['msg'].removeprefix('Value error, ')}") from None
+    params.selected_aliases(load_inventory(params.inventory))
+    return params
 
 
 def plan(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
