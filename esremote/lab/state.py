@@ -74,7 +74,6 @@ import json
 import os
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -83,7 +82,7 @@ STATE_FILE = "state.json"
 
 def empty_state() -> dict:
     return {
-        "cluster_uuid": uuid.uuid4().hex[:22],
+        "cluster_uuid": new_uuid(),
         "version": 0,
         "settings": {"persistent": {}, "transient": {}},
         "license": {},
@@ -94,6 +93,11 @@ def empty_state() -> dict:
         "ml": {"jobs": {}, "datafeeds": {}},
         "reload": {"generation": 0},
     }
+
+
+def new_uuid() -> str:
+    """A random 22-character id (os.urandom: the uuid module imports `platform`, slow at start-up)."""
+    return os.urandom(11).hex()
 
 
 def pid_alive(pid: int) -> bool:

@@ -8,12 +8,12 @@ Elasticsearch's text; wildcard expansion silently leaves such indices out, as El
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from esremote.lab import errors, search
 from esremote.lab.http import Request, Response
 from esremote.lab.routes import api
+from esremote.lab.state import new_uuid
 
 _WRITE = ["create_doc", "create", "index", "write", "all"]
 _READ = ["read", "all"]
@@ -56,7 +56,7 @@ def create_index(ctx: Any, st: dict, name: str, body: dict | None = None, *, fol
                 for k, v in flatten(body.get("settings") or {}).items()}
     settings.setdefault("index.number_of_shards", "1")
     settings.setdefault("index.number_of_replicas", "1")
-    meta = {"uuid": uuid.uuid4().hex[:22], "creation_date": int(time.time() * 1000), "settings": settings,
+    meta = {"uuid": new_uuid(), "creation_date": int(time.time() * 1000), "settings": settings,
             "mappings": body.get("mappings") or {}, "aliases": body.get("aliases") or {}, "follower": follower}
     st["indices"][name] = meta
     return meta
@@ -168,7 +168,7 @@ def indices_flush(req: Request) -> dict:
 @api("index")
 def index_doc(req: Request) -> Response:
     index = req.path_params["index"]
-    doc_id = req.path_params.get("id") or uuid.uuid4().hex[:20]
+    doc_id = req.path_params.get("id") or new_uuid()[:20]
     body = req.json(required=True)
     _authorize(req, "indices:data/write/index", [index], _WRITE)
     ensure_index(req, index)
@@ -235,7 +235,7 @@ def bulk(req: Request) -> dict:
                 raise errors.ValidationError("no requests added")
             source = lines[i]
         i += 1
-        index, doc_id = meta.get("_index", default_index), meta.get("_id") or uuid.uuid4().hex[:20]
+        index, doc_id = meta.get("_index", default_index), meta.get("_id") or new_uuid()[:20]
         try:
             if index is None:
                 raise errors.ValidationError("index is missing")
