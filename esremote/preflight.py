@@ -171,6 +171,7 @@ class PreflightReport:
     def table(self):
         """A rich Table: one row per finding, blocking ones first."""
         from rich.table import Table  # noqa: PLC0415 - only for display
+        from rich.text import Text  # noqa: PLC0415
 
         table = Table(title=f"preflight: alias {self.alias}", show_lines=False)
         for column in ("status", "check", "where", "detail", "what to do"):
@@ -178,7 +179,9 @@ class PreflightReport:
         style = {"block": "bold red", "warn": "yellow", "ok": "green"}
         order = {"block": 0, "warn": 1, "ok": 2}
         for f in sorted(self.findings, key=lambda f: order[f.status]):
-            table.add_row(f"[{style[f.status]}]{f.status}[/]", f.check, f.where, f.detail, f.fix)
+            # Text, not markup: details quote Elasticsearch messages full of [brackets].
+            table.add_row(Text(f.status, style=style[f.status]), Text(f.check), Text(f.where), Text(f.detail),
+                          Text(f.fix))
         return table
 
     def to_dict(self) -> dict[str, Any]:
@@ -483,9 +486,10 @@ def _alias_shape(report: PreflightReport, d: AliasDefinition, where: str) -> Non
         report.add("alias mode", where, "block", f"{d.mode} mode without {needed}: the alias is not enabled",
                    "there is no link to migrate; check the alias name")
         return
-    report.add("alias mode", where, "ok", f"mode {d.mode}, {'seeds ' + ', '.join(d.seeds) if d.mode == 'sniff' else 'proxy_address ' + str(d.proxy_address)}, "
-               f"skip_unavailable {d.skip_unavailable if d.skip_unavailable is not None else '(default)'}"
-               + (f", other options {_render(d.other_options)}" if d.other_options else ""))
+    address = f"seeds {', '.join(d.seeds)}" if d.mode == "sniff" else f"proxy_address {d.proxy_address}"
+    skip = d.skip_unavailable if d.skip_unavailable is not None else "(default)"
+    others = f", other options {_render(d.other_options)}" if d.other_options else ""
+    report.add("alias mode", where, "ok", f"mode {d.mode}, {address}, skip_unavailable {skip}{others}")
     if d.remote_info is None:
         report.add("alias link", where, "warn", "not in _remote/info", "check that every local node has the alias")
     elif d.uses_api_key:

@@ -208,6 +208,13 @@ class VerifyReport:
             raise VerificationError(self)
         return self
 
+    def to_dict(self) -> dict[str, Any]:
+        """For artifacts and the journal."""
+        return {"alias": self.alias, "cluster": self.cluster, "model": self.model, "ok": self.ok,
+                "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "evidence": c.evidence,
+                            "cause": None if c.cause is None else {"key": c.cause.key, "title": c.cause.title,
+                                                                   "fix": c.cause.fix}} for c in self.checks]}
+
 
 class VerificationError(ClusterError):
     """A verification check failed; `check` is the first failed one, `report` holds them all."""

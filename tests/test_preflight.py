@@ -117,6 +117,9 @@ def test_basic_licence_and_missing_alias_block_with_what_to_do(bad, pool):
     assert {f.where for f in beta} == {"local/local-0", "local/local-1"} and "beta" in beta[0].detail
     keystore = {f.where: f for f in report.find("keystore password")}
     assert all(f.status == "ok" and "opens it" in f.detail for f in keystore.values())
+    console = Console(record=True, width=400)
+    console.print(report.table())
+    assert "[advanced-remote-cluster-security]" in console.export_text()  # brackets are text, not markup
     with pytest.raises(PreconditionError) as caught:
         report.raise_if_blocked()
     assert "current license is non-compliant" in str(caught.value) and "not defined" in str(caught.value)

@@ -160,9 +160,9 @@ def reconnect(lab, inventory, pool, encoded: str) -> None:
 
 
 def point_alias(lab, port: int) -> None:
-    remote0 = lab.node("remote-0")
+    address = f"{lab.node('remote-0')['ip']}:{port}"
     lab.es("local").cluster.put_settings(persistent={f"cluster.remote.{ALIAS}.mode": "proxy",
-                                                     f"cluster.remote.{ALIAS}.proxy_address": f"{remote0['ip']}:{port}"})
+                                                     f"cluster.remote.{ALIAS}.proxy_address": address})
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +207,7 @@ def test_the_rollback_check_fails_while_credentials_are_in_the_keystore(migrated
     report = verify_certificate_link(inventory, ALIAS, connect_timeout=1, check=False)
     check = report.failed[0]
     assert check.cause.key == "credentials_left"
+    assert report.to_dict()["checks"][0]["cause"]["key"] == "credentials_left"
     assert f"remove cluster.remote.{ALIAS}.credentials from every local node's keystore" in str(check)
 
 
