@@ -274,6 +274,26 @@ def test_refusal_is_logged_like_elasticsearch_and_exits_1(home):
     assert "unknown setting [node.master]" in proc.stderr.read()
 
 
+def test_yml_and_keystore_are_read_only_at_start(home):
+    """Edits of a running node's yml and keystore change nothing until it restarts (the keystore
+    also on a reload, api/nodes.py); the restart then reads them, here to refuse the bad setting."""
+    from esremote import keystore
+    with running_node(home) as ctx:
+        home.write_yml(home.yml() + "cluster.remote.late.mode: proxy\n"
+                       "cluster.remote.late.proxy_address: 127.0.202.9:9443\nnode.master: true\n")
+        path = home.path / "config" / keystore.KEYSTORE_FILENAME
+        store = keystore.Keystore.load(path, "")
+        store.set_string("cluster.remote.late.credentials", "encoded-key")
+        store.save(path, "")
+        client = Client(home)
+        assert client.get("/_remote/info")[1] == {}
+        settings = client.get("/_nodes/settings")[1]["nodes"]
+        assert "remote" not in next(iter(settings.values()))["settings"].get("cluster", {})
+        assert "cluster.remote.late.credentials" not in ctx.config.secure
+        assert "node.master" not in ctx.config.settings
+    assert refusal(home) == UNKNOWN.format("node.master")
+
+
 def test_daemon_start_stop_and_keystore_password_on_stdin(tmp_path):
     home = build_home(tmp_path, ip=IP, keystore_password="ks-pass")
     pidfile = home.path / "elasticsearch.pid"

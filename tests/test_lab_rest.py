@@ -395,6 +395,69 @@ def test_follower_state_transitions(node, es):
     assert status == 403
 
 
+def test_task_api_shapes_follow_es_facts(node, es):
+    """es-facts §5 and §3: the keys of transform, ML job/datafeed and CCR stats/info bodies, and a
+    cross-cluster key's create answer with an expiration."""
+    _, ctx = node
+    from esremote.lab.api.ccr import new_follower, DEFAULT_PARAMETERS
+    from esremote.lab.api.documents import create_index
+    with ctx.store.transaction() as st:
+        create_index(ctx, st, "shape-follower", follower=True)
+        st["ccr"]["followers"]["shape-follower"] = new_follower("my_remote", "shape-leader", dict(DEFAULT_PARAMETERS),
+                                                                "elastic")
+    info = es.get("/shape-follower/_ccr/info")[1]
+    assert list(info) == ["follower_indices"]
+    assert list(info["follower_indices"][0]) == ["follower_index", "remote_cluster", "leader_index", "status",
+                                                 "parameters"]
+    stats = es.get("/_ccr/stats")[1]
+    assert list(stats["auto_follow_stats"]) == ["number_of_failed_follow_indices",
+                                                "number_of_failed_remote_cluster_state_requests",
+                                                "number_of_successful_follow_indices", "recent_auto_follow_errors",
+                                                "auto_followed_clusters"]
+    entry = next(i for i in stats["follow_stats"]["indices"] if i["index"] == "shape-follower")
+    assert {"index", "total_global_checkpoint_lag", "shards"} <= set(entry)
+    assert {"remote_cluster", "leader_index", "follower_index", "shard_id", "read_exceptions"} <= set(entry["shards"][0])
+    es.post("/shape-follower/_ccr/pause_follow")
+
+    es.put("/shape-src/_doc/1", {"u": "a"})
+    es.put("/_transform/shape", {"source": {"index": ["shape-src"]}, "dest": {"index": "shape-dest"},
+                                 "pivot": {"group_by": {"u": {"terms": {"field": "u"}}},
+                                           "aggregations": {"n": {"value_count": {"field": "u"}}}}})
+    stopped = es.get("/_transform/shape/_stats")[1]
+    assert list(stopped) == ["count", "transforms"] and stopped["count"] == 1
+    assert list(stopped["transforms"][0]) == ["id", "state", "stats", "checkpointing", "health"]
+    es.post("/_transform/shape/_start")
+    started = es.get("/_transform/shape/_stats")[1]["transforms"][0]
+    assert started["state"] in ("started", "indexing") and started["node"]["name"] == "node-0"
+    assert started["health"] == {"status": "green"}
+    es.post("/_transform/shape/_stop?force=true")
+    es.delete("/_transform/shape")
+
+    job = {"analysis_config": {"bucket_span": "15m", "detectors": [{"function": "count"}]},
+           "data_description": {"time_field": "@timestamp"}}
+    es.put("/_ml/anomaly_detectors/shape-job", job)
+    es.put("/_ml/datafeeds/shape-feed", {"job_id": "shape-job", "indices": ["shape-src"]})
+    closed = es.get("/_ml/anomaly_detectors/shape-job/_stats")[1]
+    assert list(closed) == ["count", "jobs"] and closed["jobs"][0]["state"] == "closed"
+    assert {"job_id", "state", "assignment_explanation"} <= set(closed["jobs"][0]) and "node" not in closed["jobs"][0]
+    assert es.post("/_ml/anomaly_detectors/shape-job/_open")[1] == {"opened": True, "node": started["node"]["id"]}
+    opened = es.get("/_ml/anomaly_detectors/shape-job/_stats")[1]["jobs"][0]
+    assert {"job_id", "state", "node", "assignment_explanation", "open_time"} <= set(opened)
+    assert es.post("/_ml/datafeeds/shape-feed/_start")[1] == {"started": True, "node": started["node"]["id"]}
+    feeds = es.get("/_ml/datafeeds/shape-feed/_stats")[1]
+    assert list(feeds) == ["count", "datafeeds"]
+    assert list(feeds["datafeeds"][0])[:2] == ["datafeed_id", "state"] and feeds["datafeeds"][0]["state"] == "started"
+    assert es.post("/_ml/datafeeds/shape-feed/_stop")[1] == {"stopped": True}
+    assert es.post("/_ml/anomaly_detectors/shape-job/_close")[1] == {"closed": True}
+    es.delete("/_ml/datafeeds/shape-feed")
+    es.delete("/_ml/anomaly_detectors/shape-job")
+
+    key = es.post("/_security/cross_cluster/api_key",
+                  {"name": "shape", "access": {"search": [{"names": ["a"]}]}, "expiration": "1d"})[1]
+    assert list(key) == ["id", "name", "expiration", "api_key", "encoded"]
+    assert 86_000_000 < key["expiration"] - int(time.time() * 1000) <= 86_400_000
+
+
 def test_auto_follow_patterns(es):
     status, body, _ = es.post("/_ccr/auto_follow/nope/pause")
     assert status == 404 and error(body) == ("resource_not_found_exception", "auto-follow pattern [nope] is missing")
