@@ -104,7 +104,7 @@ def pool():
 
 
 def test_basic_licence_and_missing_alias_block_with_what_to_do(bad, pool):
-    lab, inventory = bad
+    _, inventory = bad
     report = preflight(inventory, ALIAS, pool=pool)
     licence = blocking(report, "licence")
     assert [f.where for f in licence] == ["remote"]
@@ -126,7 +126,7 @@ def test_basic_licence_and_missing_alias_block_with_what_to_do(bad, pool):
 
 
 def test_keystore_password_missing_or_wrong_blocks(bad, pool, tmp_path):
-    lab, inventory = bad
+    _, inventory = bad
     report = preflight(with_cluster(inventory, "local", keystore_password=None), ALIAS, pool=pool)
     missing = blocking(report, "keystore password")
     assert {f.where for f in missing} == {"local/local-0", "local/local-1"}

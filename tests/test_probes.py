@@ -61,7 +61,7 @@ def served(lab_factory):
 
 
 def test_a_certificate_from_the_new_ca_naming_the_address_passes(served):
-    lab, inventory, ca = served
+    lab, _, ca = served
     remote0 = lab.node("remote-0")
     result = probe_tls(remote0["ip"], 9443, ca.cert_pem(), node="remote/remote-0")
     assert result.ok, result
@@ -86,7 +86,7 @@ def test_a_missing_san_fails_naming_the_node_and_what_the_certificate_holds(serv
 
 
 def test_a_chain_from_another_ca_fails_as_untrusted(served):
-    lab, inventory, ca = served
+    _, inventory, _ = served
     other = pki.CertificateAuthority.create("CN=some other CA", key_size=2048)
     results = probe_remote_cluster(inventory, "remote", other.cert_pem(), check=False)
     assert [r.problem for r in results] == ["untrusted", "untrusted"]
@@ -95,7 +95,7 @@ def test_a_chain_from_another_ca_fails_as_untrusted(served):
 
 
 def test_a_node_without_the_remote_cluster_server_is_refused(served, tmp_path):
-    lab, inventory, ca = served
+    lab, _, ca = served
     local0 = lab.node("local-0")
     ca_file = tmp_path / "ca.crt"
     ca_file.write_bytes(ca.cert_pem())
@@ -105,7 +105,7 @@ def test_a_node_without_the_remote_cluster_server_is_refused(served, tmp_path):
 
 
 def test_a_plain_tcp_listener_fails_the_handshake(served):
-    lab, inventory, ca = served
+    lab, _, ca = served
     ip = lab.node("local-0")["ip"]
     with socket.socket() as server:
         server.bind((ip, 0))
