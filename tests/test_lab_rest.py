@@ -555,7 +555,8 @@ def test_cross_cluster_search_and_count_go_through_the_link(tmp_path):
         assert es.put("/_cluster/settings", {"persistent": {
             "cluster.remote.rem.seeds": ["127.0.201.30:9300"]}})[0] == 200
         deadline = time.monotonic() + 20
-        while not es.get("/_remote/info")[1].get("rem", {}).get("connected") and time.monotonic() < deadline:
+        while not es.get("/_remote/info")[1].get("rem", {}).get("connected"):
+            assert time.monotonic() < deadline, "alias [rem] not connected within 20 s"
             time.sleep(0.1)
         body = es.post("/rem:shared-logs,local-logs/_search", {"sort": [{"n": "desc"}]})[1]
         assert [h["_index"] for h in body["hits"]["hits"]] == ["local-logs", "rem:shared-logs", "rem:shared-logs",

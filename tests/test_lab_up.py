@@ -150,3 +150,24 @@ def test_seeded_lab_runs_cross_cluster_work_in_the_certificate_model(lab):
     while remote.count(index="leader-logs")["count"] <= first:
         assert time.monotonic() < deadline, "the writer added nothing to leader-logs in 10 s"
         time.sleep(0.2)
+
+
+def test_static_sniff_aliases_to_two_remotes_connect(lab_factory):
+    """`--mode sniff --alias-in-yml --remotes 2`: both aliases come from the local yml (nothing in
+    the cluster settings), sniff the remotes' transport ports and connect (es-facts §2 fields)."""
+    lab = lab_factory("lab-variants", local_nodes=1, remote_nodes=1, remotes=2, mode="sniff", alias_in_yml=True,
+                      seed=False)
+    local = lab.es("local")
+    assert local.cluster.get_settings()["persistent"] == {}
+    deadline = time.monotonic() + 30
+    info = dict(local.cluster.remote_info())
+    while len(info) < 2 or not all(entry["connected"] for entry in info.values()):
+        assert time.monotonic() < deadline, f"aliases not connected within 30 s: {info}"
+        time.sleep(0.2)
+        info = dict(local.cluster.remote_info())
+    assert sorted(info) == ["my_remote", "my_remote2"] == sorted(lab.data["aliases"])
+    for alias, cluster in lab.data["aliases"].items():
+        node = lab.cluster(cluster)["nodes"][0]
+        assert list(info[alias].items()) == [
+            ("connected", True), ("mode", "sniff"), ("seeds", [f"{node['ip']}:9300"]), ("num_nodes_connected", 1),
+            ("max_connections_per_cluster", 3), ("initial_connect_timeout", "30s"), ("skip_unavailable", True)]
