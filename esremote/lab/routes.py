@@ -1,7 +1,7 @@
 """The route table (method + path as in Elasticsearch's REST API specs, named by spec API name),
 path matching the way Elasticsearch's path trie does it (a literal segment beats a `{param}`), and
-the request pipeline: fault switches, compatibility headers, authentication, the action's cluster
-privilege, then the handler.
+the request pipeline: fault switches, compatibility headers, authentication, the URL parameters the
+API takes (params.py), the action's cluster privilege, then the handler.
 
 A test checks the table against every `*.json` spec (same paths, same methods); `UNSPECIFIED_ROUTES`
 are the few routes Elasticsearch registers beyond its spec files. Handlers live in
