@@ -160,5 +160,8 @@ def test_unrecognized_parameters_are_named_as_elasticsearch_names_them():
     # similarity = 1 - edits / longer length, kept above 0.5: tim 0.75, timeout 0.57, type 0.5 (left out)
     assert params.unrecognized("/x", {"time"}, {"timeout", "tim", "type"}) == \
         "request [/x] contains unrecognized parameter: [time] -> did you mean any of [tim, timeout]?"
+    # what a handler reads beyond its spec file: POST _ml/anomaly_detectors/<id>/_open?timeout=
+    assert params.check("ml.open_job", "/_ml/anomaly_detectors/j/_open", {"job_id"}, {"timeout"}) is None
+    assert set(params.UNSPECIFIED_PARAMS) <= set(params.API_PARAMS)
     # common parameters and path parts are always taken
     assert params.check("search", "/i/_search", {"index"}, {"filter_path", "pretty", "index", "size"}) is None

@@ -131,6 +131,11 @@ API_PARAMS: dict[str, frozenset[str]] = {
     'xpack.info': frozenset(['accept_enterprise', 'categories', 'human']),
 }
 
+# Parameters Elasticsearch's REST handlers read that their spec files leave out.
+UNSPECIFIED_PARAMS: dict[str, frozenset[str]] = {
+    "ml.open_job": frozenset({"timeout"}),  # RestOpenJobAction: body or `timeout` parameter (es-facts §5)
+}
+
 
 def _similarity(a: str, b: str) -> float:
     """Lucene's LevenshteinDistance: 1 - edits / the longer length."""
@@ -164,6 +169,6 @@ def check(api: str, path: str, template_parts: set[str], given: set[str]) -> str
     table does not know takes anything)."""
     if api not in API_PARAMS:
         return None
-    allowed = API_PARAMS[api] | COMMON_PARAMS | template_parts
+    allowed = API_PARAMS[api] | UNSPECIFIED_PARAMS.get(api, frozenset()) | COMMON_PARAMS | template_parts
     unknown = given - allowed
     return unrecognized(path, unknown, allowed) if unknown else None
