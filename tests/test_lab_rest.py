@@ -261,7 +261,7 @@ def test_transform_lifecycle(node, es):
     es.put("/tf-src/_doc/1", {"user": "a", "n": 1})
     config = {"source": {"index": ["tf-src"]}, "dest": {"index": "tf-dest"},
               "pivot": {"group_by": {"user": {"terms": {"field": "user"}}}, "aggregations": {"n": {"max": {"field": "n"}}}},
-              "frequency": "1s"}
+              "frequency": "1s", "sync": {"time": {"field": "n"}}}  # continuous: stays started
     assert es.put("/_transform/tf1", config)[1] == {"acknowledged": True}
     status, body, _ = es.put("/_transform/tf-bad", {**config, "source": {"index": ["nope-src"]}})
     assert status == 400 and "nope-src" in body["error"]["reason"]
