@@ -183,3 +183,35 @@ def test_invalidated_key_fails_verification_and_everything_is_rolled_back(lab_fa
     assert running(wait_for("the work to run again", lambda: work_states(lab))) == states
     steps = [e["step"] for e in journal(tmp_path) if e["kind"] == "done"]
     assert f"rollback/restore/{ALIAS}" in steps and "rollback/reload/local" in steps
+
+
+def test_restart_path_sniff_password_keystores_and_static_aliases(lab_factory, prefect_api, tmp_path):
+    """Two rehearsals at once: 8.12 (credentials not reloadable: local nodes restart one by one),
+    sniff mode and password-protected keystores; and 8.17 with both aliases of two remote clusters
+    defined statically in elasticsearch.yml (moved there, then restarts)."""
+    old = lab_factory("e2e-812-sniff", version="8.12.2", mode="sniff", keystore_password=True)
+    static = lab_factory("e2e-static", version="8.17.0", alias_in_yml=True, remotes=2)
+    runs = {name: (lab, tmp_path / name) for name, lab in (("old", old), ("static", static))}
+    processes = {name: esremote("migrate", "--inventory", str(lab.inventory), "--yes", prefect_api=prefect_api,
+                                state_dir=state, wait=False) for name, (lab, state) in runs.items()}
+    outputs = {name: p.communicate(timeout=600) for name, p in processes.items()}
+    for name, process in processes.items():
+        assert process.returncode == 0, f"{name}: " + outputs[name][0][-3000:] + outputs[name][1][-3000:]
+
+    info = old.es("local").cluster.remote_info()[ALIAS]
+    assert info["mode"] == "sniff" and info["cluster_credentials"] == "::es_redacted::"
+    assert sorted(info["seeds"]) == sorted(f"{n['ip']}:9443" for n in old.nodes("remote"))
+    steps = [e["step"] for e in journal(runs["old"][1]) if e["kind"] == "done"]
+    assert {"reconnect/restart/local/local-0", "reconnect/restart/local/local-1"} <= set(steps)
+    assert not [s for s in steps if s.startswith("reconnect/reload/")]
+
+    local = static.es("local")
+    for alias in ("my_remote", "my_remote2"):
+        assert local.cluster.remote_info()[alias]["cluster_credentials"] == "::es_redacted::"
+        assert local.cluster.get_settings(flat_settings=True)["persistent"].get(
+            f"cluster.remote.{alias}.mode") is None  # still static: nothing moved into cluster settings
+    for node in static.nodes("local"):
+        yml = (Path(node["home"]) / "config" / "elasticsearch.yml").read_text()
+        assert ":9300" not in yml.split(BEGIN_MARK)[0].split("cluster.remote.", 1)[-1]
+        bundle = (Path(node["home"]) / "config" / "remote-cluster-ca.crt").read_text()
+        assert bundle.count("BEGIN CERTIFICATE") == 2  # one CA per remote cluster
