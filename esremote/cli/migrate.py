@@ -176,6 +176,22 @@ def verify(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES) ->
     _exit(1 if failed else 0, f"verification failed for {', '.join(failed)}")
 
 
+def _free_net() -> int:
+    """An address range 127.NET.x.y where nothing answers yet (labs of others may run beside)."""
+    import random  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    for net in [0] + random.sample(range(20, 250), 40):
+        taken = False
+        for port in (9200, 2222):
+            with socket.socket() as sock:
+                sock.settimeout(0.2)
+                taken = taken or sock.connect_ex((f"127.{net}.1.1", port)) == 0
+        if not taken:
+            return net
+    raise ConfigError("no free 127.NET address range for the lab; stop other labs (esremote lab down)")
+
+
 def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab running afterwards."),
          lab_dir: Optional[Path] = typer.Option(None, "--dir", help="Lab directory (default: a temporary one)."),
          ) -> None:
@@ -188,7 +204,7 @@ def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab running 
     typer.echo(f"esremote demo: starting the lab in {directory} (2 local + 2 remote nodes)")
     code, message = 1, "the rehearsal did not finish"
     try:
-        layout = control.up(directory, {})
+        layout = control.up(directory, {} if (directory / "lab.json").exists() else {"net": _free_net()})
         typer.echo(f"esremote demo: lab up; inventory {layout.inventory}")
         params = _params(Path(layout.inventory), None, state_dir=directory / "state")
         _prefect_environment()
