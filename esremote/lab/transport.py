@@ -27,6 +27,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -549,14 +550,19 @@ class TransportServer:
     def _serve(self, raw: socket.socket, peer: tuple) -> None:
         channel = Channel(self.profile, raw.getsockname(), peer)
         raw.settimeout(HANDSHAKE_TIMEOUT)
+        conn = raw
         try:
-            conn = self.context.wrap_socket(raw, server_side=True) if self.context else self._plaintext(raw, channel)
+            if self.context:
+                conn = self.context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+                conn.do_handshake()
+            else:
+                conn = self._plaintext(raw, channel)
         except (ssl.SSLError, OSError) as exc:
             text = server_tls_failure(exc, str(channel)) or (
                 str(exc) if str(exc).startswith("exception caught on transport layer") else None)
             if text and not self._stop.is_set():
                 es_log(self.ctx, logging.WARNING, _TRANSPORT_LOGGER, text)
-            _hard_close(raw)
+            _close_after_alert(conn)
             return
         conn.settimeout(None)
         with self._lock:
@@ -610,6 +616,26 @@ class TransportServer:
                    f"failed to handle [{frame.get('action')}]: {exc!r}")
             reply["error"] = error_to_wire(ESError(str(exc), status=500, type="exception"))
         return reply
+
+
+def _close_after_alert(sock: socket.socket, linger: float = 1.0) -> None:
+    """Close a refused connection so the client reads the TLS alert: FIN after the alert, then
+    drain what the client already sent (TLS 1.3 clients send their first request before the
+    server checks their certificate); closing with unread bytes would send a reset, which can
+    discard the alert before the client reads it."""
+    deadline = time.monotonic() + linger
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(0.1)
+        while time.monotonic() < deadline:
+            try:
+                if not sock.recv(65536):
+                    break  # the client read the alert and closed
+            except TimeoutError:
+                continue
+    except OSError:
+        pass
+    _hard_close(sock)
 
 
 def _hard_close(sock: socket.socket) -> None:
