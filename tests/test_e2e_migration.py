@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -43,7 +44,8 @@ def esremote(*args: str, prefect_api: str, state_dir: Path, wait: bool = True):
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     command = [sys.executable, "-m", "esremote", *args]
     if not wait:
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -87,14 +89,31 @@ def wait_for(what: str, probe, timeout: float = 60):
         time.sleep(0.3)
 
 
-def test_dynamic_proxy_alias_on_8_15_migrates_with_reload_only(lab_factory, prefect_api, tmp_path):
+def done(state_dir: Path, step: str) -> bool:
+    return any(e["step"] == step and e["kind"] == "done" for e in journal(state_dir))
+
+
+def test_dynamic_proxy_alias_on_8_15_migrates_with_reload_only_and_resumes_after_a_crash(
+        lab_factory, prefect_api, tmp_path):
     lab = lab_factory("e2e-815", version="8.15.0")
     before = lab.es("local").cluster.remote_info()[ALIAS]
     assert "cluster_credentials" not in before
 
-    result = esremote("migrate", "--inventory", str(lab.inventory), "--yes", prefect_api=prefect_api,
-                      state_dir=tmp_path)
+    # The orchestrator dies in the outage, right after the alias was removed ...
+    first = esremote("migrate", "--inventory", str(lab.inventory), "--yes", prefect_api=prefect_api,
+                     state_dir=tmp_path, wait=False)
+    try:
+        wait_for("the alias removal", lambda: done(tmp_path, f"reconnect/remove-alias/{ALIAS}"), timeout=300)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.communicate()
+    assert ALIAS not in lab.es("local").cluster.remote_info()
+    # ... and `--resume` finishes the run from its journal.
+    [run_id] = [p.name for p in (tmp_path / "runs").iterdir()]
+    result = esremote("migrate", "--inventory", str(lab.inventory), "--yes", "--resume", run_id,
+                      prefect_api=prefect_api, state_dir=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "done in an earlier attempt, skipped" in result.stderr
     assert "status: migrated" in result.stdout
 
     local = lab.es("local")
