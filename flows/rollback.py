@@ -73,7 +73,7 @@ def rollback_flow(params: MigrationParams, run_id: str | None = None) -> list[st
     for alias in run.aliases:
         steps.run(f"stop work {alias}", stop_work, run.id, alias, f"{PHASE}/stop/{alias}")
     for alias in run.aliases:
-        if journal.started_steps(f"reconnect/save-settings/{alias}") or journal.started_steps(f"reconnect/readd/{alias}"):
+        if any(journal.started_steps(f"reconnect/{what}/{alias}") for what in ("save-settings", "readd")):
             steps.run(f"remove alias {alias}", null_alias, run.id, alias, f"{PHASE}/null/{alias}")
     for alias in run.aliases:
         steps.run(f"restore roles {alias}", restore_roles, run.id, alias, f"{PHASE}/roles/{alias}")
@@ -111,11 +111,12 @@ def run_rollback(params: MigrationParams) -> Summary:
     install_redaction()
     run = open_run(params)
     summary = Summary(run_id=run.id, status="rollback-failed", aliases=run.aliases,
-                      journal_dir=str(run.journal.run_dir))
+                      journal_dir=str(run.journal.run_dir), remote_info_before=remote_info(run))
     try:
         state = rollback_flow(params, run.id, return_state=True)
         if state.is_completed():
             summary.status, summary.message = "rolled-back", "the certificate-model link is back"
+            summary.phases.append("rollback")
         else:
             try:
                 state.result()

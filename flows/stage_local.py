@@ -75,7 +75,7 @@ def stage_local_flow(params: MigrationParams, run_id: str | None = None) -> list
         nodes = facts.nodes_of(local)
         bundles = [(node.key, ca_bundle.submit(run.id, node.key, remotes)) for node in nodes]
         futures = []
-        for (key, bundle), node in zip(bundles, nodes):
+        for (key, bundle), node in zip(bundles, nodes, strict=True):
             futures.append((f"put CA {key}", put_file.submit(run.id, key, f"{PHASE}/ca/{key}", CLIENT_CA,
                                                              bundle, CA_MODE)))
             futures.append((f"yml {key}", edit_yml.submit(run.id, key, f"{PHASE}/yml/{key}",

@@ -9,7 +9,6 @@ from typing import Any
 from prefect import task
 
 from esremote.cluster.remote_settings import SavedRemote
-from esremote.errors import EsRemoteError
 from esremote.node_keystore import NodeKeystore
 from esremote.plan import (
     CLIENT_CA,
@@ -56,7 +55,7 @@ def read_node(run_id: str, node: str) -> NodeState:
     keystore = node_keystore(run, node)
     names = keystore.list() if keystore.exists() else []
     return NodeState(cluster=resolved.cluster, name=resolved.name, address=resolved.address, yml=yml,
-                     keystore=names, files={rel: a == "y" for rel, a in zip(WATCHED_FILES, answers)},
+                     keystore=names, files={rel: a == "y" for rel, a in zip(WATCHED_FILES, answers, strict=True)},
                      config_dir=str(resolved.config_dir), service_user=resolved.service_user)
 
 
@@ -139,10 +138,6 @@ def migration_facts(run: Run, reports: dict[str, PreflightReport], nodes: list[N
         aliases=[alias_state(run, reports[a], access[a]) for a in reports],
         remote_cluster_port={r: run.inventory.cluster(r).remote_cluster_port for r in remotes},
         secret_store="prefect" if prefect_api_configured() else "file")
-
-
-def describe_error(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, EsRemoteError) else f"{type(exc).__name__}: {exc}"
 
 
 def involved_nodes(run: Run) -> list[str]:

@@ -62,7 +62,10 @@ class Run:
 
     def conn(self, node: ResolvedNode | str) -> SSHConnection:
         node = self.node(node) if isinstance(node, str) else node
-        return self.pool.get(node.ssh_target())
+        target = node.ssh_target()
+        if target.sudo_password is not None:
+            default_redactor.add(target.sudo_password.get_secret_value())
+        return self.pool.get(target)
 
     def es(self, cluster: str):
         """The REST client of an inventory cluster (one per run; secrets resolved on first use)."""

@@ -105,13 +105,12 @@ def test_secrets_never_reach_prefects_api_logs():
 
 def _inventory(tmp_path: Path) -> Path:
     path = tmp_path / "inventory.yml"
+    access = {"urls": ["https://127.0.0.1:1"], "auth": {"username": "u", "password": {"env": "X"}}}
     path.write_text(yaml.safe_dump({
         "ssh": {"known_hosts": str(tmp_path / "known_hosts")},
         "clusters": {
-            "local": {"role": "local", "urls": ["https://127.0.0.1:1"], "auth": {"username": "u", "password": {"env": "X"}},
-                      "nodes": [{"name": "l0", "address": "127.0.0.1"}]},
-            "remote": {"role": "remote", "urls": ["https://127.0.0.1:1"], "auth": {"username": "u", "password": {"env": "X"}},
-                       "nodes": [{"name": "r0", "address": "127.0.0.1"}]}},
+            "local": {"role": "local", **access, "nodes": [{"name": "l0", "address": "127.0.0.1"}]},
+            "remote": {"role": "remote", **access, "nodes": [{"name": "r0", "address": "127.0.0.1"}]}},
         "aliases": {"my_remote": {"local": "local", "remote": "remote"}}}))
     return path
 

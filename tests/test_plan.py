@@ -240,10 +240,11 @@ def test_parameters_refuse_inconsistent_certificate_options():
 
 
 def test_aliases_are_checked_against_the_inventory():
+    auth = {"username": "u", "password": {"env": "P"}}
     inventory = Inventory.model_validate({
-        "clusters": {"l": {"role": "local", "urls": ["https://l:9200"], "auth": {"username": "u", "password": {"env": "P"}},
+        "clusters": {"l": {"role": "local", "urls": ["https://l:9200"], "auth": auth,
                            "nodes": [{"name": "l0", "address": "l0"}]},
-                     "r": {"role": "remote", "urls": ["https://r:9200"], "auth": {"username": "u", "password": {"env": "P"}},
+                     "r": {"role": "remote", "urls": ["https://r:9200"], "auth": auth,
                            "nodes": [{"name": "r0", "address": "r0"}]}},
         "aliases": {"one": {"local": "l", "remote": "r"}, "two": {"local": "l", "remote": "r"}}})
     assert params().selected_aliases(inventory) == ["one", "two"]
