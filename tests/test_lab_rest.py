@@ -422,7 +422,8 @@ def test_task_api_shapes_follow_es_facts(node, es):
     es.put("/shape-src/_doc/1", {"u": "a"})
     es.put("/_transform/shape", {"source": {"index": ["shape-src"]}, "dest": {"index": "shape-dest"},
                                  "pivot": {"group_by": {"u": {"terms": {"field": "u"}}},
-                                           "aggregations": {"n": {"value_count": {"field": "u"}}}}})
+                                           "aggregations": {"n": {"value_count": {"field": "u"}}}},
+                                 "sync": {"time": {"field": "u"}}})  # continuous: stays started
     stopped = es.get("/_transform/shape/_stats")[1]
     assert list(stopped) == ["count", "transforms"] and stopped["count"] == 1
     assert list(stopped["transforms"][0]) == ["id", "state", "stats", "checkpointing", "health"]
