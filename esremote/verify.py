@@ -314,7 +314,7 @@ def _remote_info_failure(alias: str, api_key: bool, info: Mapping | None, timeou
     name = "remote_info"
     if info is None:
         return Check(name, False, f"alias {alias} is not in _remote/info: it is not defined (anymore)",
-                     cause=None)
+                     cause=_BY_KEY["alias_missing"])
     shown = _brief(info)
     has_key = "cluster_credentials" in info
     if not api_key and has_key:
