@@ -324,7 +324,7 @@ def _check_node(report: PreflightReport, inventory: Inventory, pool: SSHPool, no
         _paths(report, conn, node, result, sudo)
         if result.config:
             _read_yml(report, conn, node, result, sudo)
-        if result.keystore:
+        if result.keystore and result.es_home:  # the password check runs es_home's keystore CLI
             _keystore(report, conn, node, result)
         if node.role == "remote":
             _port(report, inventory, conn, node, result)
