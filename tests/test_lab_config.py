@@ -317,6 +317,21 @@ def test_daemon_start_stop_and_keystore_password_on_stdin(tmp_path):
         socket.create_connection((IP, 9200), timeout=1)
 
 
+def test_keystore_password_from_the_environment(tmp_path):
+    """KEYSTORE_PASSWORD opens a protected keystore (nothing read from stdin); a wrong one is
+    Elasticsearch's refusal in the log."""
+    home = build_home(tmp_path, ip=IP, keystore_password="ks-pass")
+    wrong = node_process(home, "--quiet", env={"KEYSTORE_PASSWORD": "not-it"}, wait=False)
+    assert wrong.wait(30) == 1
+    assert home.log.read_text().splitlines()[-1].endswith(": Provided keystore password was incorrect")
+    proc = node_process(home, env={"KEYSTORE_PASSWORD": "ks-pass"})
+    try:
+        assert Client(home).get("/")[0] == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
+
+
 def test_daemon_reports_a_failed_start(tmp_path):
     home = build_home(tmp_path, ip=IP, keystore_password="ks-pass")
     proc = subprocess.run([sys.executable, "-m", "esremote.lab.node", "--home", str(home.path), "-d"],
