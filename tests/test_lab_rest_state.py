@@ -78,3 +78,22 @@ def test_document_logs_keep_sequence_numbers_and_versions(tmp_path):
     assert len(current) == 59 and current["0-0"]["_version"] == 2 and current["0-0"]["_source"] == {"w": "again"}
     store.delete_docs("logs")
     assert store.read_docs("logs") == []
+
+
+def test_every_saved_change_is_a_new_version_that_nodes_acknowledge(tmp_path):
+    store = StateStore(tmp_path)
+    with store.transaction() as st:
+        st["settings"]["persistent"]["a"] = "1"
+    version = store.snapshot()["version"]
+    with store.transaction():
+        pass  # no change: no new version
+    assert store.snapshot()["version"] == version
+    for name in ("node-0", "node-1", "old-node"):
+        store.register_node({"name": name, "pid": os.getpid(), "ip": "127.0.0.1"})
+    store.record_applied("node-0", version)
+    store.record_applied("node-1", version - 1)
+    assert store.wait_applied(version, timeout=0.2) is False  # node-1 is behind
+    store.record_applied("node-1", version)
+    assert store.wait_applied(version, timeout=0.2) is True  # old-node never records: not waited for
+    store.unregister_node("node-1")
+    assert store.applied_version("node-1") == -1
