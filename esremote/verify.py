@@ -71,7 +71,8 @@ CAUSES: tuple[Cause, ...] = (
     Cause("invalid_key", "invalid API key",
           "the key was invalidated, expired or mistyped: create a new cross-cluster API key, put it in every "
           "local node's keystore and reload",
-          (r"unable to authenticate user \[[^\]]*\] for action \[cluster:internal/remote_cluster/handshake\]",
+          # the handshake's refusal (es-facts §9), or any later action's once a connected key is invalidated
+          (r"unable to authenticate user \[[^\]]*\] for action \[",
            r"Authentication using apikey failed")),
     Cause("transport_port", "connecting to the transport port when using API keys",
           "the alias points at the transport port: set its seeds / proxy_address to the remote cluster "
@@ -232,7 +233,7 @@ class VerificationError(ClusterError):
 
 def verify_api_key_link(inventory: Inventory, alias: str, *, es: Any = None, pool: SSHPool | None = None,
                         index_patterns: Sequence[str] = (), followers: Sequence[str] = (),
-                        connect_timeout: float | None = None, follower_timeout: float = 60.0,
+                        connect_timeout: float | None = None, follower_timeout: float = 90.0,
                         check: bool = True) -> VerifyReport:
     """Every API-key check in order; stops at the first failure (later checks depend on the link).
     `pool` lets a failure read the nodes' logs for its cause. Raises `VerificationError` when `check`."""
@@ -374,21 +375,28 @@ def _search_check(es, cluster: str, alias: str, pattern: str, diag: _Diagnosis) 
 
 
 def _follower_check(es, cluster: str, follower: str, timeout: float, diag: _Diagnosis) -> Check:
-    """Progress with no read exceptions. Exceptions left from before the reconnect clear as reads
-    succeed again (Elasticsearch drops a read's exception once it succeeds), so they are polled
-    away; a fatal exception (the follow task stopped) fails at once."""
+    """Progress with no read exceptions: on every shard a read succeeded (or the checkpoint moved)
+    after the check began. Being caught up is no proof: the stats keep the last good read's view,
+    so a follower that was caught up before a broken reconnect looks caught up until its next read
+    fails. Exceptions left from before the reconnect clear as reads succeed again (Elasticsearch
+    drops a read's exception once it succeeds), so they are polled away; a fatal exception (the
+    follow task stopped) fails at once. On an idle leader a read returns after the follower's
+    `read_poll_timeout` (1m by default), so `timeout` should be longer than that."""
     name = f"follower {follower}"
-    start = {s["shard_id"]: s.get("follower_global_checkpoint", -1) for s in _follow_shards(es, cluster, follower)}
+    start = {s["shard_id"]: s for s in _follow_shards(es, cluster, follower)}
     last: list[dict] = []
+
+    def read_since_start(s: dict) -> bool:
+        before = start.get(s["shard_id"], {})
+        return (s.get("follower_global_checkpoint", -1) > before.get("follower_global_checkpoint", -1)
+                or s.get("successful_read_requests", 0) > before.get("successful_read_requests", 0))
 
     def progressing() -> list | None:
         nonlocal last
         last = _follow_shards(es, cluster, follower)
         if any(s.get("fatal_exception") for s in last):
             return last
-        ok = last and all(not s.get("read_exceptions") and (
-            s.get("follower_global_checkpoint", -1) >= s.get("leader_global_checkpoint", 0)
-            or s.get("follower_global_checkpoint", -1) > start.get(s["shard_id"], -1)) for s in last)
+        ok = last and all(not s.get("read_exceptions") and read_since_start(s) for s in last)
         return last if ok else None
 
     try:
