@@ -22,6 +22,7 @@ from esremote.cluster.reload import reload_secure_settings
 from esremote.cluster.restart import rolling_restart
 from esremote.esyml import EsYml
 from esremote.inventory import Inventory, ResolvedNode, load_inventory
+from esremote.lab import control
 from esremote.node_keystore import NodeKeystore
 from esremote.preflight import preflight
 from esremote.probes import probe_remote_cluster
@@ -87,6 +88,18 @@ def cross_cluster_role_names(es_local, es_remote, owner_roles: list[str]) -> lis
     return sorted({n for n in local if n in remote} | {n for n in owner_roles if n in remote})
 
 
+def prepare_remote(pool: SSHPool, inventory: Inventory, remote: str, ca: pki.CertificateAuthority) -> None:
+    for node in inventory.nodes(remote):
+        enable_remote_cluster_server(pool, node, ca)
+    rolling_restart(inventory, remote, pool=pool)
+
+
+def stage_local(pool: SSHPool, inventory: Inventory, local: str, ca: pki.CertificateAuthority) -> None:
+    for node in inventory.nodes(local):
+        trust_remote_cluster_ca(pool, node, ca)
+    rolling_restart(inventory, local, pool=pool)
+
+
 # ------------------------------------------------------------------------------------- checks
 
 
@@ -134,7 +147,12 @@ def by_hand(lab_factory):
     lab.down()
 
 
-def test_the_operations_by_hand_migrate_to_the_api_key_model_and_back(by_hand):
+@pytest.fixture(scope="module")
+def ca() -> pki.CertificateAuthority:
+    return pki.CertificateAuthority.create("CN=esremote by-hand remote cluster CA", key_size=2048)
+
+
+def test_the_operations_by_hand_migrate_to_the_api_key_model_and_back(by_hand, ca):
     lab, inventory = by_hand[0], by_hand[1]
     pool: SSHPool = by_hand[2]
     link = inventory.aliases[ALIAS]
@@ -146,16 +164,11 @@ def test_the_operations_by_hand_migrate_to_the_api_key_model_and_back(by_hand):
     assert not report.definition.uses_api_key and report.definition.connected
 
     # -- prepare the remote: remote cluster server with a fresh CA on every node, rolling restart, probe
-    ca = pki.CertificateAuthority.create("CN=esremote by-hand remote cluster CA", key_size=2048)
-    for node in inventory.nodes(link.remote):
-        enable_remote_cluster_server(pool, node, ca)
-    rolling_restart(inventory, link.remote, pool=pool)
+    prepare_remote(pool, inventory, link.remote, ca)
     assert all(r.ok for r in probe_remote_cluster(inventory, link.remote, ca.cert_pem()))
 
     # -- stage the local side: trust that CA, rolling restart; the certificate link still works
-    for node in inventory.nodes(link.local):
-        trust_remote_cluster_ca(pool, node, ca)
-    rolling_restart(inventory, link.local, pool=pool)
+    stage_local(pool, inventory, link.local, ca)
     verify_certificate_link(inventory, ALIAS, pool=pool)
 
     # -- privileges and the cross-cluster key
@@ -238,3 +251,55 @@ def test_the_operations_by_hand_migrate_to_the_api_key_model_and_back(by_hand):
     assert_all_work_running(lab, es_local)
     # a second resume has nothing left to do
     assert xw.plan_resume(records_back, usage_now(es_local)) == []
+
+
+def test_a_key_without_the_needed_access_or_invalidated_fails_verification_with_its_cause(by_hand, ca):
+    """After the round trip above (or after preparing here): the reconnect with a key whose access
+    misses the leader indices. The followers cannot read, and verification says why; updating the
+    key's access heals them; invalidating the key fails the next action through the link."""
+    lab, inventory, pool = by_hand
+    link = inventory.aliases[ALIAS]
+    es_local, es_remote = connect(inventory.cluster(link.local)), connect(inventory.cluster(link.remote))
+    if not all(r.ok for r in probe_remote_cluster(inventory, link.remote, ca.cert_pem(), check=False)):
+        prepare_remote(pool, inventory, link.remote, ca)
+        stage_local(pool, inventory, link.local, ca)
+    usage = wait_all(es_local, True, "work running")
+    names = cross_cluster_role_names(es_local, es_remote, usage.role_names())
+    derived = privileges.derive_remote_access(ALIAS, privileges.read_roles(es_remote, link.remote, names),
+                                              override={"search": [{"names": ["other-*"]}],
+                                                        "replication": [{"names": ["other-*"]}]})
+    key = ensure_cross_cluster_key(es_remote, link.remote, local_cluster=link.local, alias=ALIAS, run_id=RUN_ID,
+                                   access=derived.access, stored_secret=lambda _: None)
+    assert key.outcome in ("created", "recreated")
+    stored = {key.id: key.encoded}
+    privileges.apply_role_updates(es_local, link.local, privileges.plan_role_updates(
+        derived, privileges.read_roles(es_local, link.local, list(derived.remote_indices))))
+    saved = rs.fetch_remote(es_local, link.local, ALIAS)
+    rs.apply_settings(es_local, link.local, rs.plan_removal(saved))
+    for node in inventory.nodes(link.local):
+        keystore(pool, node).add(CREDENTIALS, key.encoded)
+    reload_secure_settings(inventory, link.local)
+    rs.apply_settings(es_local, link.local, rs.plan_readd(None, saved,
+                                                          port=inventory.cluster(link.remote).remote_cluster_port))
+
+    report = verify_api_key_link(inventory, ALIAS, pool=pool, followers=["follower-logs"], follower_timeout=15,
+                                 check=False)
+    assert [c.name for c in report.checks] == ["remote_info", f"resolve_cluster {ALIAS}:*", "follower follower-logs"]
+    failed = report.failed[0]
+    assert failed.name == "follower follower-logs", report.checks
+    assert "towards remote cluster" in failed.detail and "is unauthorized" in failed.detail
+    assert failed.cause.key == "insufficient_privileges" and "update the key" in failed.cause.fix
+
+    # The fix the cause names: update the key's access (same key, nothing to change on the local side).
+    needed = privileges.derive_remote_access(ALIAS, privileges.read_roles(es_remote, link.remote, names))
+    updated = ensure_cross_cluster_key(es_remote, link.remote, local_cluster=link.local, alias=ALIAS,
+                                       run_id=RUN_ID, access=needed.access, stored_secret=stored.get)
+    assert (updated.outcome, updated.id) == ("updated", key.id)
+    assert verify_api_key_link(inventory, ALIAS, pool=pool, followers=["follower-logs"], follower_timeout=30).ok
+
+    # An invalidated key: the link stays connected, but every action through it is refused.
+    control.fault(lab.dir, "api-key-invalidated")
+    report = verify_api_key_link(inventory, ALIAS, followers=["follower-logs"], follower_timeout=10, check=False)
+    (failed,) = report.failed
+    assert failed.name == f"resolve_cluster {ALIAS}:*" and "unable to authenticate user" in failed.detail
+    assert failed.cause.key == "invalid_key" and "create a new cross-cluster API key" in failed.cause.fix
