@@ -7,6 +7,7 @@ not include cross-cluster API keys. The tests run in file order; the disruptive 
 from __future__ import annotations
 
 import shlex
+import time
 
 import pytest
 
@@ -15,7 +16,7 @@ from esremote.cluster import remote_settings as rs
 from esremote.cluster.api_key import LICENCE_FEATURE, ensure_cross_cluster_key, find_keys, key_name
 from esremote.cluster.client import connect, poll
 from esremote.cluster.reload import ReloadError, reload_secure_settings
-from esremote.cluster.restart import rolling_restart
+from esremote.cluster.restart import RestartError, RestartTimeouts, rolling_restart
 from esremote.errors import PreconditionError
 from esremote.inventory import Inventory, load_inventory
 from esremote.lab import control
@@ -195,6 +196,27 @@ def test_a_node_that_is_down_fails_the_reload_and_blocks_preflight(paths_lab, po
     finally:
         rolling_restart(inventory, "local", pool=pool, es=es)  # starts the node that is down first
     assert es.cluster.health().body["number_of_nodes"] == 2
+
+
+def test_a_restart_command_that_outlasts_its_deadline_stops_the_rolling_restart(paths_lab, pool):
+    """The restart waits with deadlines: a node whose start hangs stops the restart at the command's
+    deadline (not the start delay), names the node and leaves the next node alone."""
+    lab, inventory = paths_lab
+    es = connect(inventory.cluster("local"))
+    control.fault(lab.dir, "slow-start", node="local-1", options={"seconds": 20})
+    started = time.monotonic()
+    try:
+        with pytest.raises(RestartError) as caught:
+            rolling_restart(inventory, "local", pool=pool, es=es, nodes=["local-1", "local-0"],
+                            timeouts=RestartTimeouts(command=3, rejoin=5, green=10))
+    finally:
+        control.fault(lab.dir, "slow-start", off=True)
+    assert time.monotonic() - started < 15
+    error = caught.value
+    assert error.node == "local/local-1" and error.done == []
+    assert "allocation is left at `primaries`" in str(error)
+    rolling_restart(inventory, "local", pool=pool, es=es)  # fixed: the node is back and the cluster green
+    assert es.cluster.health().body["status"] == "green"
 
 
 # ------------------------------------------------------------------------------------- licence
