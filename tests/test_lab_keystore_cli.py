@@ -182,6 +182,19 @@ def test_add_file_remove_upgrade(node_813, tmp_path):
     assert format_version(node_813.keystore) == 6
 
 
+def test_show_to_a_file_keeps_the_value_private(node, tmp_path):
+    """`show -o FILE` writes a secure setting: 0600 whatever the umask, an older copy replaced."""
+    assert node.run("create").returncode == 0
+    assert node.run("add", "--stdin", "bootstrap.password", stdin="s3cret-value\n").returncode == 0
+    out = tmp_path / "shown"
+    out.write_text("older copy")
+    out.chmod(0o644)
+    result = node.run("show", "-o", str(out), "bootstrap.password")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() == b"s3cret-value"
+    assert out.stat().st_mode & 0o777 == 0o600
+
+
 def test_corrupted_keystore(node_813):
     data = bytearray(node_813.keystore.read_bytes())
     data[120] ^= 0x01

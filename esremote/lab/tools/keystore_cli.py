@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from esremote.errors import KeystoreError
+from esremote.files import atomic_write
 from esremote.keystore import (CORRUPTED, KEYSTORE_FILENAME, SEED_SETTING, Keystore, format_too_new,
                                format_version, has_password)
 
@@ -314,7 +315,8 @@ def cmd_show(terminal: Terminal, options: dict, args: list[str]) -> int:
         raise UserError(CONFIG, f"Setting [{name}] does not exist in the keystore.")
     value = keystore.get(name)
     if options.get("output"):
-        Path(str(options["output"])).write_bytes(value)
+        # 0600: the file holds a secure setting, so the umask's usual 0644 would publish it.
+        atomic_write(Path(str(options["output"])), value, mode=0o600)
         return OK
     # Without a console, Elasticsearch writes to a raw output stream: no newline added, bytes as is.
     console = terminal.tty and _isatty(terminal.out)
