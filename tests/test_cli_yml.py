@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -138,3 +139,19 @@ def test_bad_arguments(tmp_path, args, needle):
 
 def test_missing_file(tmp_path):
     assert_one_line_error(esremote(tmp_path / "nope.yml", "a=1"), "nope.yml: cannot read")
+
+
+@pytest.mark.parametrize("limit, needle", [
+    (4, "cannot back it up before editing (File too large); nothing was changed"),  # the copy fails
+    (64, "cannot write it (File too large); it is unchanged"),  # the backup fits, the new file not
+])
+def test_a_failed_write_is_one_line_and_leaves_the_file(tmp_path, limit, needle):
+    """A real I/O failure (a file size limit, which also binds root) says what failed, no traceback."""
+    path = tmp_path / "elasticsearch.yml"
+    path.write_text("a: 1\n")
+    env = {k: v for k, v in os.environ.items() if k != "ESREMOTE_DEBUG"}
+    result = subprocess.run([str(ESREMOTE), "yml", "set", str(path), f"b={'x' * 80}"], capture_output=True,
+                            text=True, timeout=60, env=env,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert_one_line_error(result, f"{path}: {needle}")
+    assert path.read_text() == "a: 1\n"

@@ -49,8 +49,15 @@ def set_settings(
     if dry_run:
         typer.echo(unified_diff(old, new, str(path)), nl=False)
         return
-    saved = backup(path, run_stamp())
-    atomic_write(path, new.encode("utf-8"))
+    try:
+        saved = backup(path, run_stamp())
+    except OSError as exc:
+        raise YmlError(f"cannot back it up before editing ({exc.strerror or exc}); nothing was changed",
+                       file=str(path)) from None
+    try:
+        atomic_write(path, new.encode("utf-8"))
+    except OSError as exc:  # the write is atomic: the file is still the original
+        raise YmlError(f"cannot write it ({exc.strerror or exc}); it is unchanged", file=str(path)) from None
     typer.echo(f"{path}: updated (backup: {saved.name if saved else 'none'})")
 
 
