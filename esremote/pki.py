@@ -126,15 +126,20 @@ def parse_dn(dn: str) -> x509.Name:
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dn)])
     try:
         return x509.Name.from_rfc4514_string(dn)
-    except ValueError as exc:
-        raise CertificateError(f"invalid distinguished name {dn!r}: {exc}") from None
+    except ValueError as exc:  # cryptography's reason is often empty, so say how to write one
+        raise CertificateError(f"invalid distinguished name {dn!r}: {exc or 'unreadable'}; write it as "
+                               "comma-separated ATTRIBUTE=value pairs, e.g. CN=node-1,OU=ops") from None
 
 
 def _validity(days: int) -> tuple[dt.datetime, dt.datetime]:
     if days < 1:
         raise CertificateError(f"validity of {days} days: give a positive number of days (default 1095)")
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    return now, now + dt.timedelta(days=days)
+    try:
+        return now, now + dt.timedelta(days=days)
+    except OverflowError:
+        raise CertificateError(f"validity of {days} days ends after the year 9999, the last date a "
+                               "certificate can hold: give fewer days (default 1095)") from None
 
 
 @dataclass(frozen=True)

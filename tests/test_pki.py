@@ -215,6 +215,14 @@ def test_too_small_key_and_days_are_refused():
         pki.generate_key(512)
     with pytest.raises(CertificateError, match="positive number of days"):
         pki.CertificateAuthority.create(days=0, key_size=pki.EC_P256)
+    with pytest.raises(CertificateError, match="after the year 9999"):
+        pki.CertificateAuthority.create(days=3_000_000, key_size=pki.EC_P256)
+
+
+@pytest.mark.parametrize("dn", ["n,=x", "=x", "CN=ok,OU"])
+def test_an_unreadable_dn_says_how_to_write_one(dn):
+    with pytest.raises(CertificateError, match="e.g. CN=node-1,OU=ops"):
+        pki.parse_dn(dn)
 
 
 # ------------------------------------------------------------------------------------------ PKCS#12
