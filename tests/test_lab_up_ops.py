@@ -114,6 +114,8 @@ def test_api_key_invalidated_fault_invalidates_the_remote_cross_cluster_keys(sma
     (["lab", "up", "--dir", "{new}", "--ssh", "telnet"], "--ssh: 'telnet' is not valid"),
     (["lab", "up", "--dir", "{new}", "--version", "7.17.0"], "the lab plays 8.10.0 to 9.x"),
     (["lab", "up", "--dir", "{full}"], "is not empty and holds no lab"),
+    (["lab", "up", "--dir", "{file}"], "is a file, not a directory"),
+    (["lab", "up", "--dir", "{file}/lab"], "cannot be created (Not a directory)"),
     (["lab", "fault", "{lab}", "meteor-strike"], "unknown fault 'meteor-strike'"),
     (["lab", "fault", "{lab}", "ssh-drop", "--node", "nobody"], "no node named 'nobody'"),
     (["lab", "fault", "{lab}", "api-key-invalidated", "--off"], "cannot be switched off"),
@@ -124,7 +126,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(small, tmp_path, capsy
     full = tmp_path / "full"
     full.mkdir()
     (full / "something").write_text("x")
-    paths = {"{new}": str(tmp_path / "new"), "{full}": str(full), "{lab}": str(small.dir)}
+    (tmp_path / "file").write_text("x")
+    paths = {"{new}": str(tmp_path / "new"), "{full}": str(full), "{lab}": str(small.dir),
+             "{file}": str(tmp_path / "file"), "{file}/lab": str(tmp_path / "file" / "lab")}
     before = (small.dir / "control" / "faults.json").read_text()
     code = cli_main([paths.get(a, a) for a in args])  # in-process: the CLI root's own error handling
     stderr = capsys.readouterr().err
@@ -133,6 +137,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(small, tmp_path, capsy
     assert len(lines) == 1 and message in lines[0], stderr
     assert not (tmp_path / "new").exists()
     assert sorted(p.name for p in full.iterdir()) == ["something"]
+    assert (tmp_path / "file").read_text() == "x"
     assert (small.dir / "control" / "faults.json").read_text() == before
 
 

@@ -92,6 +92,8 @@ def prepare(lab_dir: str | os.PathLike, given: dict) -> Layout:
     unknown = set(given) - {f.name for f in fields(LabOptions)}
     if unknown:
         raise TypeError(f"unknown lab options: {', '.join(sorted(unknown))}")
+    if lab_dir.exists() and not lab_dir.is_dir():
+        raise ConfigError(f"--dir {lab_dir} is a file, not a directory: give a new or empty directory")
     if (lab_dir / "lab.json").exists():
         built = LabOptions.from_dict(labfiles.read_lab_json(lab_dir)["options"])
         wanted = LabOptions.from_dict(built.__dict__ | given).validate()
@@ -106,7 +108,13 @@ def prepare(lab_dir: str | os.PathLike, given: dict) -> Layout:
     if lab_dir.exists() and any(lab_dir.iterdir()):
         raise ConfigError(f"--dir {lab_dir} is not empty and holds no lab (no lab.json); "
                           "use a new or empty directory")
-    return builder.build(lab_dir, LabOptions(**given).validate())
+    options = LabOptions(**given).validate()
+    try:
+        lab_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--dir {lab_dir} cannot be created ({exc.strerror}): give a directory "
+                          "this user can write") from None
+    return builder.build(lab_dir, options)
 
 
 def seeded(layout: Layout) -> bool:
