@@ -24,8 +24,8 @@ import yaml
 from esremote import pki
 from esremote.errors import CertificateError
 from esremote.files import atomic_write
-from esremote.lab.tools.keystore_cli import (CONFIG, DATA_ERROR, IO_ERROR, SILENT, USAGE, JavaError, Terminal,
-                                             UserError)
+from esremote.lab.tools.terminal import (CONFIG, DATA_ERROR, IO_ERROR, SILENT, USAGE, Terminal, UserError,
+                                         run_command)
 
 CA_P12 = "elastic-stack-ca.p12"
 CA_ZIP = "elastic-stack-ca.zip"
@@ -355,23 +355,7 @@ def run(argv: list[str], terminal: Terminal) -> int:
 
 
 def main(argv: list[str] | None = None, terminal: Terminal | None = None) -> int:
-    terminal = terminal or Terminal()
-    try:
-        return run(sys.argv[1:] if argv is None else argv, terminal)
-    except UserError as exc:
-        if exc.exit_code == USAGE:
-            terminal.error_println(USAGE_TEXT, SILENT)
-        terminal.error_println(f"ERROR: {exc.message}, with exit code {exc.exit_code}", SILENT)
-        return exc.exit_code
-    except JavaError as exc:
-        terminal.error_println(f"{exc.java_class}: {exc.message}", SILENT)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    except OSError as exc:  # Elasticsearch prints IOExceptions and exits IO_ERROR
-        where = f" [{exc.filename}]" if exc.filename else ""
-        terminal.error_println(f"java.io.IOException: {exc.strerror or exc}{where}", SILENT)
-        return IO_ERROR
+    return run_command(run, USAGE_TEXT, argv, terminal)
 
 
 if __name__ == "__main__":
