@@ -19,6 +19,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
 from esremote.cluster.remote_settings import ApiCall, perform, segment
+from esremote.errors import ClusterHTTPError
 from esremote.params import MigrationParams
 from flows.common import phase_done, remotes_of
 from tasks import reports
@@ -102,7 +103,12 @@ def transport_ip_filter(run_id: str, remote: str) -> str:
 def delete_role(run_id: str, remote: str, role: str) -> str:
     run = get_run(run_id)
     es = run.es(remote)
-    found = perform(es, remote, ApiCall("GET", f"/_security/role/{segment(role)}")).get(role)
+    try:
+        found = perform(es, remote, ApiCall("GET", f"/_security/role/{segment(role)}")).get(role)
+    except ClusterHTTPError as exc:
+        if exc.status == 404:
+            return f"{remote}: role {role} already gone"
+        raise
     run.journal.intent(f"{PHASE}/delete-role/{remote}/{role}", original=found)
     perform(es, remote, ApiCall("DELETE", f"/_security/role/{segment(role)}"))
     run.journal.done(f"{PHASE}/delete-role/{remote}/{role}")

@@ -103,10 +103,14 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
             connection_mode: str = typer.Option("keep", help="Mode of the re-added alias: keep, proxy, sniff."),
             restart_strategy: str = typer.Option("auto", help="Credentials: auto, reload, restart."),
             link_timeout: float = typer.Option(60.0, help="Seconds a re-added alias may take to connect."),
+            retire_trust: bool = typer.Option(False, "--retire-trust",
+                                              help="Afterwards, pause for approval (Prefect UI) to retire "
+                                                   "certificate trust."),
             ) -> None:
     """Migrate the aliases to API-key security; roll back by itself if reconnect, verify or resume fails."""
     params = _params(inventory, alias, dry_run=dry_run, run_id=resume, connection_mode=connection_mode,
-                     restart_strategy=restart_strategy, link_timeout_s=link_timeout)
+                     restart_strategy=restart_strategy, link_timeout_s=link_timeout,
+                     retire_trust=retire_trust)
     if resume:
         params = _resumed(params, resume)
     if not (yes or dry_run):
