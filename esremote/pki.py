@@ -235,12 +235,14 @@ def _san(dns: Iterable[str], ips: Iterable[str]) -> list[x509.GeneralName]:
 
 
 def issue(ca: CertificateAuthority | None, name: str, dns: Iterable[str] = (), ips: Iterable[str] = (),
-          days: int = DEFAULT_DAYS, key_size: int = DEFAULT_KEY_SIZE) -> NodeCertificate:
+          days: int = DEFAULT_DAYS, key_size: int = DEFAULT_KEY_SIZE,
+          key: PrivateKey | None = None) -> NodeCertificate:
     """A certificate for `name` (a CN, or a whole DN) signed by `ca`, or self-signed when `ca` is None.
 
     For one certificate shared by all nodes, pass every node's names, or a wildcard such as
-    `*.nodes.example.com`, in `dns`."""
-    key = generate_key(key_size)
+    `*.nodes.example.com`, in `dns`. `key` renews a certificate on an existing key (and spares
+    tests that need many certificates a key generation each); otherwise a new key of `key_size`."""
+    key = key or generate_key(key_size)
     subject = parse_dn(name)
     issuer, signer = (ca.cert.subject, ca.key) if ca else (subject, key)
     start, end = _validity(days)

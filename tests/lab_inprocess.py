@@ -40,23 +40,7 @@ def _node_key():
 def _node_cert(ca_index: int, name: str, ip: str) -> pki.NodeCertificate:
     """A node certificate (CN and SANs like certutil's) on one process-wide key: a 2048-bit key per
     certificate would dominate the tests' run time."""
-    import datetime as dt
-    import ipaddress
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
-    ca, key = _cas()[ca_index], _node_key()
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-            .issuer_name(ca.cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name), x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
-            .sign(ca.key, hashes.SHA256()))
-    return pki.NodeCertificate(cert, key)
+    return pki.issue(_cas()[ca_index], name, dns=[name, "localhost"], ips=[ip], days=30, key=_node_key())
 
 
 @dataclass

@@ -11,6 +11,7 @@ lists. The module also checks the harness itself (the tests at the end).
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import json
 import os
@@ -69,33 +70,17 @@ def wait_for(check: Callable[[], Any], timeout: float = 15.0, what: str = "condi
 # ------------------------------------------------------------------------------ certificates
 
 _CAS: dict[str, pki.CertificateAuthority] = {}
-_NODE_KEY: list = []
+
+
+@functools.cache
+def _node_key():
+    return pki.generate_key(2048)
 
 
 def _issue(ca: pki.CertificateAuthority, node: str, ip: str) -> pki.NodeCertificate:
     """A node certificate signed by `ca`, on one process-wide key: generating a 2048-bit key per
     certificate would cost a quarter of a second each, and the tests need dozens."""
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
-
-    if not _NODE_KEY:
-        _NODE_KEY.append(pki.generate_key(2048))
-    key = _NODE_KEY[0]
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node)]))
-            .issuer_name(ca.cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(node),
-                                                        x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
-            .sign(ca.key, hashes.SHA256()))
-    return pki.NodeCertificate(cert, key)
+    return pki.issue(ca, node, dns=[node], ips=[ip], days=2, key=_node_key())
 
 
 @dataclass

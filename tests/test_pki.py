@@ -210,6 +210,12 @@ def test_bad_san_values_are_refused(ca, dns, ips, message):
         pki.issue(ca, "n", dns=dns, ips=ips, key_size=pki.EC_P256)
 
 
+def test_a_certificate_renewed_on_its_key_keeps_the_key(ca, node):
+    renewed = pki.issue(ca, "node-1", dns=["node-1"], key=node.key)
+    assert renewed.key is node.key and renewed.cert.serial_number != node.cert.serial_number
+    assert renewed.cert.public_key().public_numbers() == node.cert.public_key().public_numbers()
+
+
 def test_too_small_key_and_days_are_refused():
     with pytest.raises(CertificateError, match="key size 512 is too small"):
         pki.generate_key(512)
