@@ -320,6 +320,11 @@ class Keystore:
     def to_bytes(self, password: str = "", version: int = CURRENT_VERSION) -> bytes:
         if version not in WRITABLE_VERSIONS:
             raise ValueError(f"keystore format {version} cannot be written (only {WRITABLE_VERSIONS})")
+        length = len(password.encode("utf-16-le")) // 2  # Java chars, as Elasticsearch counts them
+        if length > MAX_PASSPHRASE_LENGTH:
+            raise keystore_error(f"the keystore password has {length} characters; Elasticsearch reads at most "
+                                 f"{MAX_PASSPHRASE_LENGTH} at start-up, so the node could not open the keystore: "
+                                 "choose a shorter password")
         salt, iv = secrets.token_bytes(_SALT_LEN), secrets.token_bytes(_IV_LEN)
         key = _derive_key(password, salt, version)
         ciphertext = AESGCM(key).encrypt(iv, _serialize_entries(self._entries), salt)

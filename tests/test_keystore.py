@@ -208,6 +208,18 @@ def test_wrong_password_is_refused_without_echoing_it(protected_v6):
     assert Keystore.from_bytes(protected_v6, PASSWORD).get_string("cluster.remote.r1.credentials")
 
 
+def test_a_password_elasticsearch_cannot_read_at_start_up_is_refused(tmp_path):
+    """Elasticsearch reads at most 128 chars of keystore passphrase (Bootstrap.readPassphrase)."""
+    path = tmp_path / "elasticsearch.keystore"
+    Keystore.create().save(path, "p" * 128)  # the longest it reads
+    assert Keystore.load(path, "p" * 128).names() == [SEED_SETTING]
+    too_long = "p" * 127 + "\U0001F511"  # 129 Java chars: the emoji is a surrogate pair
+    with pytest.raises(KeystoreError, match="has 129 characters; Elasticsearch reads at most 128") as caught:
+        Keystore.create().save(path, too_long)
+    assert too_long not in str(caught.value)
+    assert Keystore.load(path, "p" * 128).names() == [SEED_SETTING]  # the file is unchanged
+
+
 def test_every_changed_byte_is_detected(v5_file):
     data = v5_file.read_bytes()
     for offset in range(len(data)):
