@@ -302,9 +302,6 @@ class Inventory(_Model):
             raise InventoryError(f"no cluster named {name!r}; the inventory has: "
                                  f"{', '.join(self.clusters)}") from None
 
-    def clusters_with_role(self, role: Literal["local", "remote"]) -> list[Cluster]:
-        return [c for c in self.clusters.values() if c.role == role]
-
     def nodes(self, cluster: str | None = None) -> list[ResolvedNode]:
         """Every node of `cluster` (or of every cluster, in inventory order), settings merged."""
         clusters = [self.cluster(cluster)] if cluster is not None else list(self.clusters.values())

@@ -149,10 +149,6 @@ class NotImplementedInLab(ESError):
     status, type = 501, "lab_not_implemented_exception"
 
 
-class ConnectTransport(ESError):
-    status, type = 500, "connect_transport_exception"
-
-
 class NoSuchRemoteCluster(ESError):
     status, type = 404, "no_such_remote_cluster_exception"
 

@@ -9,7 +9,6 @@ runs as that user, as Elasticsearch runs CCR with the creator's security headers
 
 from __future__ import annotations
 
-import fnmatch
 import time
 
 from esremote.lab import errors
@@ -280,20 +279,3 @@ def pause_auto_follow_pattern(req: Request) -> dict:
 @api("ccr.resume_auto_follow_pattern")
 def resume_auto_follow_pattern(req: Request) -> dict:
     return _set_active(req, True)
-
-
-def matching_leaders(pattern: dict, leader_indices: list[str]) -> list[str]:
-    """Leader indices a pattern follows (for work.py): included, not excluded, not yet followed."""
-    chosen = []
-    for index in leader_indices:
-        if not any(fnmatch.fnmatchcase(index, p) for p in pattern["leader_index_patterns"]):
-            continue
-        if any(fnmatch.fnmatchcase(index, p) for p in pattern.get("leader_index_exclusion_patterns", [])):
-            continue
-        if index not in pattern.get("followed", []):
-            chosen.append(index)
-    return chosen
-
-
-def follower_name(pattern: dict, leader: str) -> str:
-    return pattern["follow_index_pattern"].replace("{{leader_index}}", leader)
