@@ -259,7 +259,7 @@ def test_write_file_sets_owner_and_group_when_asked(node, ssh_server):
 
 def test_write_file_rejects_bad_run_id_and_relative_path(node):
     with pytest.raises(ValueError, match="run_id"):
-        node.write_file("/tmp/x", b"", run_id="a/b")
+        node.write_file("/etc/elasticsearch/x", b"", run_id="a/b")
     with pytest.raises(ValueError, match="absolute"):
         node.write_file("x", b"", run_id=RUN)
 
