@@ -11,9 +11,15 @@ import time
 
 import pytest
 
-from esremote.cluster import usage as cluster_usage, xcluster_work as xw
 from esremote.cluster import remote_settings as rs
-from esremote.cluster.api_key import LICENCE_FEATURE, ensure_cross_cluster_key, find_keys, key_name
+from esremote.cluster import usage as cluster_usage
+from esremote.cluster import xcluster_work as xw
+from esremote.cluster.api_key import (
+    LICENCE_FEATURE,
+    ensure_cross_cluster_key,
+    find_keys,
+    key_name,
+)
 from esremote.cluster.client import connect, poll
 from esremote.cluster.reload import ReloadError, reload_secure_settings
 from esremote.cluster.restart import RestartError, RestartTimeouts, rolling_restart
@@ -62,7 +68,7 @@ def usage_when(es, predicate) -> cluster_usage.UsageReport:
 
 
 def test_a_transform_reaching_the_alias_only_through_wildcards_is_stopped_and_resumed(paths_lab):
-    lab, inventory = paths_lab
+    _, inventory = paths_lab
     es = connect(inventory.cluster("local"))
     seeded = es.transform.get_transform(transform_id="ccs-hosts").body["transforms"][0]
     for transform_id, source in WILDCARD_TRANSFORMS.items():
@@ -106,7 +112,7 @@ def test_a_transform_reaching_the_alias_only_through_wildcards_is_stopped_and_re
 
 
 def test_verification_of_an_alias_that_is_gone_names_that_cause(paths_lab):
-    lab, inventory = paths_lab
+    _, inventory = paths_lab
     es = connect(inventory.cluster("local"))
     saved = rs.fetch_remote(es, "local", ALIAS)
     rs.apply_settings(es, "local", rs.plan_removal(saved))
@@ -160,7 +166,7 @@ def keystore_passwd(pool: SSHPool, inventory: Inventory, node_name: str, old: st
 
 
 def test_a_reload_that_fails_on_one_node_names_that_node_only(paths_lab, pool):
-    lab, inventory = paths_lab
+    _, inventory = paths_lab
     password = inventory.cluster("local").keystore_password.resolve().get_secret_value()
     keystore_passwd(pool, inventory, "local-1", password, "another-password")
     try:
@@ -224,7 +230,7 @@ def test_a_restart_command_that_outlasts_its_deadline_stops_the_rolling_restart(
 
 def test_a_remote_without_an_enterprise_licence_refuses_the_key_with_what_to_do(paths_lab, pool):
     """Runs last: it leaves the remote on a platinum licence."""
-    lab, inventory = paths_lab
+    _, inventory = paths_lab
     remote = connect(inventory.cluster("remote"))
     remote.license.post(license={"type": "platinum", "uid": "paths-platinum"})
     assert remote.license.get().body["license"]["type"] == "platinum"

@@ -14,8 +14,10 @@ import secrets
 import pytest
 
 from esremote import pki
-from esremote.cluster import privileges, usage as cluster_usage, xcluster_work as xw
+from esremote.cluster import privileges
 from esremote.cluster import remote_settings as rs
+from esremote.cluster import usage as cluster_usage
+from esremote.cluster import xcluster_work as xw
 from esremote.cluster.api_key import ensure_cross_cluster_key
 from esremote.cluster.client import connect, poll
 from esremote.cluster.reload import reload_secure_settings
@@ -27,7 +29,11 @@ from esremote.node_keystore import NodeKeystore
 from esremote.preflight import preflight
 from esremote.probes import probe_remote_cluster
 from esremote.ssh import SSHPool
-from esremote.verify import patterns_and_followers, verify_api_key_link, verify_certificate_link
+from esremote.verify import (
+    patterns_and_followers,
+    verify_api_key_link,
+    verify_certificate_link,
+)
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -282,7 +288,7 @@ def test_a_key_without_the_needed_access_or_invalidated_fails_verification_with_
     rs.apply_settings(es_local, link.local, rs.plan_readd(None, saved,
                                                           port=inventory.cluster(link.remote).remote_cluster_port))
 
-    report = verify_api_key_link(inventory, ALIAS, pool=pool, followers=["follower-logs"], follower_timeout=15,
+    report = verify_api_key_link(inventory, ALIAS, pool=pool, followers=["follower-logs"], follower_timeout=5,
                                  check=False)
     assert [c.name for c in report.checks] == ["remote_info", f"resolve_cluster {ALIAS}:*", "follower follower-logs"]
     failed = report.failed[0]

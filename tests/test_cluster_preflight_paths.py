@@ -75,7 +75,7 @@ def test_a_cluster_that_does_not_answer_blocks_and_the_rest_still_runs(inventory
     dead = ScriptedES()
     url = dead.url
     dead.close()  # nothing listens there any more
-    from elasticsearch import Elasticsearch  # noqa: PLC0415
+    from elasticsearch import Elasticsearch
     try:
         with SSHPool() as pool:
             report = preflight(inventory, ALIAS, pool=pool, usage_finder=lambda *_: UsageReport(ALIAS),

@@ -29,7 +29,7 @@ def scripted():
 def inventory(tmp_path) -> Inventory:
     secret = tmp_path / "password.secret"
     secret.write_text("x\n")
-    cluster = lambda role: {"role": role, "urls": ["https://127.0.0.1:9200"],  # noqa: E731
+    cluster = lambda role: {"role": role, "urls": ["https://127.0.0.1:9200"],
                             "auth": {"username": "elastic", "password": {"file": str(secret)}},
                             "nodes": [{"name": f"{role}-0", "address": "127.0.0.1"}]}
     return Inventory.model_validate({"clusters": {"local": cluster("local"), "remote": cluster("remote")},
