@@ -31,7 +31,6 @@ def set_settings(
 ) -> None:
     """Set and remove settings by their full dotted name, wherever the file keeps them."""
     from esremote.esyml import EsYml, unified_diff  # noqa: PLC0415 (keep CLI start-up cheap)
-    from esremote.files import atomic_write, backup, run_stamp  # noqa: PLC0415
 
     changes = dict(_assignment(item) for item in assignments or [])
     if not changes and not unset:
@@ -49,16 +48,24 @@ def set_settings(
     if dry_run:
         typer.echo(unified_diff(old, new, str(path)), nl=False)
         return
+    saved = _write_with_backup(path, new)
+    typer.echo(f"{path}: updated (backup: {saved.name if saved else 'none'})")
+
+
+def _write_with_backup(path: Path, text: str) -> Path | None:
+    """Back `path` up beside itself, then replace it atomically; the backup's path."""
+    from esremote.files import atomic_write, backup, run_stamp  # noqa: PLC0415
+
     try:
         saved = backup(path, run_stamp())
     except OSError as exc:
         raise YmlError(f"cannot back it up before editing ({exc.strerror or exc}); nothing was changed",
                        file=str(path)) from None
     try:
-        atomic_write(path, new.encode("utf-8"))
+        atomic_write(path, text.encode("utf-8"))
     except OSError as exc:  # the write is atomic: the file is still the original
         raise YmlError(f"cannot write it ({exc.strerror or exc}); it is unchanged", file=str(path)) from None
-    typer.echo(f"{path}: updated (backup: {saved.name if saved else 'none'})")
+    return saved
 
 
 def _assignment(item: str) -> tuple[str, Any]:
