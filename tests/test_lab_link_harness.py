@@ -248,10 +248,11 @@ class Cluster:
     def user(self, name: str):
         return self.node.security.user(name)
 
-    def create_index(self, index: str, docs: list[dict] = ()) -> None:
+    def create_index(self, index: str, docs: list[dict] = (), settings: dict | None = None) -> None:
         with self.store.transaction() as st:
             st["indices"].setdefault(index, {"uuid": new_id(), "creation_date": int(time.time() * 1000),
-                                             "settings": {}, "mappings": {}, "aliases": {}, "follower": False})
+                                             "settings": dict(settings or {}), "mappings": {}, "aliases": {},
+                                             "follower": False})
         if docs:
             self.index_docs(index, docs)
 

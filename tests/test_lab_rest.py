@@ -566,3 +566,11 @@ def test_cross_cluster_search_and_count_go_through_the_link(tmp_path):
         assert es.get("/rem:shared-logs/_count")[1]["count"] == 3
         status, body, _ = es.post("/nope:shared-logs/_search", {})
         assert status == 404 and body["error"]["type"] == "no_such_remote_cluster_exception"
+
+
+def test_a_follower_takes_its_leaders_shards_and_replicas_unless_the_request_sets_them():
+    from esremote.lab.api.ccr import follower_settings
+    leader = {"index.number_of_shards": "1", "index.number_of_replicas": "0"}
+    assert follower_settings(leader, None) == leader
+    mine = follower_settings(leader, {"index": {"number_of_replicas": 2}})
+    assert str(mine["index.number_of_replicas"]) == "2" and mine["index.number_of_shards"] == "1"

@@ -90,9 +90,12 @@ def test_auto_follow_pattern_follows_new_leaders_while_active(lab):
             "remote_cluster": ALIAS, "leader_index_patterns": ["leader-*"],
             "leader_index_exclusion_patterns": ["leader-skip"], "follow_index_pattern": "{{leader_index}}-copy",
             "active": True, "settings": {}, "followed": [], "errors": [], "username": "elastic"}
-    remote.create_index("leader-1", [{"n": 10}])
+    remote.create_index("leader-1", [{"n": 10}],
+                        settings={"index.number_of_shards": "1", "index.number_of_replicas": "0"})
     remote.create_index("leader-skip", [{"n": 0}])
     wait_for(lambda: _docs(local, "leader-1-copy") == [10], what="auto-followed leader-1")
+    # A follower is made from its leader's metadata: a one-node cluster can hold it (green).
+    assert _state(local)["indices"]["leader-1-copy"]["settings"]["index.number_of_replicas"] == "0"
     assert "leader-skip-copy" not in _state(local)["ccr"]["followers"]
 
     with local.store.transaction() as st:

@@ -565,6 +565,11 @@ class RemoteClusterService:
         """Auto-follow: the remote's indices this user may follow."""
         return self._send(alias, "cluster:monitor/state", {"metadata": True}, user).get("indices", [])
 
+    def leader_settings(self, alias: str, index: str, user: Any) -> dict[str, str]:
+        """The settings a follower of `index` copies from it (shards, replicas)."""
+        answer = self._send(alias, "cluster:monitor/state", {"metadata": True}, user)
+        return dict(answer.get("index_settings", {}).get(index, {}))
+
     def resolve_cluster(self, expr: str | None, user: Any) -> dict:
         """`_resolve/cluster` entries for the remote part of an expression (`alias:index`, alias
         wildcards allowed); the REST layer adds the local cluster. No expression: every remote."""

@@ -51,6 +51,9 @@ PKIX_FAILURE = ("sun.security.validator.ValidatorException: PKIX path building f
 
 _TRANSPORT_LOGGER = "o.e.x.s.t.n.SecurityNetty4ServerTransport"
 
+# Index settings a CCR follower takes from its leader (the request's `settings` may override them).
+FOLLOWER_COPIED_SETTINGS = ("index.number_of_shards", "index.number_of_replicas")
+
 
 def es_log(ctx, level: int, logger: str, message: str) -> None:
     """One line in the node's Elasticsearch-format log, under Elasticsearch's logger name."""
@@ -870,6 +873,9 @@ class RemoteActions:
             indices = self.ctx.store.snapshot().get("indices", {})
             answer["indices"] = sorted(i for i in indices if not i.startswith(".")
                                        and subject.may("indices:monitor/stats", i))
+            # A follower is created from its leader's metadata: shards and replicas included.
+            answer["index_settings"] = {i: {k: v for k, v in indices[i].get("settings", {}).items()
+                                            if k in FOLLOWER_COPIED_SETTINGS} for i in answer["indices"]}
         return answer
 
     def _remote_cluster_nodes(self, subject: Subject | None, body: dict) -> dict:

@@ -219,10 +219,15 @@ class WorkRunner:
                   and not any(fnmatchcase(i, p) for p in pattern.get("leader_index_exclusion_patterns", []))
                   and i not in pattern.get("followed", [])]
         for leader in wanted:
-            self._start_following(name, pattern, leader)
+            try:
+                leader_settings = self._remote().leader_settings(alias, leader, self._user(pattern))
+            except ESError as exc:
+                self._auto_follow_error(name, name, exc, counter="failed_remote_requests")
+                return
+            self._start_following(name, pattern, leader, leader_settings)
 
-    def _start_following(self, name: str, pattern: dict, leader: str) -> None:
-        from esremote.lab.api.ccr import new_follower
+    def _start_following(self, name: str, pattern: dict, leader: str, leader_settings: dict) -> None:
+        from esremote.lab.api.ccr import follower_settings, new_follower
         follow = (pattern.get("follow_index_pattern") or "{{leader_index}}").replace("{{leader_index}}", leader)
         with self.ctx.store.transaction() as st:
             current = st["ccr"]["auto_follow"].get(name)
@@ -233,7 +238,8 @@ class WorkRunner:
                     "type": "resource_already_exists_exception", "reason": f"index [{follow}] already exists"})
                 current["failed_follow_indices"] = int(current.get("failed_follow_indices", 0)) + 1
                 return
-            self._ensure_index(st, follow, follower=True, settings=current.get("settings"))
+            self._ensure_index(st, follow, follower=True,
+                               settings=follower_settings(leader_settings, current.get("settings")))
             st["ccr"]["followers"][follow] = new_follower(pattern["remote_cluster"], leader,
                                                           dict(current.get("parameters") or {}),
                                                           current.get("username") or "elastic", pattern=name)

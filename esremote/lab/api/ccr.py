@@ -58,12 +58,23 @@ def follow(req: Request) -> dict:
         raise errors.ResourceAlreadyExists(f"index [{index}] already exists", index=index)
     alias, leader = body["remote_cluster"], body["leader_index"]
     _remote(req).read_changes(alias, leader, -1, req.user, limit=1)  # reachability, leader, privileges
+    settings = follower_settings(_remote(req).leader_settings(alias, leader, req.user), body.get("settings"))
     with req.ctx.store.transaction() as st:
         if index in st["indices"]:
             raise errors.ResourceAlreadyExists(f"index [{index}] already exists", index=index)
-        create_index(req.ctx, st, index, {"settings": body.get("settings") or {}}, follower=True)
+        create_index(req.ctx, st, index, {"settings": settings}, follower=True)
         st["ccr"]["followers"][index] = new_follower(alias, leader, _parameters(body), req.user.username)
     return {"follow_index_created": True, "follow_index_shards_acked": True, "index_following_started": True}
+
+
+def follower_settings(leader: dict[str, str], requested: dict | None) -> dict:
+    """A follower's index settings: its leader's shards and replicas, under what the request sets."""
+    from esremote.lab.settings import flatten
+
+    merged = dict(leader)
+    merged.update({k if k.startswith("index.") else f"index.{k}": v
+                   for k, v in flatten(requested or {}).items()})
+    return merged
 
 
 def new_follower(alias: str, leader: str, parameters: dict, username: str, pattern: str | None = None) -> dict:
