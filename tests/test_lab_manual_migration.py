@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from esremote.cluster.client import poll
 from esremote.ssh import SSHPool
 from tests.fixtures.lab import Lab
 
@@ -72,16 +73,6 @@ def wait_green(lab: Lab, cluster: str, timeout: float = 60) -> None:
         except Exception:  # noqa: BLE001 - a node is coming back: poll again
             pass
         assert time.monotonic() < deadline, f"{cluster} not green after {timeout}s"
-        time.sleep(0.2)
-
-
-def wait_for(what: str, probe, timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
 
 
@@ -155,7 +146,7 @@ def reconnect_with_api_key(op: Operator, lab: Lab, encoded_key: str) -> None:
                                               "privileges": privileges}])
     es.cluster.put_settings(persistent={f"cluster.remote.{ALIAS}.mode": None,
                                         f"cluster.remote.{ALIAS}.proxy_address": None})
-    wait_for("the alias to go", lambda: ALIAS not in es.cluster.remote_info(), timeout=10)
+    poll(lambda: ALIAS not in es.cluster.remote_info(), timeout=10, what="the alias to go")
     for node in lab.nodes("local"):
         op.keystore_add(node["name"], f"cluster.remote.{ALIAS}.credentials", encoded_key)
     reload = es.nodes.reload_secure_settings()
@@ -206,7 +197,8 @@ def test_the_documented_migration_by_hand(operator):
     reconnect_with_api_key(operator, lab, encoded)
 
     local = lab.es("local")
-    info = wait_for("the API-key link", lambda: (i := local.cluster.remote_info()[ALIAS])["connected"] and i)
+    info = poll(lambda: (i := local.cluster.remote_info()[ALIAS])["connected"] and i, timeout=30,
+                what="the API-key link")
     assert info["cluster_credentials"] == "::es_redacted::"
     assert info["proxy_address"].endswith(":9443") and info["num_proxy_sockets_connected"] > 0
     assert encoded not in json.dumps(info)
@@ -220,8 +212,8 @@ def test_the_documented_migration_by_hand(operator):
     assert state in ("started", "indexing")
     # The follower catches up through the API-key link with what the writer keeps adding.
     remote = lab.es("remote")
-    wait_for("the follower to catch up", lambda: local.count(index="follower-logs")["count"]
-             >= remote.count(index="leader-logs")["count"] - 5, timeout=30)
+    poll(lambda: local.count(index="follower-logs")["count"] >= remote.count(index="leader-logs")["count"] - 5,
+         timeout=30, what="the follower to catch up")
 
 
 # One node a side over real OpenSSH: a non-root login that works through sudo, like an operator's.
@@ -236,11 +228,11 @@ def test_skipping_the_ca_on_the_local_nodes_fails_as_documented(operator):
     reconnect_with_api_key(operator, lab, encoded)
 
     local = lab.es("local")
-    wait_for("the local side's trust failure in its log",
-             lambda: "failed to establish trust with server" in log_text(lab, "local"))
+    poll(lambda: "failed to establish trust with server" in log_text(lab, "local"), timeout=30,
+         what="the local side's trust failure in its log")
     assert "unable to find valid certification path" in log_text(lab, "local")
-    wait_for("the remote side's view of it", lambda: "client did not trust this server's certificate"
-             in log_text(lab, "remote"))
+    poll(lambda: "client did not trust this server's certificate" in log_text(lab, "remote"), timeout=30,
+         what="the remote side's view of it")
     info = local.cluster.remote_info()[ALIAS]
     assert info["connected"] is False and info["num_proxy_sockets_connected"] == 0
     assert info["cluster_credentials"] == "::es_redacted::"
