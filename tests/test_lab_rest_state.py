@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from esremote.lab.state import StateStore
 
 
@@ -38,12 +40,9 @@ def test_a_failed_transaction_changes_nothing(tmp_path):
     store = StateStore(tmp_path)
     with store.transaction() as st:
         st["settings"]["persistent"]["a"] = "1"
-    try:
-        with store.transaction() as st:
-            st["settings"]["persistent"]["a"] = "2"
-            raise RuntimeError("validation failed")
-    except RuntimeError:
-        pass
+    with pytest.raises(RuntimeError, match="validation failed"), store.transaction() as st:  # it propagates
+        st["settings"]["persistent"]["a"] = "2"
+        raise RuntimeError("validation failed")
     assert store.snapshot()["settings"]["persistent"] == {"a": "1"}
     copy = store.snapshot()
     copy["settings"]["persistent"]["a"] = "3"
