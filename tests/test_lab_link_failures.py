@@ -3,6 +3,8 @@ the right side's log, `_remote/info` showing the link down, and the error a requ
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from esremote.lab.errors import ESError
@@ -72,8 +74,7 @@ def test_remote_port_blocked_fault_refuses_then_recovers(lab):
     wait_for(lambda: not remote_info(local.node)["my_remote"]["connected"], what="link down")
     _logged(local.node, f"[][{remote.node.config.ip}:9443] connect_exception")
     # 9300 is not affected by the fault
-    with __import__("socket").create_connection((remote.node.config.ip, 9300), timeout=2):
-        pass
+    socket.create_connection((remote.node.config.ip, 9300), timeout=2).close()
 
     lab.fault("remote-port-blocked", on=False)
     wait_for(lambda: remote_info(local.node)["my_remote"]["num_proxy_sockets_connected"] == 2, what="link back")
