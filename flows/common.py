@@ -45,7 +45,7 @@ def wait_all(futures: Iterable[tuple[str, object]]) -> list:
 
 def phase_done(run: Run, phase: str, lines: list[str]) -> None:
     run.journal.note(f"phase/{phase}", summary=lines)
-    reports.markdown(f"{phase.replace('_', '-')}-{run.id}", reports.phase_report(phase, lines),
+    reports.markdown(reports.run_key(run, phase), reports.phase_report(phase, lines),
                      description=f"Report of phase {phase}")
 
 

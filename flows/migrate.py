@@ -150,7 +150,7 @@ def _brief(exc: BaseException) -> str:
 
 def _finish(run, summary: Summary) -> Summary:
     reports.save(run.journal.run_dir, "summary.json", summary.to_dict())
-    reports.markdown(f"summary-{run.id}", summary.to_markdown(), description="Migration summary")
+    reports.markdown(reports.run_key(run, "summary"), summary.to_markdown(), description="Migration summary")
     run.journal.note("summary", status=summary.status)
     return summary
 

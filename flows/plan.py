@@ -19,13 +19,13 @@ def plan_flow(params: MigrationParams, run_id: str | None = None) -> Plan:
     if data is None:
         raise RuntimeError(f"run {run.id} has no facts yet: run the preflight phase first")
     plan = build_plan(run.params, MigrationFacts.from_dict(data))
-    publish(run.journal.run_dir, run.id, plan)
+    publish(run, plan)
     run.journal.note("plan", changes=len(plan.changes), outage=plan.outage.estimate)
     return plan
 
 
-def publish(run_dir, run_id: str, plan: Plan) -> None:
-    reports.save(run_dir, "plan.json", plan.to_dict())
-    reports.save(run_dir, "plan.md", plan.to_markdown())
-    reports.markdown(f"plan-{run_id}", plan.to_markdown(), description="Migration plan")
-    reports.table(f"plan-changes-{run_id}", plan.rows(), description="Every change, in order")
+def publish(run, plan: Plan) -> None:
+    reports.save(run.journal.run_dir, "plan.json", plan.to_dict())
+    reports.save(run.journal.run_dir, "plan.md", plan.to_markdown())
+    reports.markdown(reports.run_key(run, "plan"), plan.to_markdown(), description="Migration plan")
+    reports.table(reports.run_key(run, "plan-changes"), plan.rows(), description="Every change, in order")

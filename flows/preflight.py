@@ -27,5 +27,5 @@ def preflight_flow(params: MigrationParams, run_id: str | None = None) -> Migrat
     reports.save(run.journal.run_dir, "facts.json", facts.to_dict())
     rows = [{"alias": alias, "status": f.status, "check": f.check, "where": f.where, "detail": f.detail,
              "fix": f.fix} for alias, report in found.items() for f in report.findings]
-    reports.table(f"preflight-{run.id}", rows, description="Preflight findings")
+    reports.table(reports.run_key(run, "preflight"), rows, description="Preflight findings")
     return facts

@@ -120,7 +120,7 @@ def retire_certificate_trust_flow(params: MigrationParams, run_id: str | None = 
     """Pause for approval (the form shows the plan), then do what was approved."""
     run = ensure_run(params, run_id)
     plan = retire_plan(run)
-    reports.markdown(f"retire-plan-{run.id}", plan, description="Retire certificate trust: the plan")
+    reports.markdown(reports.run_key(run, "retire-plan"), plan, description="Retire certificate trust: the plan")
     form = RetireApproval.with_initial_data(description=plan, approve=False, **params.retire.model_dump())
     answer = pause_flow_run(wait_for_input=form, timeout=params.approval_timeout_s, poll_interval=2)
     if not answer.approve:
@@ -131,7 +131,7 @@ def retire_certificate_trust_flow(params: MigrationParams, run_id: str | None = 
         if answer.transport_ip_filter:
             lines.append(transport_ip_filter(run.id, remote))
         if answer.ca_rotation_plan:
-            reports.markdown(f"ca-rotation-{remote}-{run.id}", ca_rotation_text(run, remote),
+            reports.markdown(reports.run_key(run, f"ca-rotation-{remote}"), ca_rotation_text(run, remote),
                              description=f"CA rotation plan for {remote}")
             lines.append(f"{remote}: CA rotation plan published")
         if answer.delete_cross_cluster_roles:

@@ -16,7 +16,7 @@ from prefect import flow
 
 from esremote.errors import RollbackError
 from esremote.params import MigrationParams
-from esremote.plan import credentials_by
+from esremote.plan import RELOADABLE, credentials_by
 from flows.common import locals_of, phase_done, remote_info
 from flows.summary import Summary
 from tasks.cluster import facts_of, null_alias, reload_credentials, restore_alias, restore_roles, verify_certificate
@@ -89,7 +89,9 @@ def rollback_flow(params: MigrationParams, run_id: str | None = None) -> list[st
         restarted = bool(journal.started_steps(f"reconnect/restart/{local}/"))
         if not (keystores or ymls):
             continue
-        if ymls or restarted or credentials_by(run.params, facts, local) == "restart":
+        # Below 8.13 a reload cannot drop the credentials, whatever the run's strategy was.
+        reloadable = facts.min_version(local) >= RELOADABLE
+        if ymls or restarted or not reloadable or credentials_by(run.params, facts, local) == "restart":
             for node in facts.nodes_of(local):
                 steps.run(f"restart {node.key}", restart_node, run.id, node.key, f"{PHASE}/restart/{node.key}")
         else:

@@ -17,6 +17,12 @@ def artifact_key(*parts: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")[:100]
 
 
+def run_key(run, what: str) -> str:
+    """A stable artifact key per kind of report and set of aliases (`plan-my-remote`), so the
+    Prefect UI shows one version history per migration, run after run."""
+    return artifact_key(what, *run.aliases)
+
+
 def markdown(key: str, text: str, description: str | None = None) -> None:
     from prefect.artifacts import create_markdown_artifact  # noqa: PLC0415
 

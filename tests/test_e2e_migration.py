@@ -142,6 +142,13 @@ def test_dynamic_proxy_alias_on_8_15_migrates_with_reload_only_and_resumes_after
         (run_dir / "plan.md").read_text()]
     raw = __import__("base64").b64decode(encoded).decode().split(":", 1)[1]
     assert not [t for t in texts if encoded in t or raw in t]
+    # The plan and the summary are artifacts in Prefect, under stable keys, without the key either.
+    from prefect.artifacts import Artifact  # noqa: PLC0415
+
+    plan, summary = Artifact.get("plan-my-remote"), Artifact.get("summary-my-remote")
+    assert "## reconnect" in plan.data and "reload_secure_settings" in plan.data
+    assert "`_remote/info` before" in summary.data and "::es_redacted::" in summary.data
+    assert not [t for t in (plan.data, summary.data) if encoded in t or raw in t]
     # Remote nodes: the p12 is 0660 and the server really speaks TLS on 9443 (the link above uses it).
     for node in lab.nodes("remote"):
         p12 = Path(node["home"]) / "config" / "certs" / "remote-cluster.p12"
