@@ -1,10 +1,12 @@
-"""Node access over SSH (paramiko): connections, strict host keys, sudo, atomic file edits, fan-out.
+"""Node access over SSH (paramiko): connections, strict host keys, sudo, atomic file edits.
 
     target = SSHTarget(host="es-1.example.com", user="esadmin", key_file="~/.ssh/id_ed25519")
     with SSHPool() as pool:
         node = pool.get(target)                     # lazy: connects on first use, then reused
         node.run("systemctl is-active elasticsearch", sudo=True)
         node.write_file("/etc/elasticsearch/elasticsearch.yml", data, run_id=run_id, sudo=True)
+
+Running a step on many nodes at once is `esremote.fanout`.
 
 Rules kept here:
 - Host keys are checked strictly against known_hosts; trust-on-first-use only when asked for.
@@ -41,11 +43,10 @@ from esremote.errors import (
     SSHError,
     SudoError,
 )
-from esremote.fanout import GroupResult, fan_out
 
 __all__ = [
     "SSHTarget", "SSHConnection", "SSHPool", "CommandResult", "FileStat", "WriteResult",
-    "CommandTimeoutError", "GroupResult", "fan_out", "host_key_fingerprint",
+    "CommandTimeoutError", "host_key_fingerprint",
 ]
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
