@@ -383,57 +383,33 @@ def _stage_local(facts: MigrationFacts, local: str) -> list[Change]:
 
 
 def _stop_work(alias: AliasState) -> list[Change]:
-    out = []
-    for item in stop_order(alias.work):
-        for call in stop_calls(item):
-            out.append(Change("stop_cross_cluster_ops", "api", alias.local, call, alias=alias.alias,
-                              disruptive=True))
-    return out
-
-
-def stop_order(work: list[WorkItem]) -> list[WorkItem]:
-    """Readers first, replication last: transforms, datafeeds, auto-follow patterns, followers."""
-    order = {"transform": 0, "datafeed": 1, "auto_follow_pattern": 2, "follower": 3}
-    return sorted((w for w in work if w.running), key=lambda w: order[w.kind])
-
-
-def resume_order(work: list[WorkItem]) -> list[WorkItem]:
-    return stop_order(work)
-
-
-def stop_calls(item: WorkItem) -> list[str]:
-    if item.kind == "transform":
-        return [f"POST _transform/{item.id}/_stop?wait_for_completion=true"]
-    if item.kind == "datafeed":
-        calls = [f"POST _ml/datafeeds/{item.id}/_stop"] if item.state in ("started", "starting") else []
-        if item.job_id and item.job_state in ("opened", "opening"):
-            calls.append(f"POST _ml/anomaly_detectors/{item.job_id}/_close")
-        return calls
-    if item.kind == "auto_follow_pattern":
-        return [f"POST _ccr/auto_follow/{item.id}/pause"]
-    return [f"POST {item.id}/_ccr/pause_follow"]
-
-
-def resume_calls(item: WorkItem) -> list[str]:
-    """es-facts §11.1/11.2: patterns get resume-pattern, followers resume-follow; a job is opened and
-    then its datafeed started (opening does not restart it)."""
-    if item.kind == "transform":
-        return [f"POST _transform/{item.id}/_start"]
-    if item.kind == "datafeed":
-        calls = []
-        if item.job_id and item.job_state in ("opened", "opening"):
-            calls.append(f"POST _ml/anomaly_detectors/{item.job_id}/_open")
-        if item.state in ("started", "starting"):
-            calls.append(f"POST _ml/datafeeds/{item.id}/_start")
-        return calls
-    if item.kind == "auto_follow_pattern":
-        return [f"POST _ccr/auto_follow/{item.id}/resume"]
-    return [f"POST {item.id}/_ccr/resume_follow"]
+    return [Change("stop_cross_cluster_ops", "api", alias.local, str(step), alias=alias.alias, disruptive=True)
+            for step in work_steps(alias.work, "stop")]
 
 
 def _resume_work(alias: AliasState) -> list[Change]:
-    return [Change("resume_cross_cluster_ops", "api", alias.local, call, alias=alias.alias)
-            for item in resume_order(alias.work) for call in resume_calls(item)]
+    return [Change("resume_cross_cluster_ops", "api", alias.local, str(step), alias=alias.alias)
+            for step in work_steps(alias.work, "resume")]
+
+
+_STOPPED = {"transform": "stopped", "datafeed": "stopped", "follower": "paused", "auto_follow_pattern": "paused"}
+
+
+def work_steps(work: list[WorkItem], direction: str) -> list:
+    """The calls `esremote.cluster.xcluster_work` makes for this work (the same planner the run
+    uses): stop what runs now; resume it once everything is stopped."""
+    from esremote.cluster import usage as u  # noqa: PLC0415
+    from esremote.cluster import xcluster_work  # noqa: PLC0415
+
+    def report(stopped: bool):
+        return u.UsageReport("alias", tuple(
+            u.Usage(w.kind, w.id, _STOPPED[w.kind] if stopped else w.state, u.RemotePatterns(tuple(w.remote_patterns)),
+                    job_id=w.job_id, job_state=("closed" if stopped else w.job_state) if w.job_id else None)
+            for w in work))
+    records = xcluster_work.record_work(report(stopped=False))
+    if direction == "stop":
+        return xcluster_work.plan_stop(records, report(stopped=False))
+    return xcluster_work.plan_resume(records, report(stopped=True))
 
 
 def _reconnect(params: MigrationParams, facts: MigrationFacts, local: str, aliases: list[AliasState],
@@ -493,7 +469,7 @@ def _verify(alias: AliasState, facts: MigrationFacts) -> list[Change]:
     checks = ["GET _remote/info: connected, cluster_credentials redacted"]
     if facts.min_version(alias.local) >= (8, 13, 0):
         checks.append(f"GET _resolve/cluster/{alias.alias}:*")
-    checks.append("a cross-cluster search per remote index pattern in use, as its user")
+    checks.append("a cross-cluster search per remote index pattern in use")
     if any(w.kind == "follower" for w in alias.work):
         checks.append("followers catching up without read exceptions (after resume)")
     return [Change("verify", "probe", alias.local, check, alias=alias.alias) for check in checks]

@@ -129,11 +129,12 @@ def test_work_stops_and_resumes_only_what_ran_in_the_corrected_order(node_yml):
     resumes = [c.summary for c in plan.for_phase("resume_cross_cluster_ops")]
     assert not any("stopped-before" in s for s in stops + resumes)
     # es-facts §11.2: opening the job does not restart its datafeed, so both, job first.
-    assert resumes.index("POST _ml/anomaly_detectors/ccs-job/_open") < resumes.index(
-        "POST _ml/datafeeds/datafeed-ccs-job/_start")
+    assert resumes.index("POST /_ml/anomaly_detectors/ccs-job/_open") < resumes.index(
+        "POST /_ml/datafeeds/datafeed-ccs-job/_start")
     # es-facts §11.1: auto-follow patterns are resumed as patterns, followers as followers.
-    assert "POST _ccr/auto_follow/auto-logs/resume" in resumes
-    assert "POST follower-logs/_ccr/resume_follow" in resumes
+    assert "POST /_ccr/auto_follow/auto-logs/resume" in resumes
+    assert "POST /follower-logs/_ccr/resume_follow {}" in resumes
+    assert stops[0] == "POST /_transform/ccs-hosts/_stop?wait_for_completion=true"
     assert all(c.disruptive for c in plan.for_phase("stop_cross_cluster_ops"))
     assert plan.outage.work_stopped == ["transform ccs-hosts", "datafeed datafeed-ccs-job",
                                         "auto_follow_pattern auto-logs", "follower follower-logs"]
