@@ -144,7 +144,7 @@ def is_transient(exc: BaseException) -> bool:
 class GroupError(EsRemoteError):
     """Some hosts of a fan-out failed. Carries every host's result, successes included."""
 
-    def __init__(self, results) -> None:  # results: a GroupResult (see ssh.py)
+    def __init__(self, results) -> None:  # results: a GroupResult (see fanout.py)
         failed = results.failed
         names = ", ".join(sorted(str(h) for h in failed))
         first = next(iter(failed.values()), None)

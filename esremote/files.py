@@ -35,9 +35,13 @@ def backup(path: str | os.PathLike, run_id: str) -> Path | None:
     target = backup_path(path, run_id)
     if not target.exists():
         tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copy2(path, tmp)
-        _copy_owner(path, tmp)
-        os.replace(tmp, target)
+        try:
+            shutil.copy2(path, tmp)
+            _copy_owner(path, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a half-written copy must not look like a backup later
+            raise
     return target
 
 
