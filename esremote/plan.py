@@ -307,8 +307,9 @@ def _notes(params: MigrationParams, facts: MigrationFacts) -> list[str]:
                      + ("; already on the API-key model" if alias.migrated else ""))
     notes.append("Rollback (automatic if reconnect, verify or resume fails) restores the certificate-model "
                  "link: alias settings, roles, keystores (credentials removed) and yml as they were, then "
-                 "resumes the stopped work. The remote cluster server and the staged CA stay: the "
-                 "certificate model ignores them.")
+                 "resumes the stopped work; then it undoes the preparation with one more rolling restart "
+                 "of each cluster (local nodes' yml and CA file, remote nodes' yml, keystore entries and "
+                 "certificate files as before the run).")
     return notes
 
 

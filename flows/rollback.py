@@ -4,28 +4,48 @@ elasticsearch.yml and the keystores (the credentials REMOVED, which Elastic's gu
 reload or restart, re-apply the saved alias settings, verify the certificate-model link (connected,
 no `cluster_credentials`), resume the work.
 
-Every step is idempotent and runs even when an earlier one failed; the failures are listed in one
-`RollbackError` at the end, and `esremote rollback RUN_ID` runs it again. Not undone: the remote
-cluster server, the staged CA and the cross-cluster API key (unused by the certificate model;
-a new attempt reuses them).
+Then, once that link is back and the work runs (`restore="everything"`, the default), what the
+non-disruptive phases prepared goes too, one cluster at a time so that every step is a rolling one:
+the local nodes' elasticsearch.yml from the journal's originals, a rolling restart, the CA file they
+got removed (or its original written back); then the same on the remote nodes (elasticsearch.yml,
+the keystore entries the run added, the p12 and CA files); then the link and the work are checked
+again. `restore="outage"` stops after the first part and leaves those in place (a new attempt
+reuses them). The cross-cluster API key stays: the certificate model does not use it.
+
+Every step is idempotent and runs even when an earlier one failed (the second part only runs when
+the first succeeded); the failures are listed in one `RollbackError` at the end, and
+`esremote rollback RUN_ID` runs it again.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prefect import flow
 
 from esremote.errors import RollbackError
+from esremote.journal import Entry
 from esremote.params import MigrationParams
 from esremote.plan import RELOADABLE, credentials_by
-from flows.common import locals_of, phase_done, remote_info
+from flows.common import locals_of, phase_done, remote_info, remotes_of
 from flows.summary import Summary
-from tasks.cluster import facts_of, null_alias, reload_credentials, restore_alias, restore_roles, verify_certificate
+from tasks.cluster import (
+    facts_of,
+    null_alias,
+    reload_credentials,
+    restore_alias,
+    restore_roles,
+    verify_certificate,
+)
 from tasks.common import install_redaction, run_logger
-from tasks.nodes import keystore_remove, restart_node, restore_file
+from tasks.nodes import keystore_remove, remove_file, restart_node, restore_file
 from tasks.runtime import Run, close_run, ensure_run, open_run
-from tasks.work import resume_work, stop_work
+from tasks.work import check_work, resume_work, stop_work
 
 PHASE = "rollback"
+UNDO = f"{PHASE}/undo"
+OUTAGE_UNDONE = f"{PHASE}/outage"
+PREPARATION = ("prepare_remote", "stage_local")  # the phases before the outage, undone last
 
 
 class _Steps:
@@ -42,6 +62,11 @@ class _Steps:
         except Exception as exc:  # noqa: BLE001 - one failed step must not stop the others
             self.failed.append(f"{label}: {exc}")
             run_logger().error("rollback step %s failed: %s", label, exc)
+
+    def wait(self, futures: list[tuple[str, object]]) -> None:
+        """Results of submitted tasks, each failure collected under its label."""
+        for label, future in futures:
+            self.run(label, future.result)
 
 
 def _keystore_changes(run: Run, local: str) -> dict[str, list[str]]:
@@ -65,9 +90,27 @@ def _yml_changes(run: Run, local: str) -> dict[str, dict]:
 
 
 @flow(name="rollback", flow_run_name="rollback-{run_id}")
-def rollback_flow(params: MigrationParams, run_id: str | None = None) -> list[str]:
+def rollback_flow(params: MigrationParams, run_id: str | None = None,
+                  restore: Literal["everything", "outage"] = "everything") -> list[str]:
+    """Undo the run: the outage's changes, then (unless `restore="outage"`) the preparation's."""
     run = ensure_run(params, run_id)
     steps = _Steps()
+    if not run.journal.is_done(OUTAGE_UNDONE):  # done once, it is not repeated (it would stop the work)
+        _undo_outage(run, steps)
+        if not steps.failed:
+            run.journal.done(OUTAGE_UNDONE)
+    if restore == "everything" and not steps.failed:
+        _undo_preparation(run, steps)
+    elif restore == "everything":
+        steps.failed.append("the remote cluster server and the staged CA were left in place because the "
+                            "certificate-model link is not back yet; fix that, then run the rollback again")
+    phase_done(run, PHASE, steps.lines + [f"FAILED {f}" for f in steps.failed])
+    if steps.failed:
+        raise RollbackError(steps.failed)
+    return steps.lines
+
+
+def _undo_outage(run: Run, steps: _Steps) -> None:
     journal = run.journal
     facts = facts_of(run)
     for alias in run.aliases:
@@ -102,10 +145,85 @@ def rollback_flow(params: MigrationParams, run_id: str | None = None) -> list[st
         steps.run(f"verify certificate link {alias}", verify_certificate, run.id, alias)
     for alias in run.aliases:
         steps.run(f"resume work {alias}", resume_work, run.id, alias, f"{PHASE}/resume/{alias}")
-    phase_done(run, PHASE, steps.lines + [f"FAILED {f}" for f in steps.failed])
+
+
+# ------------------------------------------------------------------ what the preparation changed
+
+
+def _first_intents(run: Run, cluster: str, kind: str, phases: tuple[str, ...] = PREPARATION) -> list[Entry]:
+    """First intent of every `<phase>/<kind>/...` step on the cluster's nodes, in journal order."""
+    entries = [run.journal.first_intent(step) for step in run.journal.started_steps()
+               if step.split("/")[0] in phases and step.split("/")[1:2] == [kind]]
+    return [e for e in entries if e.data.get("node", "").startswith(f"{cluster}/")]
+
+
+def _yml_originals(run: Run, cluster: str) -> dict[tuple[str, str], Entry]:
+    """(node, path) -> the intent holding the file's bytes from before the run: the earliest one,
+    as reconnect edits a file stage_local already edited."""
+    out: dict[tuple[str, str], Entry] = {}
+    for entry in _first_intents(run, cluster, "yml", PREPARATION + ("reconnect",)):
+        out.setdefault((entry.data["node"], entry.data["path"]), entry)
+    return dict(sorted(out.items(), key=lambda item: item[1].seq))
+
+
+def _added_entries(run: Run, cluster: str) -> dict[str, list[str]]:
+    """node -> keystore entries the preparation added (names that were not there before)."""
+    out: dict[str, list[str]] = {}
+    for entry in _first_intents(run, cluster, "keystore"):
+        added = [n for n in entry.data["adding"] if n not in entry.data["before"]]
+        out.setdefault(entry.data["node"], []).extend(n for n in added if n not in out.get(entry.data["node"], []))
+    return out
+
+
+def _needs_restart(run: Run, node: str) -> bool:
+    """The node runs with what the run changed: it was restarted after the change, or rollback
+    changed its files back (in this attempt or an earlier one)."""
+    if any(run.journal.is_done(f"{phase}/restart/{node}") for phase in PREPARATION):
+        return True
+    return any(e.step.endswith(f"/{node}") and (e.data.get("changed") or e.data.get("removed"))
+               for e in run.journal.entries("done", f"{UNDO}/") if not e.step.startswith(f"{UNDO}/restart/"))
+
+
+def _undo_cluster(run: Run, steps: _Steps, cluster: str) -> None:
+    """One cluster's nodes as before the run: elasticsearch.yml and keystore entries, a rolling
+    restart, then the files the run put (after the restart: no running node points at them)."""
+    futures = [(f"yml {node}", restore_file.submit(run.id, node, f"{UNDO}/{e.step}", path, e.data["original"]))
+               for (node, path), e in _yml_originals(run, cluster).items()]
+    futures += [(f"keystore {node}", keystore_remove.submit(run.id, node, f"{UNDO}/keystore/{node}", names))
+                for node, names in _added_entries(run, cluster).items() if names]
+    steps.wait(futures)
     if steps.failed:
-        raise RollbackError(steps.failed)
-    return steps.lines
+        return
+    for node in (str(n) for n in run.nodes(cluster)):  # one at a time: the cluster stays up
+        if _needs_restart(run, node):
+            steps.run(f"restart {node}", restart_node, run.id, node, f"{UNDO}/restart/{node}")
+    if steps.failed:
+        return
+    futures = []
+    for entry in _first_intents(run, cluster, "p12") + _first_intents(run, cluster, "ca"):
+        node, path, label = entry.data["node"], entry.data["path"], f"file {entry.data['path']} on {entry.data['node']}"
+        if not entry.data["existed"]:
+            directory = None if entry.data.get("dir_existed", True) else path.rsplit("/", 1)[0]
+            futures.append((label, remove_file.submit(run.id, node, f"{UNDO}/{entry.step}", path, directory)))
+        elif entry.data.get("original"):
+            futures.append((label, restore_file.submit(run.id, node, f"{UNDO}/{entry.step}", path,
+                                                       entry.data["original"], entry.data.get("mode"))))
+        else:  # journaled before originals of put files were kept: nothing to write back
+            steps.lines.append(f"{label}: kept (the journal has no copy of its original)")
+    steps.wait(futures)
+
+
+def _undo_preparation(run: Run, steps: _Steps) -> None:
+    """Local clusters first (they stop trusting the remote cluster servers), then the remote ones
+    (no server left that a local node would use), then the link and the work checked again."""
+    for cluster in locals_of(run) + [c for c in remotes_of(run) if c not in locals_of(run)]:
+        _undo_cluster(run, steps, cluster)
+        if steps.failed:
+            return
+    for alias in run.aliases:
+        steps.run(f"verify certificate link {alias} again", verify_certificate, run.id, alias)
+    for alias in run.aliases:
+        steps.run(f"work of {alias} still runs", check_work, run.id, alias)
 
 
 def run_rollback(params: MigrationParams) -> Summary:

@@ -58,12 +58,13 @@ def edit_yml(run_id: str, node: str, step: str, set_: dict[str, Any], unset: lis
 
 
 @task(name="restore-file", task_run_name="restore-file-{node}", **RETRYING)
-def restore_file(run_id: str, node: str, step: str, path: str, original: str) -> bool:
-    """Write back a file's original bytes from the journal (rollback); a no-op when it has them."""
+def restore_file(run_id: str, node: str, step: str, path: str, original: str, mode: int | None = None) -> bool:
+    """Write back a file's original bytes (and `mode`, else the current one) from the journal
+    (rollback); a no-op when it has them."""
     run = get_run(run_id)
     resolved = run.node(node)
     data = run.journal.original(original)
-    result = run.conn(resolved).write_file(path, data, run_id=run.id, sudo=resolved.ssh.sudo)
+    result = run.conn(resolved).write_file(path, data, run_id=run.id, sudo=resolved.ssh.sudo, mode=mode)
     run.journal.done(step, changed=result.changed)
     return result.changed
 
@@ -81,13 +82,38 @@ def put_file(run_id: str, node: str, step: str, relative: str, source: str, mode
     conn = run.conn(resolved)
     sudo = resolved.ssh.sudo
     before = conn.stat(str(target), sudo=sudo)
-    run.journal.intent(step, node=node, path=str(target), existed=before is not None)
+    # Rollback reads the first intent: it writes back the original bytes, or removes the file (and
+    # the directory) when they were not there.
+    original = None
+    if before is not None:
+        original = run.journal.save_original(f"{step}.file", conn.read_file(str(target), sudo=sudo))
+    run.journal.intent(step, node=node, path=str(target), existed=before is not None, original=original,
+                       mode=before.mode if before else None, dir_existed=conn.exists(str(target.parent), sudo=sudo))
     _ensure_dir(run, node, target.parent)
     owner = owner or resolved.service_user
     result = conn.write_file(str(target), Path(source).read_bytes(), run_id=run.id, sudo=sudo, mode=mode,
                              owner=owner)
     run.journal.done(step, changed=result.changed)
     return result.changed
+
+
+@task(name="remove-file", task_run_name="remove-file-{node}", **RETRYING)
+def remove_file(run_id: str, node: str, step: str, path: str, directory: str | None = None) -> bool:
+    """Remove a file the run added (rollback), then `directory` too when it is left empty (the run
+    created it). True when something was removed; a no-op when it is already gone."""
+    run = get_run(run_id)
+    resolved = run.node(node)
+    conn = run.conn(resolved)
+    sudo = resolved.ssh.sudo
+    existed = conn.exists(path, sudo=sudo)
+    if existed:
+        conn.run(f"rm -f -- {shlex.quote(path)}", sudo=sudo)
+    if directory is not None:
+        q = shlex.quote(directory)
+        # Another removal may empty and remove it at the same time: gone is as good as removed.
+        conn.run(f"rmdir --ignore-fail-on-non-empty -- {q} 2>/dev/null || [ ! -d {q} ]", sudo=sudo)
+    run.journal.done(step, changed=existed)
+    return existed
 
 
 def _ensure_dir(run: Run, node: str, directory: PurePosixPath) -> None:

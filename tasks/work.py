@@ -6,6 +6,7 @@ from __future__ import annotations
 from prefect import task
 
 from esremote.cluster import xcluster_work
+from esremote.cluster.client import poll
 from esremote.cluster.usage import read_usage
 from esremote.cluster.xcluster_work import WorkRecord
 from esremote.errors import ClusterError
@@ -69,3 +70,25 @@ def stop_work(run_id: str, alias: str, step: str) -> list[str]:
 def resume_work(run_id: str, alias: str, step: str) -> list[str]:
     """Resume exactly what was stopped: jobs then datafeeds, transforms, patterns, followers."""
     return _apply(get_run(run_id), alias, "resume", step)
+
+
+@task(name="check-work", task_run_name="check-work-{alias}", **RETRYING)
+def check_work(run_id: str, alias: str) -> list[str]:
+    """Wait until everything that was running before the run runs again (after rollback's restarts
+    a job or transform may take a moment to be reassigned); a ClusterError naming what does not."""
+    run = get_run(run_id)
+    records = records_of(run, alias)
+    if records is None:
+        return []
+    local = run.link(alias).local
+    es = run.es(local)
+
+    stopped: list[str] = []
+
+    def all_running() -> bool:
+        stopped[:] = [str(s) for s in xcluster_work.plan_resume(records, read_usage(es, local, alias))]
+        return not stopped
+
+    poll(all_running, timeout=run.params.node_timeout_s, what=f"the work using alias {alias} to run again",
+         cluster=local, describe=lambda _: "still to resume: " + "; ".join(stopped))
+    return [f"{r.label} running" for r in records if r.running]

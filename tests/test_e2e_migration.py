@@ -4,8 +4,9 @@ Prefect test server, then checks on what the clusters, the nodes' files and the 
 1. 8.15, dynamic alias, proxy mode: migrated, credentials reloaded (no local restart while the
    work is stopped), the work running again through the API-key link; secrets nowhere in output.
 2. The cross-cluster key is invalidated after it was made (lab fault `api-key-invalidated`): the
-   verification fails, the rollback runs by itself, exit 3, and the certificate-model link, the
-   keystores, roles and the work are as they were.
+   verification fails, the rollback runs by itself, exit 3, and the certificate-model link, roles,
+   the work and every node's elasticsearch.yml, keystore entries and config files are as they
+   were; rolling back again changes nothing.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import signal
 import subprocess
 import sys
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
 
-from esremote.esyml import BEGIN_MARK, END_MARK
+from esremote.esyml import BEGIN_MARK
 from esremote.keystore import Keystore
 from esremote.lab import control
 from tests.fixtures.lab import Lab
@@ -56,11 +58,6 @@ def journal(state_dir: Path) -> list[dict]:
         return []
     [path] = paths
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
-
-
-def keystore_names(lab: Lab, cluster: str = "local") -> dict[str, list[str]]:
-    return {n["name"]: Keystore.load(Path(n["home"]) / "config" / "elasticsearch.keystore").names()
-            for n in lab.nodes(cluster)}
 
 
 def work_states(lab: Lab) -> dict[str, str]:
@@ -164,21 +161,27 @@ def test_dynamic_proxy_alias_on_8_15_migrates_with_reload_only_and_resumes_after
     assert left == []
 
 
-def _strip_managed(text: str) -> str:
-    """The yml without esremote's managed block (what stage_local adds and rollback keeps)."""
-    if BEGIN_MARK not in text:
-        return text
-    head, _, rest = text.partition(BEGIN_MARK)
-    _, _, tail = rest.partition(END_MARK)
-    return head + tail.lstrip("\n")
+def node_files(lab: Lab) -> dict[str, dict]:
+    """Per node of both clusters: elasticsearch.yml bytes, keystore entry names, and every path in
+    the config directory (the run's backups `*.esremote-*.bak` left out)."""
+    out = {}
+    for node in lab.nodes():
+        config = Path(node["home"]) / "config"
+        out[node["name"]] = {
+            "yml": (config / "elasticsearch.yml").read_bytes(),
+            "keystore": Keystore.load(config / "elasticsearch.keystore").names(),
+            "files": sorted(str(p.relative_to(config)) for p in config.rglob("*")
+                            if not fnmatch(p.name, "*.esremote-*.bak")),
+        }
+    return out
 
 
 def test_invalidated_key_fails_verification_and_everything_is_rolled_back(lab_factory, prefect_api, tmp_path):
     lab = lab_factory("e2e-rollback", version="8.15.0")
     local = lab.es("local")
     remote_info = local.cluster.remote_info()[ALIAS]
-    keystores = keystore_names(lab)
-    ymls = {n["name"]: (Path(n["home"]) / "config" / "elasticsearch.yml").read_text() for n in lab.nodes("local")}
+    nodes = node_files(lab)
+    assert lab.nodes("local") and lab.nodes("remote") and len(nodes) == len(lab.nodes())
     roles = local.security.get_role(name="ccs_role,ccr_role").body
     states = running(work_states(lab))
     assert all(states.values())
@@ -201,14 +204,32 @@ def test_invalidated_key_fails_verification_and_everything_is_rolled_back(lab_fa
     after = local.cluster.remote_info()[ALIAS]
     assert after["connected"] and "cluster_credentials" not in after
     assert after["proxy_address"] == remote_info["proxy_address"]
-    assert keystore_names(lab) == keystores  # the credentials are removed again
-    for node in lab.nodes("local"):
-        now = (Path(node["home"]) / "config" / "elasticsearch.yml").read_text()
-        assert _strip_managed(now) == ymls[node["name"]]  # only the staged CA trust remains
+    # Every node of both clusters as before the run: elasticsearch.yml byte for byte, the keystore
+    # entries (credentials and the p12 password removed), no CA, p12 or directory left behind.
+    now = node_files(lab)
+    for name, before in nodes.items():
+        assert now[name]["yml"] == before["yml"], name
+        assert now[name]["keystore"] == before["keystore"], name
+        assert now[name]["files"] == before["files"], name
     assert local.security.get_role(name="ccs_role,ccr_role").body == roles
     assert running(wait_for("the work to run again", lambda: work_states(lab))) == states
-    steps = [e["step"] for e in journal(tmp_path) if e["kind"] == "done"]
+    entries = journal(tmp_path)
+    steps = [e["step"] for e in entries if e["kind"] == "done"]
+    [run_id] = [p.name for p in (tmp_path / "runs").iterdir()]
     assert f"rollback/restore/{ALIAS}" in steps and "rollback/reload/local" in steps
+    # Both clusters restarted once more, the local one first, then the link and the work checked.
+    undo = [s for s in steps if s.startswith("rollback/undo/restart/")]
+    assert undo == [f"rollback/undo/restart/{c}/{n['name']}" for c in ("local", "remote") for n in lab.nodes(c)]
+    assert steps.index(f"rollback/resume/{ALIAS}") < steps.index(undo[0])
+
+    # Rolling back again changes nothing and restarts nothing.
+    again = esremote("rollback", "--inventory", str(lab.inventory), run_id, prefect_api=prefect_api,
+                     state_dir=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert node_files(lab) == now
+    later = [e for e in journal(tmp_path)[len(entries):] if e["kind"] == "done"]
+    assert not [e["step"] for e in later if "/restart/" in e["step"] or e["data"].get("changed")
+                or e["data"].get("removed")]
 
 
 def test_restart_path_sniff_password_keystores_and_static_aliases(lab_factory, prefect_api, tmp_path):
