@@ -152,7 +152,7 @@ def _print_summary(summary) -> None:
 
 def rollback(inventory: Path = INVENTORY,
              run_id: str = typer.Argument(..., metavar="RUN_ID", help="The run to roll back.")) -> None:
-    """Undo a run's reconnect from its journal: certificate-model link back, work resumed."""
+    """Undo a run from its journal: certificate-model link and work back, then every node's files."""
     params = _resumed(_params(inventory, None, run_id=run_id), run_id)
     _prefect_environment()
     from flows.rollback import run_rollback  # noqa: PLC0415
