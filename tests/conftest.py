@@ -10,6 +10,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 pytest_plugins = [
     "tests.fixtures.ssh",
     "tests.fixtures.lab",
+    "tests.fixtures.scripted_es",
 ]
 
 

@@ -13,7 +13,8 @@ from pydantic import SecretStr
 from esremote.cluster import api_key as ak
 from esremote.errors import PreconditionError
 from esremote.redact import RedactingFilter, default_redactor
-from tests.test_cluster_remote_settings import ScriptedES, rest_lab  # noqa: F401 (fixture)
+from tests.fixtures.scripted_es import ScriptedES  # noqa: F401
+from tests.test_cluster_remote_settings import rest_lab  # noqa: F401 (fixture)
 
 NAME = "esremote-local-my_remote"
 ACCESS = {"search": [{"names": ["logs*"], "query": {"term": {"category": "shared"}},
@@ -22,11 +23,6 @@ METADATA = {"esremote": {"run_id": "r1", "alias": "my_remote", "local_cluster": 
 NOW = 1_700_000_000_000
 
 
-@pytest.fixture
-def scripted():
-    server = ScriptedES()
-    yield server
-    server.close()
 
 
 def get_key(key_id="VuaCfGcBCdbkQm-e5aOx", *, name=NAME, access=None, metadata=None, **extra):

@@ -12,7 +12,7 @@ from esremote.cluster.usage import UsageReport
 from esremote.inventory import Inventory
 from esremote.preflight import preflight
 from esremote.ssh import SSHPool
-from tests.test_cluster_remote_settings import ScriptedES
+from tests.fixtures.scripted_es import ScriptedES
 
 ALIAS = "my_remote"
 

@@ -11,16 +11,12 @@ import pytest
 
 from esremote.cluster import privileges as pv
 from esremote.errors import ClusterHTTPError, PreconditionError
-from tests.test_cluster_remote_settings import ScriptedES, rest_lab  # noqa: F401 (fixture)
+from tests.fixtures.scripted_es import ScriptedES  # noqa: F401
+from tests.test_cluster_remote_settings import rest_lab  # noqa: F401 (fixture)
 
 ALIAS = "my_remote"
 
 
-@pytest.fixture
-def scripted():
-    server = ScriptedES()
-    yield server
-    server.close()
 
 
 def role(cluster=(), indices=(), **extra):

@@ -2,19 +2,13 @@
 appliers against a scripted HTTP server speaking Elasticsearch's wire format; yml edits applied with
 EsYml to a real elasticsearch.yml fixture; a lab round trip when the lab can run clusters.
 
-`ScriptedES` lives here and the other `tests/test_cluster_*` files import it: an HTTP server on
-loopback that answers each (method, path) from a script, like Elasticsearch would, and records
-what the real elasticsearch-py client sent.
+The scripted server (`scripted` fixture) is in `tests/fixtures/scripted_es.py`.
 """
 
 from __future__ import annotations
 
 import json
-import threading
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
 
@@ -23,107 +17,6 @@ from esremote.errors import ClusterHTTPError, ConfigError, PreconditionError
 from esremote.esyml import EsYml
 
 ALIAS = "my_remote"
-
-
-# --- the scripted Elasticsearch ---------------------------------------------------------------
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    params: dict[str, str]
-    body: Any
-
-
-class ScriptedES:
-    """Answers (method, path) from queued responses (the last one repeats until another is queued);
-    anything unscripted gets a loud 501. Every request is recorded in `seen`."""
-
-    def __init__(self) -> None:
-        self.script: dict[tuple[str, str], list[tuple[int, Any]]] = {}
-        self.seen: list[Seen] = []
-        self._lock = threading.Lock()
-        self._served: set[tuple[str, str]] = set()  # routes whose last response was served
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def on(self, method: str, path: str, body: Any, status: int = 200) -> ScriptedES:
-        """Queue a response; one that was already served (it repeats while last) is replaced."""
-        with self._lock:
-            queue = self.script.setdefault((method, path), [])
-            if (method, path) in self._served:
-                queue.clear()
-                self._served.discard((method, path))
-            queue.append((status, body))
-        return self
-
-    def error(self, method: str, path: str, status: int, etype: str, reason: str) -> ScriptedES:
-        cause = {"type": etype, "reason": reason}
-        return self.on(method, path, {"error": {"root_cause": [cause], **cause}, "status": status}, status)
-
-    def client(self):
-        from elasticsearch import Elasticsearch  # noqa: PLC0415
-
-        return Elasticsearch(self.url, request_timeout=10, max_retries=0)
-
-    def requests(self, method: str | None = None) -> list[Seen]:
-        return [s for s in self.seen if method is None or s.method == method]
-
-    def writes(self) -> list[tuple[str, str, Any]]:
-        return [(s.method, s.path, s.body) for s in self.seen if s.method != "GET"]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def _answer(self, method: str, raw_path: str, body: bytes) -> tuple[int, Any]:
-        parts = urlsplit(raw_path)
-        path = unquote(parts.path)
-        self.seen.append(Seen(method, path, dict(parse_qsl(parts.query)),
-                              json.loads(body) if body else None))
-        with self._lock:
-            queue = self.script.get((method, path))
-            if not queue:
-                return 501, {"error": {"type": "scripted_es", "reason": f"unscripted {method} {path}"},
-                             "status": 501}
-            if len(queue) > 1:
-                return queue.pop(0)
-            self._served.add((method, path))
-            return queue[0]
-
-    def _handler(self):
-        scripted = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                status, body = scripted._answer(self.command, self.path, self.rfile.read(length))
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("x-elastic-product", "Elasticsearch")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_DELETE = _serve
-
-            def log_message(self, *args) -> None:  # quiet test output
-                pass
-
-        return Handler
-
-
-@pytest.fixture
-def scripted():
-    server = ScriptedES()
-    yield server
-    server.close()
 
 
 # --- facts: real response shapes ---------------------------------------------------------------

@@ -6,16 +6,12 @@ from __future__ import annotations
 import pytest
 
 from esremote.cluster import usage as u
-from tests.test_cluster_remote_settings import ScriptedES, rest_lab, wait_for  # noqa: F401 (fixture)
+from tests.fixtures.scripted_es import ScriptedES  # noqa: F401
+from tests.test_cluster_remote_settings import rest_lab, wait_for  # noqa: F401 (fixture)
 
 ALIAS = "my_remote"
 
 
-@pytest.fixture
-def scripted():
-    server = ScriptedES()
-    yield server
-    server.close()
 
 
 @pytest.mark.parametrize("pattern, value, expected", [

@@ -8,7 +8,7 @@ import pytest
 
 from esremote.inventory import Inventory
 from esremote.verify import verify_api_key_link
-from tests.test_cluster_remote_settings import ScriptedES
+from tests.fixtures.scripted_es import ScriptedES
 
 ALIAS = "my_remote"
 

@@ -10,7 +10,8 @@ import pytest
 
 from esremote.cluster import usage as u
 from esremote.cluster import xcluster_work as xw
-from tests.test_cluster_remote_settings import ScriptedES, rest_lab, wait_for  # noqa: F401 (fixture)
+from tests.fixtures.scripted_es import ScriptedES  # noqa: F401
+from tests.test_cluster_remote_settings import rest_lab, wait_for  # noqa: F401 (fixture)
 from tests.test_cluster_usage import (
     AUTO_FOLLOW, DATAFEED_STATS, DATAFEEDS, FOLLOW_INFO, JOB_STATS, TRANSFORM_STATS, TRANSFORMS,
 )
@@ -18,11 +19,6 @@ from tests.test_cluster_usage import (
 ALIAS = "my_remote"
 
 
-@pytest.fixture
-def scripted():
-    server = ScriptedES()
-    yield server
-    server.close()
 
 
 def usage_with(transform_state="started", datafeed_state="started", job_state="opened",
