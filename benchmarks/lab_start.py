@@ -21,7 +21,7 @@ from pathlib import Path
 import _timing
 
 from esremote.errors import EsRemoteError
-from esremote.lab import control
+from esremote.lab.ops import control
 
 BUDGET_S = 30.0
 UP_TIMEOUT_S = 180.0

@@ -1,6 +1,6 @@
 """SSH fan-out: one command on N nodes through esremote.fanout.fan_out, 8 workers against 1.
 
-The nodes are N embedded SSH endpoints (esremote.lab.sshserver, asyncssh) on loopback, each with
+The nodes are N embedded SSH endpoints (esremote.lab.net.sshserver, asyncssh) on loopback, each with
 its own port and host key, checked strictly against a known_hosts file. Each run opens a fresh
 connection pool, as a phase does, so a node's share is connect + authenticate + run the command;
 the command waits `--command-seconds` on the node, standing for node-side work such as an
@@ -20,7 +20,7 @@ import _timing
 import asyncssh
 
 from esremote.fanout import fan_out
-from esremote.lab.sshserver import EmbeddedSSHServer, SSHEndpoint, ensure_host_key
+from esremote.lab.net.sshserver import EmbeddedSSHServer, SSHEndpoint, ensure_host_key
 from esremote.ssh import SSHPool, SSHTarget
 
 HOST = "127.0.0.1"

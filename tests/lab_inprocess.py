@@ -132,7 +132,7 @@ def build_home(root: Path, *, name: str = "node-0", cluster: str = "local", ip: 
 @contextlib.contextmanager
 def running_node(home: Home, keystore_password: str | None = None) -> Iterator[Any]:
     """Start the node in this process; yields its NodeContext; stops it on exit."""
-    from esremote.lab.node import Node
+    from esremote.lab.node.process import Node
 
     node = Node(home.path, keystore_password)
     ctx = node.start()

@@ -25,7 +25,7 @@ from esremote.cluster.reload import ReloadError, reload_secure_settings
 from esremote.cluster.restart import RestartError, RestartTimeouts, rolling_restart
 from esremote.errors import PreconditionError
 from esremote.inventory import Inventory, load_inventory
-from esremote.lab import control
+from esremote.lab.ops import control
 from esremote.preflight import preflight
 from esremote.ssh import SSHPool
 from esremote.verify import verify_api_key_link, verify_certificate_link

@@ -24,7 +24,7 @@ from esremote.cluster.reload import reload_secure_settings
 from esremote.cluster.restart import rolling_restart
 from esremote.esyml import EsYml
 from esremote.inventory import Inventory, ResolvedNode, load_inventory
-from esremote.lab import control
+from esremote.lab.ops import control
 from esremote.node_keystore import NodeKeystore
 from esremote.preflight import preflight
 from esremote.probes import probe_remote_cluster

@@ -24,7 +24,7 @@ import pytest
 
 from esremote.esyml import BEGIN_MARK
 from esremote.keystore import Keystore
-from esremote.lab import control
+from esremote.lab.ops import control
 from tests.fixtures.lab import Lab
 from tests.test_flows import shared_prefect_api
 

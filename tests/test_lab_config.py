@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from esremote.lab import config as cfg
-from esremote.lab.config import StartupError, load_node_config
-from esremote.lab.state import StateStore
+from esremote.lab.node import config as cfg
+from esremote.lab.node.config import StartupError, load_node_config
+from esremote.lab.models.state import StateStore
 from tests.lab_inprocess import (Client, build_home, node_process, running_node,
                                  wait_for_log)
 
@@ -25,7 +25,7 @@ UNKNOWN = ("unknown setting [{}] please check that any required plugins are inst
 def refusal(home) -> str:
     """Start the node as `bin/elasticsearch` does (in this process): it must exit 1 and log the
     refusal as Elasticsearch does; return the exception message of the log's last line."""
-    from esremote.lab.node import main
+    from esremote.lab.node.process import main
     assert main(["--home", str(home.path), "--quiet"]) == 1
     lines = home.log.read_text().splitlines()
     assert lines[-2].endswith(f"[ERROR][o.e.b.Elasticsearch] [{home.name}] fatal exception while booting Elasticsearch")
@@ -367,7 +367,7 @@ def test_slow_start_fault_delays_the_start(home):
 
 
 def test_not_a_home(tmp_path, capsys):
-    from esremote.lab.node import main
+    from esremote.lab.node.process import main
     assert main(["--home", str(tmp_path / "nowhere")]) == 1
     assert "is not a lab node home" in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()

@@ -25,11 +25,11 @@ from typing import Any, Callable
 import pytest
 
 from esremote import pki
-from esremote.lab import transport
-from esremote.lab.config import NodeConfig, parse_version
-from esremote.lab.node import NodeContext, NodeLogs, node_id
-from esremote.lab.security import Security, hash_key, hash_password, new_api_key_secret, new_id
-from esremote.lab.state import StateStore
+from esremote.lab.net import transport
+from esremote.lab.node.config import NodeConfig, parse_version
+from esremote.lab.node.process import NodeContext, NodeLogs, node_id
+from esremote.lab.models.security import Security, hash_key, hash_password, new_api_key_secret, new_id
+from esremote.lab.models.state import StateStore
 
 _ADDRESSES = itertools.count(1)
 
@@ -146,10 +146,10 @@ class HarnessNode(NodeContext):
         self.store.register_node(self.registration())
         self.servers = transport.start(self)
         if remote:
-            from esremote.lab.remote import RemoteClusterService
+            from esremote.lab.net.remote import RemoteClusterService
             self.remote = RemoteClusterService(self).start()
         if work:
-            from esremote.lab.work import WorkRunner
+            from esremote.lab.node.work import WorkRunner
             self.work = WorkRunner(self, interval=0.2).start()
         return self
 

@@ -370,8 +370,8 @@ def test_ml_job_and_datafeed_rules(es):
 
 def test_follower_state_transitions(node, es):
     _, ctx = node
-    from esremote.lab.api.ccr import new_follower, DEFAULT_PARAMETERS
-    from esremote.lab.api.documents import create_index
+    from esremote.lab.rest.api.ccr import new_follower, DEFAULT_PARAMETERS
+    from esremote.lab.rest.api.documents import create_index
     with ctx.store.transaction() as st:
         create_index(ctx, st, "follower-a", follower=True)
         st["ccr"]["followers"]["follower-a"] = new_follower("my_remote", "leader-a", dict(DEFAULT_PARAMETERS), "elastic")
@@ -399,8 +399,8 @@ def test_task_api_shapes_follow_es_facts(node, es):
     """es-facts §5 and §3: the keys of transform, ML job/datafeed and CCR stats/info bodies, and a
     cross-cluster key's create answer with an expiration."""
     _, ctx = node
-    from esremote.lab.api.ccr import new_follower, DEFAULT_PARAMETERS
-    from esremote.lab.api.documents import create_index
+    from esremote.lab.rest.api.ccr import new_follower, DEFAULT_PARAMETERS
+    from esremote.lab.rest.api.documents import create_index
     with ctx.store.transaction() as st:
         create_index(ctx, st, "shape-follower", follower=True)
         st["ccr"]["followers"]["shape-follower"] = new_follower("my_remote", "shape-leader", dict(DEFAULT_PARAMETERS),
@@ -509,7 +509,7 @@ def test_health_follows_the_live_nodes(tmp_path):
     """Shard copies sit on the expected nodes (initial_master_nodes): a stopped node leaves its
     replicas unassigned (yellow) and a primary without replica unavailable (red)."""
     import zlib
-    from esremote.lab.node import Node
+    from esremote.lab.node.process import Node
     masters = {"cluster.initial_master_nodes": ["node-0", "node-1"]}
     homes = [build_home(tmp_path, name=f"node-{i}", cluster="pair", ip=f"127.0.201.{10 + i}", yml=masters)
              for i in range(2)]
@@ -569,7 +569,7 @@ def test_cross_cluster_search_and_count_go_through_the_link(tmp_path):
 
 
 def test_a_follower_takes_its_leaders_shards_and_replicas_unless_the_request_sets_them():
-    from esremote.lab.api.ccr import follower_settings
+    from esremote.lab.rest.api.ccr import follower_settings
     leader = {"index.number_of_shards": "1", "index.number_of_replicas": "0"}
     assert follower_settings(leader, None) == leader
     mine = follower_settings(leader, {"index": {"number_of_replicas": 2}})

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from esremote.lab.state import StateStore
+from esremote.lab.models.state import StateStore
 
 
 def _increment(state_dir: str, times: int) -> None:

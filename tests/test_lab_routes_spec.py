@@ -8,8 +8,8 @@ import re
 import pytest
 
 from esremote.lab import errors
-from esremote.lab import params
-from esremote.lab.routes import ROUTES, UNSPECIFIED_ROUTES, Router, _HANDLERS, _load_handlers
+from esremote.lab.rest import params
+from esremote.lab.rest.routes import ROUTES, UNSPECIFIED_ROUTES, Router, _HANDLERS, _load_handlers
 
 
 def spec_routes(spec_dir) -> set[tuple[str, str, str]]:

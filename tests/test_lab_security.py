@@ -8,7 +8,7 @@ import pytest
 
 from esremote import keystore
 from esremote.lab import errors
-from esremote.lab.api.security_api import cross_cluster_descriptor, validate_role
+from esremote.lab.rest.api.security_api import cross_cluster_descriptor, validate_role
 from tests.lab_inprocess import Client, build_home, running_node
 
 IP1, IP2 = "127.0.203.1", "127.0.203.2"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from esremote.inventory import load_inventory
-from esremote.lab import control
+from esremote.lab.ops import control
 from tests.fixtures.lab import Lab, free_net
 
 pytestmark = pytest.mark.lab

@@ -17,8 +17,8 @@ from esremote.errors import ConfigError
 from esremote.esyml import EsYml
 from esremote.inventory import load_inventory
 from esremote.keystore import Keystore, format_version, has_password
-from esremote.lab import builder, labfiles, sshlab
-from esremote.lab.builder import LabOptions
+from esremote.lab.ops import builder, labfiles, sshlab
+from esremote.lab.ops.builder import LabOptions
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_secrets_are_0600_files(built):
 
 def test_bin_scripts_run_this_python_on_the_lab_modules(built):
     home = built.node("local-0").home
-    for name, module in (("elasticsearch", "esremote.lab.node"), ("elasticsearch-service", "esremote.lab.service"),
+    for name, module in (("elasticsearch", "esremote.lab.node"), ("elasticsearch-service", "esremote.lab.node.service"),
                          ("elasticsearch-keystore", "esremote.lab.tools.keystore_cli"),
                          ("elasticsearch-certutil", "esremote.lab.tools.certutil_cli")):
         script = home / "bin" / name

@@ -16,7 +16,7 @@ import pytest
 
 from esremote.cli import main as cli_main
 from esremote.inventory import load_inventory
-from esremote.lab import control
+from esremote.lab.ops import control
 from tests.fixtures.lab import Lab
 from tests.test_lab_up import check_es_client, esremote
 

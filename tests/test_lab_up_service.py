@@ -1,4 +1,4 @@
-"""bin/elasticsearch-service (esremote.lab.service) against a stand-in node process.
+"""bin/elasticsearch-service (esremote.lab.node.service) against a stand-in node process.
 
 The stand-in honours the node's contract (ARCHITECTURE.md): `-d -p PIDFILE` returns once started
 or failed, it logs `started`, removes its pid file on SIGTERM. It is below the unit under test; the
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from esremote.lab import builder
+from esremote.lab.ops import builder
 
 STAND_IN = textwrap.dedent('''
     import json, os, signal, sys, time
@@ -163,7 +163,7 @@ def test_a_recycled_pid_is_not_taken_for_the_node(home):
 
 
 def test_not_a_node_home_is_one_line_exit_2(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "esremote.lab.service", "--home", str(tmp_path), "status"],
+    result = subprocess.run([sys.executable, "-m", "esremote.lab.node.service", "--home", str(tmp_path), "status"],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "is not a lab node home" in result.stderr

@@ -20,7 +20,7 @@ from esremote.cluster.restart import (
 )
 from esremote.errors import PreconditionError
 from esremote.inventory import load_inventory
-from esremote.lab import control
+from esremote.lab.ops import control
 from esremote.node_keystore import NodeKeystore
 from esremote.secrets import SecretRef
 from esremote.ssh import SSHPool

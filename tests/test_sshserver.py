@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from esremote.errors import AuthenticationError, ConnectError
-from esremote.lab.sshserver import ensure_host_key, fault_active
+from esremote.lab.net.sshserver import ensure_host_key, fault_active
 from esremote.ssh import CommandTimeoutError, SSHConnection, SSHTarget
 from tests.fixtures.ssh import _free_port
 
@@ -40,7 +40,7 @@ def test_process_mode_serves_every_endpoint_and_stops_on_sigterm(tmp_path, ssh_c
         known.append((host, port, home))
     config = tmp_path / "sshserver.json"
     config.write_text(json.dumps({"endpoints": endpoints}))
-    proc = subprocess.Popen([sys.executable, "-m", "esremote.lab.sshserver", "--config", str(config)],
+    proc = subprocess.Popen([sys.executable, "-m", "esremote.lab.net.sshserver", "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline() for _ in endpoints]  # one "listening" line per endpoint
@@ -64,7 +64,7 @@ def test_process_mode_serves_every_endpoint_and_stops_on_sigterm(tmp_path, ssh_c
 def test_process_mode_reports_a_bad_config_in_one_line(tmp_path):
     config = tmp_path / "bad.json"
     config.write_text(json.dumps({"endpoints": [{"name": "n1", "host": "127.0.250.3"}]}))
-    result = subprocess.run([sys.executable, "-m", "esremote.lab.sshserver", "--config", str(config)],
+    result = subprocess.run([sys.executable, "-m", "esremote.lab.net.sshserver", "--config", str(config)],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

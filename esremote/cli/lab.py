@@ -48,7 +48,7 @@ def up(
     seed: bool = typer.Option(True, "--seed/--no-seed", help="Seed users, the alias and cross-cluster work."),
 ) -> None:
     """Build (or reuse) and start the lab; print the inventory's path."""
-    from esremote.lab import control  # noqa: PLC0415
+    from esremote.lab.ops import control  # noqa: PLC0415
 
     given = {k: v for k, v in dict(local_nodes=local_nodes, remote_nodes=remote_nodes, version=version,
                                    remote_version=remote_version, license=license,
@@ -74,7 +74,7 @@ def _lab_dir(dir_arg: Optional[Path], dir_opt: Optional[Path]) -> Path:
 def status(dir_arg: Optional[Path] = typer.Argument(None, metavar="[DIR]"),
            dir: Optional[Path] = typer.Option(None, "--dir", help="Lab directory.")) -> None:
     """Each node up or down, each cluster's health. Exit 0 when every node is up, 3 otherwise."""
-    from esremote.lab import control  # noqa: PLC0415
+    from esremote.lab.ops import control  # noqa: PLC0415
 
     nodes, health = control.status(_lab_dir(dir_arg, dir))
     for cluster, state in health.items():
@@ -90,7 +90,7 @@ def status(dir_arg: Optional[Path] = typer.Argument(None, metavar="[DIR]"),
 def down(dir_arg: Optional[Path] = typer.Argument(None, metavar="[DIR]"),
          dir: Optional[Path] = typer.Option(None, "--dir", help="Lab directory.")) -> None:
     """Stop every process of the lab (nodes, SSH endpoints, writer), by pid."""
-    from esremote.lab import control  # noqa: PLC0415
+    from esremote.lab.ops import control  # noqa: PLC0415
 
     stopped = control.down(_lab_dir(dir_arg, dir))
     typer.echo("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
@@ -104,7 +104,7 @@ def fault(dir: Path = typer.Argument(..., metavar="DIR", help="Lab directory."),
           set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
                                          help="A fault option (value read as JSON when it parses).")) -> None:
     """Switch a fault on (or --off) for the lab's nodes and SSH endpoints."""
-    from esremote.lab import control  # noqa: PLC0415
+    from esremote.lab.ops import control  # noqa: PLC0415
 
     typer.echo(control.fault(dir, name, node=node, off=off, options=_fault_options(set_)))
 

@@ -200,7 +200,7 @@ def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab running 
          lab_dir: Optional[Path] = typer.Option(None, "--dir", help="Lab directory (default: a temporary one)."),
          ) -> None:
     """A full rehearsal on the lab: lab up, migrate --yes, summary, lab down (always)."""
-    from esremote.lab import control  # noqa: PLC0415
+    from esremote.lab.ops import control  # noqa: PLC0415
 
     owned = lab_dir is None
     directory = Path(tempfile.mkdtemp(prefix="esremote-demo-")) if owned else lab_dir

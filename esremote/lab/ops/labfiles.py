@@ -14,8 +14,8 @@ from pathlib import Path, PurePosixPath
 from esremote.errors import ConfigError
 from esremote.files import atomic_write
 from esremote.inventory import AliasLink, Auth, Cluster, Inventory, Node, SSHSettings, dump_inventory
-from esremote.lab import sshlab
-from esremote.lab.builder import (ELASTIC_USER, LAB_USERS, REMOTE_CLUSTER_PORT, SSH_PORTS, LabOptions, Layout, plan,
+from esremote.lab.ops import sshlab
+from esremote.lab.ops.builder import (ELASTIC_USER, LAB_USERS, REMOTE_CLUSTER_PORT, SSH_PORTS, LabOptions, Layout, plan,
                                   read_secret)
 from esremote.secrets import SecretRef
 

@@ -1,6 +1,6 @@
 """`bin/elasticsearch-service start|stop|restart|status`: a lab node's "systemctl".
 
-    python -m esremote.lab.service --home HOME start|stop|restart|status
+    python -m esremote.lab.node.service --home HOME start|stop|restart|status
 
 start    waits `start_delay` (lib/lab-node.json), runs `bin/elasticsearch -d -p HOME/elasticsearch.pid`
          with the keystore passphrase (if any) on stdin, then waits until the node logs `started`

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 import zlib
 
-from esremote.lab import errors, settings
-from esremote.lab.http import Request, Response
-from esremote.lab.routes import api
+from esremote.lab import errors
+from esremote.lab.models import settings
+from esremote.lab.rest.http import Request, Response
+from esremote.lab.rest.routes import api
 
 _BUILD = {"8": ("9.11.1", "7.17.0", "7.0.0"), "9": ("10.1.0", "8.18.0", "8.0.0")}
 
@@ -216,7 +217,7 @@ def resolve_cluster(req: Request) -> dict:
         if ctx.config.version < (9, 0, 0):
             raise errors.ValidationError("index expression is required")  # 8.x needs one
         expression = "*:*"
-    from esremote.lab.search import resolve_local, split_remote
+    from esremote.lab.models.search import resolve_local, split_remote
     local, remote = split_remote(expression)
     body: dict = {}
     if local:

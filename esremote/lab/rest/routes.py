@@ -5,7 +5,7 @@ API takes (params.py), the action's cluster privilege, then the handler.
 
 A test checks the table against every `*.json` spec (same paths, same methods); `UNSPECIFIED_ROUTES`
 are the few routes Elasticsearch registers beyond its spec files. Handlers live in
-`esremote.lab.api.*` and register with `@api("spec.name")`; a route whose handler does not exist
+`esremote.lab.rest.api.*` and register with `@api("spec.name")`; a route whose handler does not exist
 answers a loud 501, never a plausible 404.
 
 The `http-overload` fault (`faults.json`: `{"http-overload": {"nodes": null, "status": 429,
@@ -19,8 +19,9 @@ import itertools
 import threading
 from typing import Any, Callable
 
-from esremote.lab import errors, params
-from esremote.lab.http import Request, Response, check_compatibility
+from esremote.lab import errors
+from esremote.lab.rest import params
+from esremote.lab.rest.http import Request, Response, check_compatibility
 
 # (spec API name, path, methods): exactly what the spec files say.
 ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
@@ -216,7 +217,7 @@ def api(name: str) -> Callable[[Handler], Handler]:
 
 
 def _load_handlers() -> None:
-    from esremote.lab.api import ccr, cluster, documents, license, ml, nodes, security_api, transform  # noqa: F401
+    from esremote.lab.rest.api import ccr, cluster, documents, license, ml, nodes, security_api, transform  # noqa: F401
 
 
 class Router:

@@ -899,7 +899,7 @@ class RemoteActions:
         return lambda index: subject.may(action, index)
 
     def _search(self, subject: Subject | None, body: dict) -> dict:
-        from esremote.lab.search import search_local
+        from esremote.lab.models.search import search_local
         action = "indices:data/read/search"
         expression = body.get("index") or "*"
         self._check_named(subject, action, expression)
@@ -907,7 +907,7 @@ class RemoteActions:
                             allowed=self._allowed(subject, action), params=body.get("params") or {})
 
     def _resolve_cluster(self, subject: Subject | None, body: dict) -> dict:
-        from esremote.lab.search import resolve_indices
+        from esremote.lab.models.search import resolve_indices
         action = "indices:admin/resolve/cluster"
         expression = body.get("index") or "*"
         self._check_named(subject, action, expression)

@@ -13,9 +13,9 @@ import fnmatch
 import time
 
 from esremote.lab import errors
-from esremote.lab.api.nodes import elected_node, task_node_body
-from esremote.lab.http import Request
-from esremote.lab.routes import api
+from esremote.lab.rest.api.nodes import elected_node, task_node_body
+from esremote.lab.rest.http import Request
+from esremote.lab.rest.routes import api
 
 _STATS_ZERO = {"pages_processed": 0, "documents_processed": 0, "documents_indexed": 0, "documents_deleted": 0,
                "trigger_count": 0, "index_time_in_ms": 0, "index_total": 0, "index_failures": 0,
@@ -72,7 +72,7 @@ def put_transform(req: Request) -> dict:
 
 
 def _validate_sources(req: Request, sources) -> None:
-    from esremote.lab.search import resolve_indices, split_remote
+    from esremote.lab.models.search import resolve_indices, split_remote
     sources = sources if isinstance(sources, list) else [sources]
     local, _remote = split_remote(",".join(sources))
     if local:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-from esremote.lab import config as cfg
+from esremote.lab.node import config as cfg
 from esremote.lab import errors
 
 _SNIFF_ONLY = ("seeds", "node_connections", "proxy")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from esremote.lab import errors, search
-from esremote.lab.http import Request, Response
-from esremote.lab.routes import api
-from esremote.lab.state import new_uuid
+from esremote.lab import errors
+from esremote.lab.models import search
+from esremote.lab.rest.http import Request, Response
+from esremote.lab.rest.routes import api
+from esremote.lab.models.state import new_uuid
 
 _WRITE = ["create_doc", "create", "index", "write", "all"]
 _READ = ["read", "all"]
@@ -51,7 +52,7 @@ def create_index(ctx: Any, st: dict, name: str, body: dict | None = None, *, fol
     """Add an index to the state `st` (the caller holds the transaction)."""
     validate_index_name(name)
     body = body or {}
-    from esremote.lab.settings import flatten
+    from esremote.lab.models.settings import flatten
     settings = {k if k.startswith("index.") else f"index.{k}": str(v)
                 for k, v in flatten(body.get("settings") or {}).items()}
     settings.setdefault("index.number_of_shards", "1")
@@ -135,7 +136,7 @@ def indices_exists(req: Request) -> Response:
 def indices_get(req: Request) -> dict:
     state = req.ctx.store.snapshot()
     indices = search.resolve_indices(state, req.path_params["index"], allowed=_allowed(req, ["view_index_metadata", "manage", "read", "all"]))
-    from esremote.lab.settings import nest
+    from esremote.lab.models.settings import nest
     out = {}
     for index in indices:
         meta = state["indices"][index]

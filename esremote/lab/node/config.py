@@ -774,7 +774,7 @@ def build_ssl_contexts(config: NodeConfig) -> None:
 def _validate_remotes(parsed: dict[str, Any]) -> None:
     """The remote-cluster validators (strategy, "not enabled") hold for the yml too."""
     from esremote.lab import errors
-    from esremote.lab.settings import REMOTE_PREFIX, validate_remote
+    from esremote.lab.models.settings import REMOTE_PREFIX, validate_remote
 
     remote_keys = {k for k in parsed if k.startswith(REMOTE_PREFIX)}
     if remote_keys:

@@ -5,7 +5,7 @@ authorized_keys file, commands run through `/bin/sh -c` as the user that runs th
 node's home, with a configured environment. The user name a client logs in with is accepted as is
 (the lab runs every node as the same OS user).
 
-    python -m esremote.lab.sshserver --config endpoints.json
+    python -m esremote.lab.net.sshserver --config endpoints.json
 
     {"control_file": "control/faults.json",              # optional
      "endpoints": [{"name": "local-1", "host": "127.0.1.1", "port": 2222, "home": "...",
@@ -313,7 +313,7 @@ async def _serve(endpoints: list[SSHEndpoint], control_file: Path | None) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m esremote.lab.sshserver",
+    parser = argparse.ArgumentParser(prog="python -m esremote.lab.net.sshserver",
                                      description="Serve the lab's embedded SSH endpoints.")
     parser.add_argument("--config", required=True, type=Path, help="JSON file with the endpoints")
     args = parser.parse_args(argv)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from esremote.lab import errors
-from esremote.lab.http import Request, Response
-from esremote.lab.routes import api
+from esremote.lab.rest.http import Request, Response
+from esremote.lab.rest.routes import api
 
 _TRIAL_MS = 30 * 86400_000
 
@@ -77,7 +77,7 @@ def start_trial(req: Request) -> Response:
 @api("xpack.info")
 def xpack_info(req: Request) -> dict:
     lic = req.ctx.store.snapshot()["license"]
-    from esremote.lab.api.cluster import version_body
+    from esremote.lab.rest.api.cluster import version_body
     version = version_body(req.ctx)
     paid = lic.get("type") in ("trial", "enterprise", "platinum")
     features = {name: {"available": available, "enabled": True}

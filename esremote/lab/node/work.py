@@ -136,7 +136,7 @@ class WorkRunner:
     def _user(self, obj: dict):
         """The identity a task acts for: its creator as the security layer knows them now (a
         deleted user keeps its name and no roles, so the remote refuses it)."""
-        from esremote.lab.security import User
+        from esremote.lab.models.security import User
         username = obj.get("username") or "elastic"
         return self.ctx.security.user(username) or User(username, [], missing_roles=[])
 
@@ -154,7 +154,7 @@ class WorkRunner:
 
     def _ensure_index(self, st: dict, index: str, *, follower: bool = False, settings: dict | None = None) -> None:
         if index not in st["indices"]:
-            from esremote.lab.api.documents import create_index
+            from esremote.lab.rest.api.documents import create_index
             create_index(self.ctx, st, index, {"settings": settings or {}}, follower=follower)
 
     # CCR followers ---------------------------------------------------------------------------
@@ -227,7 +227,7 @@ class WorkRunner:
             self._start_following(name, pattern, leader, leader_settings)
 
     def _start_following(self, name: str, pattern: dict, leader: str, leader_settings: dict) -> None:
-        from esremote.lab.api.ccr import follower_settings, new_follower
+        from esremote.lab.rest.api.ccr import follower_settings, new_follower
         follow = (pattern.get("follow_index_pattern") or "{{leader_index}}").replace("{{leader_index}}", leader)
         with self.ctx.store.transaction() as st:
             current = st["ccr"]["auto_follow"].get(name)
@@ -266,7 +266,7 @@ class WorkRunner:
 
     def _read_sources(self, sources: list[str], query: dict | None, user) -> list[tuple[str, dict]]:
         """Every matching document of the sources: `(index as the search names it, hit)`."""
-        from esremote.lab.search import search_local
+        from esremote.lab.models.search import search_local
         body = {"query": query or {"match_all": {}}, "size": PAGE, "seq_no_primary_term": True}
         hits: list[dict] = []
         remote: dict[str, list[str]] = {}
@@ -441,7 +441,7 @@ def _doc_id(source: dict) -> str:
 def _transform_docs(config: dict, hits: list[dict]) -> list[dict]:
     """The destination documents of one checkpoint: `pivot` (group_by terms + aggregations) or
     `latest` (the newest document per unique key)."""
-    from esremote.lab.search import aggregate, field_value
+    from esremote.lab.models.search import aggregate, field_value
     docs = [{"_source": hit.get("_source", {})} for hit in hits]
     if "latest" in config:
         latest = config["latest"]

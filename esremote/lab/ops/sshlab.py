@@ -24,7 +24,7 @@ from pathlib import Path
 
 from esremote.errors import ConfigError, EsRemoteError
 from esremote.files import atomic_write
-from esremote.lab.builder import Layout, NodeSpec
+from esremote.lab.ops.builder import Layout, NodeSpec
 
 LAB_USER = "esremote"
 SUDOERS_FILE = Path("/etc/sudoers.d/esremote-lab")
@@ -63,7 +63,7 @@ def prepare(layout: Layout) -> None:
     """Client key, authorized_keys, host keys and known_hosts (existing keys are kept)."""
     import asyncssh  # noqa: PLC0415 (only the control side needs it)
 
-    from esremote.lab.sshserver import ensure_host_key  # noqa: PLC0415
+    from esremote.lab.net.sshserver import ensure_host_key  # noqa: PLC0415
 
     layout.ssh_dir.mkdir(exist_ok=True)
     client = key_file(layout)
@@ -100,7 +100,7 @@ def _start_embedded(layout: Layout) -> int:
                                      "endpoints": endpoints}, indent=2).encode(), mode=0o644)
     log = (layout.run_dir / "sshserver.log").open("ab")
     with log:
-        proc = subprocess.Popen([sys.executable, "-m", "esremote.lab.sshserver", "--config", str(config)],
+        proc = subprocess.Popen([sys.executable, "-m", "esremote.lab.net.sshserver", "--config", str(config)],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=layout.dir)
     _wait_listening(layout, lambda: proc.poll() is None, f"the embedded SSH server (see {log.name})")

@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 from esremote.lab import errors
-from esremote.lab.http import Request, Response
-from esremote.lab.routes import api
-from esremote.lab.security import (RESERVED_ROLES, RESERVED_USERS, User, hash_key, hash_password,
+from esremote.lab.rest.http import Request, Response
+from esremote.lab.rest.routes import api
+from esremote.lab.models.security import (RESERVED_ROLES, RESERVED_USERS, User, hash_key, hash_password,
                                    new_api_key_secret, new_id)
 
 _CCS_INDEX_PRIVILEGES = ["read", "read_cross_cluster", "view_index_metadata"]
@@ -264,7 +264,7 @@ def delete_role(req: Request) -> Response:
 def _parse_expiration(value: Any) -> int | None:
     if value is None:
         return None
-    from esremote.lab.api.cluster import parse_time_param
+    from esremote.lab.rest.api.cluster import parse_time_param
     return _now_ms() + int(parse_time_param(str(value), 0) * 1000)
 
 

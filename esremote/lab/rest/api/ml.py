@@ -12,9 +12,9 @@ import fnmatch
 import time
 
 from esremote.lab import errors
-from esremote.lab.api.nodes import elected_node, task_node_body
-from esremote.lab.http import Request
-from esremote.lab.routes import api
+from esremote.lab.rest.api.nodes import elected_node, task_node_body
+from esremote.lab.rest.http import Request
+from esremote.lab.rest.routes import api
 
 
 def _licensed(req: Request) -> None:

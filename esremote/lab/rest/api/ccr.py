@@ -12,9 +12,9 @@ from __future__ import annotations
 import time
 
 from esremote.lab import errors
-from esremote.lab.api.documents import create_index, validate_index_name
-from esremote.lab.http import Request
-from esremote.lab.routes import api
+from esremote.lab.rest.api.documents import create_index, validate_index_name
+from esremote.lab.rest.http import Request
+from esremote.lab.rest.routes import api
 
 DEFAULT_PARAMETERS = {
     "max_read_request_operation_count": 5120, "max_outstanding_read_requests": 12,
@@ -69,7 +69,7 @@ def follow(req: Request) -> dict:
 
 def follower_settings(leader: dict[str, str], requested: dict | None) -> dict:
     """A follower's index settings: its leader's shards and replicas, under what the request sets."""
-    from esremote.lab.settings import flatten
+    from esremote.lab.models.settings import flatten
 
     merged = dict(leader)
     merged.update({k if k.startswith("index.") else f"index.{k}": v
@@ -96,7 +96,7 @@ def _follower(req: Request, index: str) -> dict:
 @api("ccr.follow_info")
 def follow_info(req: Request) -> dict:
     state = req.ctx.store.snapshot()
-    from esremote.lab.search import resolve_indices
+    from esremote.lab.models.search import resolve_indices
     indices = resolve_indices(state, req.path_params["index"])
     out = []
     for index in indices:
@@ -137,7 +137,7 @@ def _index_stats(req: Request, index: str, record: dict) -> dict:
 @api("ccr.follow_stats")
 def follow_stats(req: Request) -> dict:
     state = req.ctx.store.snapshot()
-    from esremote.lab.search import resolve_indices
+    from esremote.lab.models.search import resolve_indices
     indices = resolve_indices(state, req.path_params["index"])
     out = [_index_stats(req, i, state["ccr"]["followers"][i]) for i in indices
            if i in state["ccr"]["followers"] and state["ccr"]["followers"][i]["status"] == "active"]

@@ -22,7 +22,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from esremote.lab.errors import ESError, NoSuchRemoteCluster, SecurityError
-from esremote.lab.transport import (
+from esremote.lab.net.transport import (
     AUTHENTICATION_HEADER, CREDENTIALS_HEADER, REMOTE_CLUSTER_HANDSHAKE, REMOTE_CLUSTER_PROFILE,
     SUBJECT_HEADER, TRANSPORT_HANDSHAKE, TRANSPORT_PROFILE, Connection,
     LinkClosed, TransportFailure, closed_failure, es_log)
@@ -293,7 +293,7 @@ class RemoteCluster:
         return conn
 
     def _check_remote_version(self, version: str | None) -> None:
-        from esremote.lab.config import parse_version
+        from esremote.lab.node.config import parse_version
         if version and parse_version(version) < (8, 10, 0):
             raise ESError(f"Settings for remote cluster [{self.alias}] indicate cross cluster access headers "
                           f"should be sent but target cluster version [{version}] does not support "

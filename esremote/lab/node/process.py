@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esremote.lab.config import NodeConfig, StartupError, early_log_path, load_node_config
-from esremote.lab.state import StateStore
+from esremote.lab.node.config import NodeConfig, StartupError, early_log_path, load_node_config
+from esremote.lab.models.state import StateStore
 
 _LEVELS = {"WARNING": "WARN", "CRITICAL": "FATAL"}
 WATCH_POLL = 0.05  # seconds between two looks at the cluster state (a stat() when nothing changed)
@@ -85,7 +85,7 @@ class NodeLogs:
 
 def _settings_text(settings: dict) -> dict:
     """The yml settings as `_nodes/settings` shows them (strings; the yml holds no secrets)."""
-    from esremote.lab.settings import as_setting_text
+    from esremote.lab.models.settings import as_setting_text
     return {k: as_setting_text(v) for k, v in settings.items()}
 
 
@@ -200,9 +200,9 @@ class Node:
             delay = float(slow.get("seconds", slow.get("delay", 5)))
             log.info("slow start: waiting [%ss] before starting", delay)
             self._stopped.wait(delay)
-        from esremote.lab.routes import Pipeline
-        from esremote.lab.security import Security
-        from esremote.lab.http import LabHTTPServer
+        from esremote.lab.rest.routes import Pipeline
+        from esremote.lab.models.security import Security
+        from esremote.lab.rest.http import LabHTTPServer
 
         ctx.security = Security(ctx)
         initial_state(ctx)
@@ -227,7 +227,7 @@ class Node:
     def _start_optional(self, ctx: NodeContext) -> None:
         """transport / remote / work arrive in their own modules; the node runs without them."""
         try:
-            from esremote.lab import transport
+            from esremote.lab.net import transport
         except ImportError:
             transport = None
         if transport is not None:
@@ -237,14 +237,14 @@ class Node:
                 raise StartupError(f"Failed to bind transport on {ctx.config.ip}: {exc.strerror}",
                                    "org.elasticsearch.transport.BindTransportException") from None
         try:
-            from esremote.lab.remote import RemoteClusterService
+            from esremote.lab.net.remote import RemoteClusterService
         except ImportError:
             RemoteClusterService = None
         if RemoteClusterService is not None:
             ctx.remote = RemoteClusterService(ctx)
             ctx.remote.start()
         try:
-            from esremote.lab.work import WorkRunner
+            from esremote.lab.node.work import WorkRunner
         except ImportError:
             WorkRunner = None
         if WorkRunner is not None:
@@ -271,7 +271,7 @@ class Node:
                 reload = state.get("reload", {})
                 if reload.get("generation", 0) > generation:
                     generation = reload["generation"]
-                    from esremote.lab.api.nodes import reload_on_this_node
+                    from esremote.lab.rest.api.nodes import reload_on_this_node
                     reload_on_this_node(ctx, reload)
                 if state.get("settings") != layers:
                     layers = state.get("settings")

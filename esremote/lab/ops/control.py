@@ -20,14 +20,15 @@ from pathlib import Path
 
 from esremote.errors import ClusterError, ConfigError, EsRemoteError
 from esremote.files import atomic_write
-from esremote.lab import builder, labfiles, service, sshlab
-from esremote.lab.builder import LabOptions, Layout, NodeSpec
+from esremote.lab.ops import builder, labfiles, sshlab
+from esremote.lab.node import service
+from esremote.lab.ops.builder import LabOptions, Layout, NodeSpec
 
 FAULTS = ("node-fails-to-start", "slow-start", "remote-port-blocked", "ssh-drop", "api-key-invalidated",
           "http-overload")
 HEALTH_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
-_LAB_MODULES = ("esremote.lab.node", "esremote.lab.sshserver", "esremote.lab.seed")
+_LAB_MODULES = ("esremote.lab.node", "esremote.lab.net.sshserver", "esremote.lab.ops.seed")
 
 
 # ------------------------------------------------------------------------------------------ up
@@ -59,7 +60,7 @@ def _start(layout: Layout, seed: bool, health_timeout: float) -> None:
     for cluster in layout.clusters:
         wait_health(layout, cluster.name, "green", health_timeout)
     if seed and not seeded(layout):
-        from esremote.lab import seed as seeding  # noqa: PLC0415
+        from esremote.lab.ops import seed as seeding  # noqa: PLC0415
 
         progress = _seed_progress(layout)
         seeding.seed(labfiles.read_lab_json(layout.dir), lambda c, u=None: client(layout, c, u),
@@ -139,7 +140,7 @@ def _service_start(node: NodeSpec) -> tuple[int, str]:
 
 
 def client(layout: Layout, cluster: str, user: str | None = None):
-    from esremote.lab.client import LabClient  # noqa: PLC0415
+    from esremote.lab.ops.client import LabClient  # noqa: PLC0415
 
     spec = layout.cluster(cluster)
     username, password_file = builder.ELASTIC_USER, layout.elastic_password_file(cluster)
@@ -214,7 +215,7 @@ def start_writer(layout: Layout) -> None:
     if pid and pid_alive(pid):
         return
     with (layout.run_dir / "writer.log").open("ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "esremote.lab.seed", "writer", "--dir", str(layout.dir)],
+        proc = subprocess.Popen([sys.executable, "-m", "esremote.lab.ops.seed", "writer", "--dir", str(layout.dir)],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=layout.dir)
     _track(layout, {"writer": proc.pid})

@@ -8,7 +8,7 @@ leader index, a manual follower, an auto-follow pattern, a transform and an ML j
 `<alias>:` data, each created and started as the cross-cluster user that owns it (with a basic
 licence only the transform: CCR and ML anomaly detection need a paid licence, as in Elasticsearch).
 
-    python -m esremote.lab.seed writer --dir DIR [--interval S]
+    python -m esremote.lab.ops.seed writer --dir DIR [--interval S]
 
 runs the writer: it adds a document to the leader index every interval, forever, riding out the
 remote's restarts (a migration restarts it); SIGTERM stops it.
@@ -201,7 +201,7 @@ def seed_ml(ccs_local, alias: str) -> None:
 
 
 def run_writer(lab_dir: Path, interval: float) -> int:
-    from esremote.lab.client import LabClient  # noqa: PLC0415
+    from esremote.lab.ops.client import LabClient  # noqa: PLC0415
 
     lab = json.loads((lab_dir / "lab.json").read_text())
     remote = lab["clusters"][lab["aliases"][lab["alias"]]]
@@ -224,7 +224,7 @@ def run_writer(lab_dir: Path, interval: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m esremote.lab.seed")
+    parser = argparse.ArgumentParser(prog="python -m esremote.lab.ops.seed")
     sub = parser.add_subparsers(dest="command", required=True)
     writer = sub.add_parser("writer", help="feed the leader index until SIGTERM")
     writer.add_argument("--dir", required=True, type=Path)

@@ -13,9 +13,9 @@ import os
 import time
 from pathlib import Path
 
-from esremote.lab.api.cluster import version_body
-from esremote.lab.http import Request
-from esremote.lab.routes import api
+from esremote.lab.rest.api.cluster import version_body
+from esremote.lab.rest.http import Request
+from esremote.lab.rest.routes import api
 
 _METRICS = {"settings", "os", "process", "jvm", "thread_pool", "transport", "http", "remote_cluster_server",
             "plugins", "ingest", "aggregations", "indices", "_all", "_none"}
@@ -55,7 +55,7 @@ def nodes_info(req: Request) -> dict:
         if n.get("remote_cluster_port"):
             address = f"{n['ip']}:{n['remote_cluster_port']}"
             entry["remote_cluster_server"] = {"bound_address": [address], "publish_address": address}
-        from esremote.lab.settings import nest
+        from esremote.lab.models.settings import nest
         entry["settings"] = nest(n.get("settings", {}))
         body["nodes"][n.get("id", n["name"])] = entry
     return body

@@ -419,7 +419,7 @@ def bin_scripts(home: Path) -> dict[str, str]:
         "elasticsearch": script(f'exec {python} -m esremote.lab.node --home {q_home} "$@"'),
         "elasticsearch-keystore": script(f'exec {python} -m esremote.lab.tools.keystore_cli "$@"'),
         "elasticsearch-certutil": script(f'exec {python} -m esremote.lab.tools.certutil_cli "$@"'),
-        "elasticsearch-service": script(f'exec {python} -m esremote.lab.service --home {q_home} "$@"'),
+        "elasticsearch-service": script(f'exec {python} -m esremote.lab.node.service --home {q_home} "$@"'),
     }
 
 
