@@ -113,10 +113,15 @@ def test_log_entries_keep_continuation_lines_with_their_entry():
 def test_the_certificate_model_link_verifies_and_is_no_api_key_link(lab):
     inventory = load_inventory(lab.inventory)
     report = verify_certificate_link(inventory, ALIAS)
+    local_nodes = [n.name for n in inventory.nodes("local")]
+    # every local node asked for itself: its _remote/info and a _resolve/cluster it coordinates
+    assert [c.name for c in report.checks] == [name for node in local_nodes for name in
+                                               (f"remote_info[{node}]", f"resolve_cluster[{node}] {ALIAS}:*")]
     assert report.ok and "certificate model" in report.checks[0].detail
     with pytest.raises(VerificationError) as caught:
         verify_api_key_link(inventory, ALIAS, connect_timeout=1)
-    assert caught.value.check.name == "remote_info"
+    assert caught.value.report.failed_nodes == local_nodes
+    assert caught.value.check.name == f"remote_info[{local_nodes[0]}]"
     assert caught.value.cause.key == "no_api_key"
     assert "connected without an API key" in str(caught.value)
 
@@ -194,7 +199,7 @@ def test_the_api_key_link_passes_every_check(migrated, pool):
     report = verify_api_key_link(inventory, ALIAS, pool=pool, index_patterns=["leader-logs", "auto-*"],
                                  followers=["follower-logs"])
     names = [c.name for c in report.checks]
-    assert names == ["remote_info", f"resolve_cluster {ALIAS}:leader-logs", f"search {ALIAS}:leader-logs",
+    assert names == ["remote_info[local-0]", f"resolve_cluster[local-0] {ALIAS}:*", f"search {ALIAS}:leader-logs",
                      f"search {ALIAS}:auto-*", "follower follower-logs"]
     assert report.ok and "cluster_credentials redacted" in report.checks[0].detail
     assert int(report.checks[2].detail.split()[0]) >= 60  # the seeded documents, read through the link
@@ -222,11 +227,7 @@ def test_a_search_outside_the_key_access_fails_with_its_cause(migrated, pool):
     failed = report.failed[0]
     assert failed.name == f"search {ALIAS}:private-logs"
     assert "towards remote cluster is unauthorized" in failed.detail and "private-logs" in failed.detail
-    assert failed.cause.key == "insufficient_privileges"
-    # resolve_cluster on that pattern sees the same refusal
-    report = verify_api_key_link(inventory, ALIAS, index_patterns=["private-logs"], check=False)
-    assert report.failed[0].name == f"resolve_cluster {ALIAS}:private-logs"
-    assert report.failed[0].cause.key == "insufficient_privileges"
+    assert failed.cause.key == "insufficient_privileges" and failed.node is None  # the key's access, not a node
 
 
 @pytest.mark.lab
@@ -240,6 +241,6 @@ def test_an_alias_on_the_transport_port_fails_with_that_cause(migrated, pool):
         verify_api_key_link(inventory, ALIAS, pool=pool, connect_timeout=5, index_patterns=["leader-logs"])
     assert time.monotonic() - started < 30
     error = caught.value
-    assert error.check.name == "remote_info" and not error.check.ok
+    assert error.check.name == "remote_info[local-0]" and not error.check.ok
     assert error.cause is CAUSE["transport_port"]
     assert "remote cluster server port" in str(error) and error.check.evidence

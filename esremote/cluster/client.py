@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from esremote.errors import ClusterError, ClusterHTTPError, EsRemoteError, is_transient
 
-__all__ = ["PollTimeout", "connect", "es_error_parts", "mapped_errors", "poll", "retry_transient"]
+__all__ = ["PollTimeout", "connect", "connect_node", "es_error_parts", "mapped_errors", "poll", "retry_transient"]
 
 T = TypeVar("T")
 
@@ -81,6 +81,12 @@ def connect(cluster, *, request_timeout: float = 30.0):
     else:
         kwargs["basic_auth"] = (auth.username, auth.password.resolve().get_secret_value())
     return elasticsearch.Elasticsearch([str(u) for u in cluster.urls], **kwargs)
+
+
+def connect_node(cluster, url: str, *, request_timeout: float = 30.0):
+    """A client of one node of `cluster`, at `url`, with the cluster's CA and auth: some answers
+    (`_remote/info`, what a node coordinates) are that node's own."""
+    return connect(cluster.model_copy(update={"urls": [url]}), request_timeout=request_timeout)
 
 
 # ------------------------------------------------------------------------------------------ waiting
