@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 import _timing
-import asyncssh
+from esremote.lab.net.asyncssh_lib import asyncssh
 
 from esremote.fanout import fan_out
 from esremote.lab.net.sshserver import EmbeddedSSHServer, SSHEndpoint, ensure_host_key

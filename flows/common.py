@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from esremote.errors import GroupError
 from esremote.fanout import GroupResult
-from tasks import reports
-from tasks.runtime import Run
+from esremote.tasks import reports
+from esremote.tasks.runtime import Run
 
 
 def remotes_of(run: Run) -> list[str]:
@@ -22,7 +22,7 @@ def locals_of(run: Run) -> list[str]:
 def pending_aliases(run: Run) -> list[str]:
     """Aliases this run still migrates: not on the API-key model when preflight looked, or already
     touched by this run (a resumed run finishes what it started)."""
-    from tasks.cluster import alias_facts  # noqa: PLC0415
+    from esremote.tasks.cluster import alias_facts  # noqa: PLC0415
 
     return [a for a in run.aliases
             if not alias_facts(run, a).migrated or run.journal.started_steps(f"stop_cross_cluster_ops/list/{a}")]
@@ -51,7 +51,7 @@ def phase_done(run: Run, phase: str, lines: list[str]) -> None:
 
 def remote_info(run: Run) -> dict:
     """`_remote/info` of each alias of the run, as the local clusters report it now."""
-    from tasks.cluster import remote_info as fetch  # noqa: PLC0415
+    from esremote.tasks.cluster import remote_info as fetch  # noqa: PLC0415
 
     out = {}
     for local in locals_of(run):

@@ -13,11 +13,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from esremote.errors import EsRemoteError, RollbackError
 from esremote.params import MigrationParams
-from flows.common import remote_info
-from flows.summary import Summary
-from tasks import reports
-from tasks.common import install_redaction, run_logger
-from tasks.runtime import close_run, open_run
+from esremote.flows.common import remote_info
+from esremote.flows.summary import Summary
+from esremote.tasks import reports
+from esremote.tasks.common import install_redaction, run_logger
+from esremote.tasks.runtime import close_run, open_run
 
 OUTAGE_PHASES = ("stop_cross_cluster_ops", "reconnect", "verify", "resume_cross_cluster_ops")
 
@@ -64,8 +64,8 @@ def migrate_remote_cluster(params: MigrationParams) -> dict:
 
 
 def _migrate(run, summary: Summary) -> Summary:
-    from flows.plan import plan_flow  # noqa: PLC0415
-    from flows.preflight import preflight_flow  # noqa: PLC0415
+    from esremote.flows.plan import plan_flow  # noqa: PLC0415
+    from esremote.flows.preflight import preflight_flow  # noqa: PLC0415
 
     params, log = run.params, run_logger()
     log.info("run %s: journal in %s", run.id, run.journal.run_dir)
@@ -92,13 +92,13 @@ def _first_remote_info(run, facts) -> dict:
 
 
 def _apply(run, summary: Summary) -> Summary:
-    from flows.prepare_remote import prepare_remote_flow  # noqa: PLC0415
-    from flows.reconnect import reconnect_flow  # noqa: PLC0415
-    from flows.resume_cross_cluster_ops import resume_cross_cluster_ops_flow  # noqa: PLC0415
-    from flows.retire_certificate_trust import retire_certificate_trust_flow  # noqa: PLC0415
-    from flows.stage_local import stage_local_flow  # noqa: PLC0415
-    from flows.stop_cross_cluster_ops import stop_cross_cluster_ops_flow  # noqa: PLC0415
-    from flows.verify import verify_flow  # noqa: PLC0415
+    from esremote.flows.prepare_remote import prepare_remote_flow  # noqa: PLC0415
+    from esremote.flows.reconnect import reconnect_flow  # noqa: PLC0415
+    from esremote.flows.resume_cross_cluster_ops import resume_cross_cluster_ops_flow  # noqa: PLC0415
+    from esremote.flows.retire_certificate_trust import retire_certificate_trust_flow  # noqa: PLC0415
+    from esremote.flows.stage_local import stage_local_flow  # noqa: PLC0415
+    from esremote.flows.stop_cross_cluster_ops import stop_cross_cluster_ops_flow  # noqa: PLC0415
+    from esremote.flows.verify import verify_flow  # noqa: PLC0415
 
     params = run.params
     for name, fn in (("prepare_remote", prepare_remote_flow), ("stage_local", stage_local_flow)):
@@ -124,7 +124,7 @@ def _apply(run, summary: Summary) -> Summary:
 
 
 def _roll_back(run, summary: Summary, cause: BaseException) -> Summary:
-    from flows.rollback import rollback_flow  # noqa: PLC0415
+    from esremote.flows.rollback import rollback_flow  # noqa: PLC0415
 
     log = run_logger()
     log.error("the migration failed during the outage (%s); rolling back", _brief(cause))

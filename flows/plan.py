@@ -7,8 +7,8 @@ from prefect import flow
 
 from esremote.params import MigrationParams
 from esremote.plan import MigrationFacts, Plan, build_plan
-from tasks import reports
-from tasks.runtime import ensure_run
+from esremote.tasks import reports
+from esremote.tasks.runtime import ensure_run
 
 
 @flow(name="plan", flow_run_name="plan-{run_id}")

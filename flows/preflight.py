@@ -7,9 +7,9 @@ from prefect import flow, unmapped
 
 from esremote.params import MigrationParams
 from esremote.plan import MigrationFacts
-from tasks import reports
-from tasks.facts import involved_nodes, migration_facts, owner_roles, preflight_alias, read_access, read_node
-from tasks.runtime import ensure_run
+from esremote.tasks import reports
+from esremote.tasks.facts import involved_nodes, migration_facts, owner_roles, preflight_alias, read_access, read_node
+from esremote.tasks.runtime import ensure_run
 
 
 @flow(name="preflight", flow_run_name="preflight-{run_id}", log_prints=False)

@@ -8,11 +8,11 @@ from prefect import flow
 
 from esremote.params import MigrationParams
 from esremote.plan import CA_MODE, P12_MODE, SERVER_CA, SERVER_P12, SERVER_P12_PASSWORD, remote_server_settings
-from flows.common import pending_aliases, phase_done, remotes_of, wait_all
-from tasks.certs import make_certificates, p12_path, password_path
-from tasks.cluster import cross_cluster_key, facts_of, probe
-from tasks.nodes import edit_yml, keystore_add, node_changed, put_file, restart_node
-from tasks.runtime import ensure_run
+from esremote.flows.common import pending_aliases, phase_done, remotes_of, wait_all
+from esremote.tasks.certs import make_certificates, p12_path, password_path
+from esremote.tasks.cluster import cross_cluster_key, facts_of, probe
+from esremote.tasks.nodes import edit_yml, keystore_add, node_changed, put_file, restart_node
+from esremote.tasks.runtime import ensure_run
 
 PHASE = "prepare_remote"
 

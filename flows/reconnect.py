@@ -9,8 +9,8 @@ from prefect import flow
 
 from esremote.params import MigrationParams
 from esremote.plan import credentials_by, credentials_setting, target_alias_settings
-from flows.common import locals_of, pending_aliases, phase_done, wait_all
-from tasks.cluster import (
+from esremote.flows.common import locals_of, pending_aliases, phase_done, wait_all
+from esremote.tasks.cluster import (
     alias_facts,
     credentials_file,
     facts_of,
@@ -19,8 +19,8 @@ from tasks.cluster import (
     remove_alias,
     update_roles,
 )
-from tasks.nodes import edit_yml, keystore_add, restart_node
-from tasks.runtime import Run, ensure_run
+from esremote.tasks.nodes import edit_yml, keystore_add, restart_node
+from esremote.tasks.runtime import Run, ensure_run
 
 PHASE = "reconnect"
 

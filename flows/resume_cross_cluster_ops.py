@@ -6,10 +6,10 @@ from __future__ import annotations
 from prefect import flow
 
 from esremote.params import MigrationParams
-from flows.common import pending_aliases, phase_done
-from tasks.cluster import verify_api_key
-from tasks.runtime import ensure_run
-from tasks.work import resume_work
+from esremote.flows.common import pending_aliases, phase_done
+from esremote.tasks.cluster import verify_api_key
+from esremote.tasks.runtime import ensure_run
+from esremote.tasks.work import resume_work
 
 PHASE = "resume_cross_cluster_ops"
 

@@ -21,10 +21,10 @@ from prefect.input import RunInput
 from esremote.cluster.remote_settings import ApiCall, perform, segment
 from esremote.errors import ClusterHTTPError
 from esremote.params import MigrationParams
-from flows.common import phase_done, remotes_of
-from tasks import reports
-from tasks.common import RETRYING, run_logger
-from tasks.runtime import Run, ensure_run, get_run
+from esremote.flows.common import phase_done, remotes_of
+from esremote.tasks import reports
+from esremote.tasks.common import RETRYING, run_logger
+from esremote.tasks.runtime import Run, ensure_run, get_run
 
 PHASE = "retire_certificate_trust"
 FILTER_ALLOW = "xpack.security.transport.filter.allow"

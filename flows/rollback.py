@@ -27,9 +27,9 @@ from esremote.errors import RollbackError
 from esremote.journal import Entry
 from esremote.params import MigrationParams
 from esremote.plan import RELOADABLE, credentials_by
-from flows.common import locals_of, phase_done, remote_info, remotes_of
-from flows.summary import Summary
-from tasks.cluster import (
+from esremote.flows.common import locals_of, phase_done, remote_info, remotes_of
+from esremote.flows.summary import Summary
+from esremote.tasks.cluster import (
     facts_of,
     null_alias,
     reload_credentials,
@@ -37,10 +37,10 @@ from tasks.cluster import (
     restore_roles,
     verify_certificate,
 )
-from tasks.common import install_redaction, run_logger
-from tasks.nodes import keystore_remove, remove_file, restart_node, restore_file
-from tasks.runtime import Run, close_run, ensure_run, open_run
-from tasks.work import check_work, resume_work, stop_work
+from esremote.tasks.common import install_redaction, run_logger
+from esremote.tasks.nodes import keystore_remove, remove_file, restart_node, restore_file
+from esremote.tasks.runtime import Run, close_run, ensure_run, open_run
+from esremote.tasks.work import check_work, resume_work, stop_work
 
 PHASE = "rollback"
 UNDO = f"{PHASE}/undo"

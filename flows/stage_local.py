@@ -11,12 +11,12 @@ from esremote.esyml import EsYml
 from esremote.files import atomic_write
 from esremote.params import MigrationParams
 from esremote.plan import CA_MODE, CLIENT_CA, local_client_settings
-from flows.common import locals_of, pending_aliases, phase_done, wait_all
-from tasks.certs import ensure_ca_known, pki_dir
-from tasks.cluster import verify_certificate
-from tasks.common import RETRYING
-from tasks.nodes import edit_yml, node_changed, put_file, read_text, restart_node
-from tasks.runtime import Run, ensure_run, get_run
+from esremote.flows.common import locals_of, pending_aliases, phase_done, wait_all
+from esremote.tasks.certs import ensure_ca_known, pki_dir
+from esremote.tasks.cluster import verify_certificate
+from esremote.tasks.common import RETRYING
+from esremote.tasks.nodes import edit_yml, node_changed, put_file, read_text, restart_node
+from esremote.tasks.runtime import Run, ensure_run, get_run
 
 PHASE = "stage_local"
 CA_SETTING = "xpack.security.remote_cluster_client.ssl.certificate_authorities"
@@ -66,7 +66,7 @@ def client_settings(run: Run, node) -> dict:
 @flow(name="stage-local", flow_run_name="stage-local-{run_id}")
 def stage_local_flow(params: MigrationParams, run_id: str | None = None) -> list[str]:
     """Trust the remote cluster servers' CAs on every local node; rolling restart; link still up."""
-    from tasks.cluster import facts_of  # noqa: PLC0415
+    from esremote.tasks.cluster import facts_of  # noqa: PLC0415
 
     run = ensure_run(params, run_id)
     facts = facts_of(run)

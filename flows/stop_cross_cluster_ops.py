@@ -6,9 +6,9 @@ from __future__ import annotations
 from prefect import flow
 
 from esremote.params import MigrationParams
-from flows.common import pending_aliases, phase_done
-from tasks.runtime import ensure_run
-from tasks.work import record_work, stop_work
+from esremote.flows.common import pending_aliases, phase_done
+from esremote.tasks.runtime import ensure_run
+from esremote.tasks.work import record_work, stop_work
 
 PHASE = "stop_cross_cluster_ops"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from prefect import flow
 
 from esremote.params import MigrationParams
-from flows.common import phase_done
-from tasks.cluster import verify_api_key
-from tasks.runtime import ensure_run
+from esremote.flows.common import phase_done
+from esremote.tasks.cluster import verify_api_key
+from esremote.tasks.runtime import ensure_run
 
 PHASE = "verify"
 

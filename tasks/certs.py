@@ -18,9 +18,9 @@ from esremote.files import atomic_write
 from esremote.pki import CertificateAuthority, issue, to_pkcs12
 from esremote.plan import SERVER_CA
 from esremote.redact import default_redactor
-from tasks.common import RETRYING, run_logger
-from tasks.nodes import read_text
-from tasks.runtime import Run, get_run
+from esremote.tasks.common import RETRYING, run_logger
+from esremote.tasks.nodes import read_text
+from esremote.tasks.runtime import Run, get_run
 
 CA_DN = "CN=esremote remote cluster CA {cluster}"
 

@@ -27,11 +27,11 @@ from esremote.errors import ClusterError
 from esremote.plan import AliasState, MigrationFacts, target_saved
 from esremote.probes import probe_remote_cluster
 from esremote.verify import verify_api_key_link, verify_certificate_link
-from tasks import reports
-from tasks.common import RETRYING, run_logger
-from tasks.privileges import _custom_roles
-from tasks.runtime import Run, get_run
-from tasks.secret_store import block_name, key_file, load_key, store_key
+from esremote.tasks import reports
+from esremote.tasks.common import RETRYING, run_logger
+from esremote.tasks.privileges import _custom_roles
+from esremote.tasks.runtime import Run, get_run
+from esremote.tasks.secret_store import block_name, key_file, load_key, store_key
 
 
 def facts_of(run: Run) -> MigrationFacts:
@@ -78,7 +78,7 @@ def _stored_lookup(run: Run, alias: str):
 
 
 def _prefect_ok() -> bool:
-    from tasks.runtime import prefect_api_configured  # noqa: PLC0415
+    from esremote.tasks.runtime import prefect_api_configured  # noqa: PLC0415
 
     return prefect_api_configured()
 

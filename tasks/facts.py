@@ -21,9 +21,9 @@ from esremote.plan import (
     WorkItem,
 )
 from esremote.preflight import PreflightReport, preflight
-from tasks.common import RETRYING, run_logger
-from tasks.privileges import alias_access
-from tasks.runtime import Run, get_run, prefect_api_configured
+from esremote.tasks.common import RETRYING, run_logger
+from esremote.tasks.privileges import alias_access
+from esremote.tasks.runtime import Run, get_run, prefect_api_configured
 
 WATCHED_FILES = (SERVER_P12, SERVER_CA, CLIENT_CA)
 

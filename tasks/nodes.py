@@ -17,9 +17,9 @@ from prefect import task
 from esremote.cluster.restart import RestartTimeouts, rolling_restart
 from esremote.esyml import EsYml
 from esremote.redact import default_redactor
-from tasks.common import ONCE, RETRYING, run_logger
-from tasks.facts import node_keystore
-from tasks.runtime import Run, get_run
+from esremote.tasks.common import ONCE, RETRYING, run_logger
+from esremote.tasks.facts import node_keystore
+from esremote.tasks.runtime import Run, get_run
 
 
 def _skip(run: Run, step: str) -> bool:

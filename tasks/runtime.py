@@ -141,7 +141,7 @@ def get_run(run_id: str) -> Run:
 def ensure_run(params: MigrationParams, run_id: str | None) -> Run:
     """For a phase flow: the open run, or (flow started by itself, e.g. from the UI) open it now.
     Either way the redacting filter is on Prefect's handlers before the phase logs anything."""
-    from tasks.common import install_redaction  # noqa: PLC0415
+    from esremote.tasks.common import install_redaction  # noqa: PLC0415
 
     install_redaction()
     if run_id:

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from esremote.files import atomic_write
 from esremote.redact import default_redactor
 from esremote.secrets import SecretRef, SecretError
-from tasks.runtime import Run, prefect_api_configured
+from esremote.tasks.runtime import Run, prefect_api_configured
 
 
 def block_name(local: str, alias: str) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from esremote.cluster.usage import read_usage
 from esremote.verify import VerifyReport, patterns_and_followers, verify_api_key_link
-from tasks.runtime import Run
+from esremote.tasks.runtime import Run
 
 
 @dataclass

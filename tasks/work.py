@@ -10,8 +10,8 @@ from esremote.cluster.client import poll
 from esremote.cluster.usage import read_usage
 from esremote.cluster.xcluster_work import WorkRecord
 from esremote.errors import ClusterError
-from tasks.common import RETRYING, run_logger
-from tasks.runtime import Run, get_run
+from esremote.tasks.common import RETRYING, run_logger
+from esremote.tasks.runtime import Run, get_run
 
 
 def list_step(alias: str) -> str:

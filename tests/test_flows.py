@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 
 from esremote.errors import ConfigError, ConnectError
 from esremote.redact import MASK, default_redactor
-from tasks.common import RETRYING, install_redaction
+from esremote.tasks.common import RETRYING, install_redaction
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def _inventory(tmp_path: Path) -> Path:
 
 def _retire(tmp_path, monkeypatch, answer: dict | None, timeout: int = 30):
     from esremote.params import MigrationParams  # noqa: PLC0415
-    from flows import retire_certificate_trust as retire  # noqa: PLC0415
+    from esremote.flows import retire_certificate_trust as retire  # noqa: PLC0415
 
     monkeypatch.setattr(retire, "retire_plan", lambda run: "# Retire certificate trust\n\n- nothing real\n")
     params = MigrationParams(inventory=_inventory(tmp_path), state_dir=tmp_path / "state", approval_timeout_s=timeout)

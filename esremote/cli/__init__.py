@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import typer
 
@@ -57,8 +58,16 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def quiet_library_warnings() -> None:
+    """Libraries' deprecation notices are for their users' developers, not for the operator's
+    terminal, where they would also break the one-line error. `-W` / PYTHONWARNINGS still show them."""
+    if not sys.warnoptions:
+        warnings.simplefilter("ignore")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    quiet_library_warnings()
     _register(argv)
     command = typer.main.get_command(app)
     try:

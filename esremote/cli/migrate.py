@@ -78,8 +78,8 @@ def plan(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
     import json  # noqa: PLC0415
 
     from esremote.plan import build_plan  # noqa: PLC0415
-    from tasks.facts import collect_facts  # noqa: PLC0415
-    from tasks.runtime import close_run, open_run  # noqa: PLC0415
+    from esremote.tasks.facts import collect_facts  # noqa: PLC0415
+    from esremote.tasks.runtime import close_run, open_run  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="esremote-plan-") as state:
         params = _params(inventory, alias, dry_run=True, state_dir=Path(state))
@@ -116,7 +116,7 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
     if not (yes or dry_run):
         _confirm(params)
     _prefect_environment()
-    from flows.migrate import run_migration  # noqa: PLC0415
+    from esremote.flows.migrate import run_migration  # noqa: PLC0415
 
     summary = run_migration(params)
     _print_summary(summary)
@@ -155,7 +155,7 @@ def rollback(inventory: Path = INVENTORY,
     """Undo a run from its journal: certificate-model link and work back, then every node's files."""
     params = _resumed(_params(inventory, None, run_id=run_id), run_id)
     _prefect_environment()
-    from flows.rollback import run_rollback  # noqa: PLC0415
+    from esremote.flows.rollback import run_rollback  # noqa: PLC0415
 
     summary = run_rollback(params)
     _print_summary(summary)
@@ -164,8 +164,8 @@ def rollback(inventory: Path = INVENTORY,
 
 def verify(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES) -> None:
     """Check each alias: connected with an API key, cross-cluster search works. Changes nothing."""
-    from tasks.verification import verify_aliases  # noqa: PLC0415
-    from tasks.runtime import close_run, open_run  # noqa: PLC0415
+    from esremote.tasks.verification import verify_aliases  # noqa: PLC0415
+    from esremote.tasks.runtime import close_run, open_run  # noqa: PLC0415
 
     with tempfile.TemporaryDirectory(prefix="esremote-verify-") as state:
         params = _params(inventory, alias, dry_run=True, state_dir=Path(state))
@@ -212,7 +212,7 @@ def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab running 
         typer.echo(f"esremote demo: lab up; inventory {layout.inventory}")
         params = _params(Path(layout.inventory), None, state_dir=directory / "state")
         _prefect_environment()
-        from flows.migrate import run_migration  # noqa: PLC0415
+        from esremote.flows.migrate import run_migration  # noqa: PLC0415
 
         summary = run_migration(params)
         _print_summary(summary)

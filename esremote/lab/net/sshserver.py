@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import asyncssh
+from esremote.lab.net.asyncssh_lib import asyncssh
 
 FAULT = "ssh-drop"
 _FAULT_POLL = 0.1

@@ -61,7 +61,7 @@ def host_key(layout: Layout, node: NodeSpec) -> Path:
 
 def prepare(layout: Layout) -> None:
     """Client key, authorized_keys, host keys and known_hosts (existing keys are kept)."""
-    import asyncssh  # noqa: PLC0415 (only the control side needs it)
+    from esremote.lab.net.asyncssh_lib import asyncssh  # noqa: PLC0415 (only the control side needs it)
 
     from esremote.lab.net.sshserver import ensure_host_key  # noqa: PLC0415
 
