@@ -5,9 +5,11 @@ and `a.b:\\n  c: x` all define the setting `a.b.c`. `EsYml` parses a file into t
 edits it line by line:
 
 * an existing setting is changed where it is (only its value is rewritten);
-* a new setting is appended, as a flat key, to a marked block at the end of the file;
-* a removed setting takes its lines with it, and so do parent maps it leaves empty (an empty
-  parent would read as a null setting, which Elasticsearch refuses).
+* a new setting is appended, as a flat key, to a marked block at the end of the file, unless
+  the file (or the map of its nearest existing parent) is a flow map `{...}`: then it becomes an
+  entry of that map, laid out and quoted like its neighbours (esremote.esyml_flow);
+* a removed setting takes its lines (or its flow map entry and a comma) with it, and so do parent
+  maps it leaves empty (an empty parent would read as a null setting, which Elasticsearch refuses).
 
 Everything else (comments, order, quoting, CRLF line ends, a missing final newline, `${VAR}`
 placeholders) is kept byte for byte, because the text is never re-dumped. Parsing uses libyaml
@@ -30,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from esremote import esyml_flow
 from esremote.errors import YmlError
 
 BEGIN_MARK = "# BEGIN esremote managed settings"
@@ -207,19 +210,20 @@ class EsYml:
     # editing -------------------------------------------------------------------------------------
 
     def set(self, key: str, value: Any) -> bool:
-        """Give `key` this value: in place if the file has it, else in the managed block.
+        """Give `key` this value: in place if the file has it, else in the managed block (or the
+        flow map `{...}` of its parent, see _flow_target).
 
         Returns False when the file already says exactly that (nothing is rewritten then)."""
-        rendered = render(value)
         entry = self._leaves.get(key)
         if entry is not None:
             if _same(_value(entry.value), value):
                 return False
+            rendered = render(value, context="flow" if entry.mapping.flow_style else "block")
             start, end, lead = self._value_span(entry)
             new = self._text[:start] + lead + rendered + self._text[end:]
         else:
             _check_name(key)
-            new = self._append(key, rendered)
+            new, rendered = self._add(key, value)
         self._replace(new, expect={**self.flat(), key: _value(self._probe(rendered))})
         return True
 
@@ -231,9 +235,12 @@ class EsYml:
         self._check_editable(entry)
         while entry.parent is not None and len(entry.mapping.value) == 1:
             entry = entry.parent
+        expect = {k: v for k, v in self.flat().items() if k != key}
         if entry.mapping.flow_style:
-            raise self._refuse(entry, "it sits in a flow map `{...}` (rewrite the file as block "
-                                      "YAML, one `name: value` per line)")
+            self._check_flow_map(entry.mapping, entry.parent.path if entry.parent else "")
+            index = next(i for i, (k, _) in enumerate(entry.mapping.value) if k is entry.key)
+            self._replace(esyml_flow.remove(self._text, entry.mapping, index, self._offset), expect=expect)
+            return True
         first = entry.key.start_mark.line
         if self._text[self._starts[first]:self._offset(entry.key.start_mark)].strip():
             raise self._refuse(entry, "its key does not start its line")
@@ -243,7 +250,6 @@ class EsYml:
         new = self._text[:start] + self._text[end:]
         if end == len(self._text) and not _ends_with_break(self._text) and start > 0:
             new = new[:len(new) - len(_trailing_break(new))]  # the file had no final newline: keep it so
-        expect = {k: v for k, v in self.flat().items() if k != key}
         self._replace(new, expect=expect)
         return True
 
@@ -280,10 +286,35 @@ class EsYml:
             raise self._refuse(entry, "its key is not followed by a colon")
         return colon + 1, self._content_end(node), " "
 
-    def _append(self, key: str, rendered: str) -> str:
+    def _add(self, key: str, value: Any) -> tuple[str, str]:
+        """The text with a new setting added, and its value as written."""
+        mapping, name = self._flow_target(key)
+        if mapping is None:
+            return self._append(key, render(value)), render(value)
+        self._check_flow_map(mapping, key[:len(key) - len(name)].rstrip("."))
+        rendered, nl = render(value, context=esyml_flow.context(mapping)), _newline(self._text)
+        return esyml_flow.insert(self._text, mapping, name, rendered, self._offset, nl), rendered
+
+    def _flow_target(self, key: str) -> tuple[yaml.MappingNode | None, str]:
+        """The flow map a new setting joins, and its name there: the map of its nearest existing
+        parent if written `{...}` (and not shared through an alias), else the root if it is."""
+        parts = key.split(".")
+        for size in range(len(parts) - 1, 0, -1):
+            parent = self._maps.get(".".join(parts[:size]))
+            if parent is not None:
+                if parent.value.flow_style and self._seen.get(id(parent.value)) == 1:
+                    return parent.value, ".".join(parts[size:])
+                break
         if self._root is not None and self._root.flow_style:
-            raise YmlError("the file is written as one flow/JSON map `{...}`; esremote adds settings only "
-                           "to block YAML: rewrite it as one `name: value` per line", file=self.source)
+            return self._root, key
+        return None, key
+
+    def _check_flow_map(self, mapping: yaml.MappingNode, path: str) -> None:
+        if esyml_flow.has_alias(mapping, self._offset):
+            raise YmlError(f"cannot edit the flow map {path or '{...}'} safely: it holds a YAML alias; "
+                           "edit it by hand", file=self.source, line=mapping.start_mark.line + 1)
+
+    def _append(self, key: str, rendered: str) -> str:
         if _DOC_END.search(self._text):
             raise YmlError("the file has a document end marker `...`; remove it so settings can be "
                            "appended", file=self.source)
@@ -367,15 +398,22 @@ class EsYml:
 _PLAIN_OK = re.compile(r"[^\s#'\"][^\x00-\x1f\x7f#]*(?<=\S)|[^\s#'\"]")
 
 
-def render(value: Any) -> str:
+def render(value: Any, *, context: str = "block") -> str:
     """A Python value as YAML text for a settings file: bool -> true/false, numbers as they are,
-    str plain unless YAML needs quotes, list -> flow list `[a, b]`."""
+    str plain unless YAML needs quotes, list -> flow list `[a, b]`. In a flow map (`context`
+    "flow") strings with flow indicators are quoted; in one written as JSON ("json") all are."""
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_render_scalar(item, flow=True) for item in value) + "]"
-    return _render_scalar(value, flow=False)
+        inner = "list" if context == "block" else context
+        return "[" + ", ".join(_render_scalar(item, inner) for item in value) + "]"
+    return _render_scalar(value, context)
 
 
-def _render_scalar(value: Any, *, flow: bool) -> str:
+# Quoted in a flow map even where YAML 1.2 allows them plain: YAML 1.1 readers (SnakeYAML 1.x,
+# old PyYAML) end or refuse a flow scalar at them.
+_FLOW_INDICATOR = re.compile(r"[,\[\]{}:#]")
+
+
+def _render_scalar(value: Any, context: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -385,7 +423,8 @@ def _render_scalar(value: Any, *, flow: bool) -> str:
             raise ValueError(f"setting values must be finite numbers, not {value}")
         return repr(value)
     if isinstance(value, str):
-        return value if _plain_is_safe(value, flow) else _double_quoted(value)
+        plain = context != "json" and not (context == "flow" and _FLOW_INDICATOR.search(value))
+        return value if plain and _plain_is_safe(value, context != "block") else _double_quoted(value)
     raise TypeError(f"a setting value must be a bool, number, str or a list of those, not "
                     f"{type(value).__name__}")
 

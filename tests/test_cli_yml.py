@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from esremote.esyml import BEGIN_MARK, EsYml
 
@@ -117,11 +119,22 @@ def test_files_elasticsearch_refuses_are_left_alone(testdata, tmp_path, prefix, 
     assert path.read_bytes() == original and backups(path) == []
 
 
-def test_flow_map_file_refuses_new_settings_with_what_to_do(testdata, tmp_path):
-    path = copy_fixture(testdata, tmp_path, "038")
-    result = esremote(path, "remote_cluster.port=9443")
-    assert_one_line_error(result, "rewrite it as one `name: value` per line")
-    assert backups(path) == []
+def test_flow_map_file_gains_and_loses_settings_in_its_json_layout(testdata, tmp_path):
+    path = copy_fixture(testdata, tmp_path, "038")  # the whole file is one JSON object
+    original = path.read_text()
+    result = esremote(path, "remote_cluster.port=9443", "cluster.remote.lab.seeds=[a:9300, b:9300]",
+                      "--unset", "path.logs")
+    assert result.returncode == 0, result.stderr
+    [saved] = backups(path)
+    assert saved.read_text() == original
+    text = path.read_text()
+    assert text == original.replace('  "path.logs":"/tmp/logs",\n', "").replace(
+        '"transport.type.default":"netty4"\n',
+        '"transport.type.default":"netty4",\n  "remote_cluster.port":9443,\n'
+        '  "cluster.remote.lab.seeds":["a:9300", "b:9300"]\n')
+    expected = {k: v for k, v in json.loads(original).items() if k != "path.logs"}
+    expected.update({"remote_cluster.port": 9443, "cluster.remote.lab.seeds": ["a:9300", "b:9300"]})
+    assert yaml.safe_load(text) == json.loads(text) == EsYml.load(path).flat() == expected
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -150,7 +152,16 @@ def test_migration_edit_on_real_file(testdata, name):
     assert unified_diff(old, new, name).startswith(f"--- {name}\n+++ {name}\n")
 
 
-def test_flow_map_file_reads_and_edits_values_in_place_but_refuses_new_settings(testdata):
+def _flatten(data: dict, prefix: str = "") -> dict:
+    """PyYAML's reading of a settings file, flattened to dotted names as Elasticsearch does."""
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else key
+        flat.update(_flatten(value, name) if isinstance(value, dict) else {name: value})
+    return flat
+
+
+def test_flow_map_file_reads_and_edits_values_in_place(testdata):
     name = next(n for n in ALL_FILES if n.startswith(FLOW_MAP))
     old = _read(testdata, name)
     doc = EsYml.parse(old, source=name)
@@ -161,11 +172,103 @@ def test_flow_map_file_reads_and_edits_values_in_place_but_refuses_new_settings(
 
     assert doc.set("cluster.name", "lab one")
     assert doc.text() == old.replace('"cluster.name":"elasticsearch"', '"cluster.name":lab one')
-    with pytest.raises(YmlError, match=r"flow/JSON map .*rewrite it as one `name: value` per line"):
-        doc.set("remote_cluster.port", 9443)
-    with pytest.raises(YmlError, match=r"cannot edit path.logs safely: it sits in a flow map"):
-        doc.unset("path.logs")
-    assert EsYml.parse(doc.text()).flat() == {**flat, "cluster.name": "lab one"}
+    assert doc.set("path.home", "/es,home")  # a comma would end a plain scalar in a flow map
+    assert doc.text() == old.replace('"cluster.name":"elasticsearch"', '"cluster.name":lab one').replace(
+        '"path.home":"integration-tests/src/test/eshome/"', '"path.home":"/es,home"')
+    assert yaml.safe_load(doc.text()) == {**flat, "cluster.name": "lab one", "path.home": "/es,home"}
+
+
+def test_flow_map_file_gains_and_loses_settings_in_place_as_json(testdata):
+    name = next(n for n in ALL_FILES if n.startswith(FLOW_MAP))
+    old = _read(testdata, name)
+    doc = EsYml.parse(old, source=name)
+    added = {"cluster.remote.my_remote.mode": "proxy", "cluster.remote.my_remote.proxy_address": "r1:9443",
+             "remote_cluster.port": 9443, "cluster.remote.my_remote.seeds": ["a:9300", "b"]}
+    assert doc.unset("transport.type.default")  # the last entry: the comma before it goes too
+    assert doc.text() == old.replace(',\n  "transport.type.default":"netty4"\n', "\n")
+    for key, value in added.items():
+        assert doc.set(key, value)
+    assert doc.unset("path.logs")  # an entry in the middle
+    new = doc.text()
+
+    # one entry a line and JSON-quoted, as the file has them; nothing else changes
+    assert new == old.replace('  "path.logs":"/tmp/logs",\n', "").replace(
+        '  "transport.type.default":"netty4"\n',
+        '  "cluster.remote.my_remote.mode":"proxy",\n'
+        '  "cluster.remote.my_remote.proxy_address":"r1:9443",\n'
+        '  "remote_cluster.port":9443,\n'
+        '  "cluster.remote.my_remote.seeds":["a:9300", "b"]\n')
+    expected = {k: v for k, v in yaml.safe_load(old).items() if k not in ("path.logs", "transport.type.default")}
+    assert yaml.safe_load(new) == json.loads(new) == {**expected, **added}  # still JSON
+    assert EsYml.parse(new).flat() == {**expected, **added}
+
+
+@pytest.mark.parametrize("old, new", [
+    ("{a: 1, b: x}\n", "{a: 1, b: x, c.d: \"p:q,r\"}\n"),                 # one line: `, key: value` at the end
+    ('{"a":1,"b":2}', '{"a":1,"b":2,"c.d":"p:q,r"}'),                       # compact JSON, no final newline
+    ("{a: 1, b: 2,}\n", "{a: 1, b: 2, c.d: \"p:q,r\",}\n"),                # a trailing comma stays
+    ("{\n  a: 1,\n  b: 2 # two\n}\n", "{\n  a: 1,\n  b: 2, # two\n  c.d: \"p:q,r\"\n}\n"),
+    ("{\n    a: 1,\n    b: 2,\n}\n", "{\n    a: 1,\n    b: 2,\n    c.d: \"p:q,r\",\n}\n"),
+    ("{\n  a: 1,\n  b: 2}\n", "{\n  a: 1,\n  b: 2,\n  c.d: \"p:q,r\"}\n"),
+    ("{'a': 1}\n", "{'a': 1, 'c.d': \"p:q,r\"}\n"),
+    ('{\r\n  "a": 1\r\n}\r\n', '{\r\n  "a": 1,\r\n  "c.d": "p:q,r"\r\n}\r\n'),
+    ("{}\n", "{c.d: \"p:q,r\"}\n"),                                         # an empty map
+    ("{ }", "{c.d: \"p:q,r\"}"),
+    ("{\n}\n", "{\n  c.d: \"p:q,r\"\n}\n"),
+], ids=["one-line", "compact-json", "trailing-comma", "lines-comment", "lines-trailing-comma",
+        "brace-on-last-line", "single-quoted", "crlf", "empty", "empty-spaced", "empty-lines"])
+def test_new_setting_joins_a_flow_map_file_in_its_layout(old, new):
+    doc = EsYml.parse(old)
+    assert doc.set("c.d", "p:q,r")
+    assert doc.text() == new
+    assert _flatten(yaml.safe_load(new)) == {**_flatten(yaml.safe_load(old) or {}), "c.d": "p:q,r"}
+
+
+@pytest.mark.parametrize("old, key, new", [
+    ("{a: 1, b: 2, c: 3}\n", "a", "{b: 2, c: 3}\n"),
+    ("{a: 1, b: 2, c: 3}\n", "b", "{a: 1, c: 3}\n"),
+    ("{a: 1, b: 2, c: 3}\n", "c", "{a: 1, b: 2}\n"),                   # the comma before the last goes
+    ("{a: 1, b: 2, c: 3,}\n", "c", "{a: 1, b: 2,}\n"),                 # a trailing comma stays
+    ("{a: 1}\n", "a", "{}\n"),
+    ("{a: 1,}\n", "a", "{}\n"),
+    ('{\n  "a":1,\n  "b":2\n}\n', "a", '{\n  "b":2\n}\n'),
+    ('{\n  "a":1, # one\n  "b":2 # two\n}\n', "b", '{\n  "a":1 # one\n}\n'),
+    ('{\n  "a":1,\n  "b":2,\n}\n', "b", '{\n  "a":1,\n}\n'),
+    ('{\n  "a":1\n}', "a", "{\n}"),
+    ("m: {x: 1, y: 2}\nz: 3\n", "m.y", "m: {x: 1}\nz: 3\n"),
+], ids=["first", "middle", "last", "last-trailing-comma", "only", "only-trailing-comma", "lines-first",
+        "lines-last-comments", "lines-trailing-comma", "lines-only", "nested"])
+def test_unset_takes_a_flow_map_entry_and_one_comma(old, key, new):
+    doc = EsYml.parse(old)
+    assert doc.unset(key)
+    assert doc.text() == new
+    assert _flatten(yaml.safe_load(new)) == {k: v for k, v in _flatten(yaml.safe_load(old)).items() if k != key}
+
+
+def test_nested_flow_maps_in_a_block_file_gain_and_lose_entries_in_place():
+    old = "# remotes\ncluster: {remote: {a: {seeds: [x]}}}\nnode.name: n1\n"
+    doc = EsYml.parse(old)
+    doc.set("cluster.remote.a.mode", "proxy")
+    assert doc.text() == "# remotes\ncluster: {remote: {a: {seeds: [x], mode: proxy}}}\nnode.name: n1\n"
+    doc.set("cluster.remote.b.seeds", ["h:9300"])  # the nearest existing parent map is `remote`
+    assert doc.text() == ('# remotes\ncluster: {remote: {a: {seeds: [x], mode: proxy}, b.seeds: ["h:9300"]}}\n'
+                          "node.name: n1\n")
+    doc.unset("cluster.remote.a.seeds")
+    assert doc.text() == '# remotes\ncluster: {remote: {a: {mode: proxy}, b.seeds: ["h:9300"]}}\nnode.name: n1\n'
+    expected = {"cluster.remote.a.mode": "proxy", "cluster.remote.b.seeds": ["h:9300"], "node.name": "n1"}
+    assert _flatten(yaml.safe_load(doc.text())) == doc.flat() == expected
+    doc.set("node.roles", ["data"])  # a block parent: the managed block, as before
+    assert doc.text().endswith(f"{BEGIN_MARK}\nnode.roles: [data]\n{END_MARK}\n")
+
+
+def test_flow_maps_holding_an_alias_are_not_edited():
+    doc = EsYml.parse("a: &port 9300\nm: {x: *port, y: 2}\n")
+    with pytest.raises(YmlError, match="cannot edit the flow map m safely: it holds a YAML alias") as caught:
+        doc.unset("m.y")
+    assert caught.value.line == 2
+    with pytest.raises(YmlError, match="cannot edit the flow map m safely"):
+        doc.set("m.z", 1)
+    assert doc.text() == "a: &port 9300\nm: {x: *port, y: 2}\n"
 
 
 def test_odd_indentation_keeps_the_root_column(testdata):
@@ -356,6 +459,19 @@ def test_render(value, text):
     assert EsYml.parse(f"v: {text}\n").get("v") == value
 
 
+@pytest.mark.parametrize("value, flow, as_json", [
+    ("a:9443", '"a:9443"', '"a:9443"'), ("x, y", '"x, y"', '"x, y"'), ("{x}", '"{x}"', '"{x}"'),
+    ("a#b", '"a#b"', '"a#b"'), ("[x]", '"[x]"', '"[x]"'), ("proxy", "proxy", '"proxy"'),
+    (True, "true", "true"), (9443, "9443", "9443"), (["a:9443", "b"], '["a:9443", b]', '["a:9443", "b"]'),
+])
+def test_render_in_a_flow_map(value, flow, as_json):
+    assert render(value, context="flow") == flow
+    assert render(value, context="json") == as_json
+    for text in (flow, as_json):
+        assert EsYml.parse(f"{{v: {text}, w: 1}}\n").get("v") == value
+        assert yaml.safe_load(f"{{v: {text}, w: 1}}")["v"] == value
+
+
 def test_render_refuses_what_a_setting_cannot_be():
     for bad in ({"a": 1}, None, [["nested"]], float("nan")):
         with pytest.raises((TypeError, ValueError)):
@@ -375,13 +491,13 @@ def test_empty_and_comment_only_files():
 
 
 def test_update_is_all_or_nothing():
-    doc = EsYml.parse("a: 1\nm: {x: 1, y: 2}\n")
-    assert doc.update({"a": 2, "b": 3}, unset=["zz"])
-    assert doc.flat() == {"a": 2, "m.x": 1, "m.y": 2, "b": 3}
+    doc = EsYml.parse("a: 1\nm: {x: 1, y: 2}\np: &v 1\nq: *v\n")
+    assert doc.update({"a": 2, "b": 3}, unset=["zz", "m.x"])  # an entry of a flow map can go
+    assert doc.flat() == {"a": 2, "m.y": 2, "p": 1, "q": 1, "b": 3}
     text = doc.text()
-    with pytest.raises(YmlError, match="cannot edit m.x safely"):
-        doc.update({"a": 5}, unset=["b", "m.x"])
-    assert doc.text() == text and doc.flat() == {"a": 2, "m.x": 1, "m.y": 2, "b": 3}
+    with pytest.raises(YmlError, match="cannot edit q safely"):
+        doc.update({"a": 5}, unset=["b", "m.y", "q"])
+    assert doc.text() == text and doc.flat() == {"a": 2, "m.y": 2, "p": 1, "q": 1, "b": 3}
     assert not doc.update({"a": 2})
 
 
@@ -431,3 +547,26 @@ def test_random_edits_keep_settings_and_untouched_lines(testdata, data):
     assert [k for k in EsYml.parse(new).flat() if k in untouched] == untouched
     if "\r\n" in old:
         assert new.count("\r\n") == new.count("\n")
+
+
+FLOW_LAYOUTS = ["{a: 1, b: x}\n", '{\n  "a": 1,\n  "b": "x",\n}\n', "{}\n", "n: 1\nm: {a: 1, b: {c: x}}\n"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_edits_of_flow_maps_stay_valid_yaml(testdata, data):
+    layout = data.draw(st.sampled_from(FLOW_LAYOUTS + [FLOW_MAP]))
+    old = _read(testdata, next(n for n in ALL_FILES if n.startswith(FLOW_MAP))) if layout == FLOW_MAP else layout
+    doc = EsYml.parse(old)
+    model = doc.flat()
+    for _ in range(data.draw(st.integers(1, 6))):
+        key = data.draw(st.sampled_from(sorted(model) + ["m.a", "m.b.d", "x.y", "cluster.remote.r.seeds"]))
+        if data.draw(st.booleans()):
+            value = data.draw(values)
+            doc.set(key, value)
+            model[key] = value
+        else:
+            assert doc.unset(key) == (key in model)
+            model.pop(key, None)
+        assert EsYml.parse(doc.text()).flat() == model
+        yaml.safe_load(doc.text())  # PyYAML (YAML 1.1) reads it too
