@@ -1,5 +1,7 @@
-"""Phase `verify`: each alias connected with its API key (`cluster_credentials` redacted),
-`_resolve/cluster` where available, and a real cross-cluster search per remote index pattern in use."""
+"""Phase `verify`: on every local node with the remote_cluster_client role, at its own address, the
+alias connected with its API key (`cluster_credentials` redacted) and one cross-cluster request that
+node coordinates (`_resolve/cluster`, or a search below 8.13); then a real cross-cluster search per
+remote index pattern in use. Each node answers only for its own connections and keystore."""
 
 from __future__ import annotations
 

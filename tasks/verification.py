@@ -20,8 +20,12 @@ class AliasVerification:
         return self.report.ok
 
     def to_text(self) -> str:
-        lines = [f"alias {self.alias}: {'OK' if self.ok else 'FAILED'} ({self.report.model.replace('_', '-')} model)"]
-        lines += [f"  {check}" for check in self.report.checks]
+        """A headline naming the failed nodes, then one line per check (per node where a node answers
+        for itself, so no line says ok for a node that was not asked)."""
+        report = self.report
+        where = f" on node(s) {', '.join(report.failed_nodes)}" if report.failed_nodes else ""
+        lines = [f"alias {self.alias}: {'OK' if self.ok else 'FAILED'}{where} ({report.model.replace('_', '-')} model)"]
+        lines += [f"  {check}" for check in report.checks]
         return "\n".join(lines)
 
 

@@ -124,6 +124,19 @@ def test_a_node_connected_without_credentials_fails_by_name(two_nodes):
         report.raise_if_failed()
 
 
+def test_the_verify_command_output_says_which_node_failed(two_nodes):
+    from esremote.tasks.verification import AliasVerification  # noqa: PLC0415 (Prefect-side module)
+
+    one, two, inventory = two_nodes
+    answer(one, two, info=(remote_info(), remote_info(credentials=False)))
+    text = AliasVerification(ALIAS, verify_api_key_link(inventory, ALIAS, es=one.client(), connect_timeout=1,
+                                                        check=False)).to_text().splitlines()
+    assert text[0] == f"alias {ALIAS}: FAILED on node(s) local-2 (api-key model)"
+    assert [line.split(": ")[:2] for line in text[1:]] == [
+        ["  node[data-1]", "skipped"], ["  remote_info[local-1]", "ok"], [f"  resolve_cluster[local-1] {ALIAS}:*", "ok"],
+        ["  remote_info[local-2]", "FAILED"]]
+
+
 @pytest.mark.parametrize("version, request_, action, request_check", [
     ("8.15.0", ("GET", RESOLVE), "indices:admin/resolve/cluster", f"resolve_cluster[local-2] {ALIAS}:*"),
     # no _resolve/cluster below 8.13: a search (size 0) on the work's first pattern
