@@ -1,14 +1,19 @@
 """A node's own `bin/elasticsearch-keystore`, driven over SSH (es-facts §7).
 
     keystore = NodeKeystore(conn, es_home="/usr/share/elasticsearch", config_dir="/etc/elasticsearch",
-                            owner="elasticsearch", password=keystore_password)
+                            password=keystore_password, sudo=True)
     keystore.add("cluster.remote.my_remote.credentials", api_key)   # value on stdin, never in argv
     keystore.remove("cluster.remote.my_remote.credentials", missing_ok=True)
 
-The CLI runs as the keystore's owner (`sudo -n -u OWNER`), so the file keeps its owner and mode,
-with `ES_PATH_CONF` naming the config directory. Secrets (the keystore password, then one value
-per setting) travel on stdin, one line each, the password first when the keystore has one. The
-CLI's messages and exit codes become `KeystoreError`s that say what to do.
+The CLI runs as the keystore file's owner (found with `stat`; the config directory's owner when
+there is no keystore yet), with `ES_PATH_CONF` naming the config directory: the CLI saves through
+a temp file in that directory and refuses to change the keystore's owner, so only its owner can
+save it. In a deb/rpm install that is root (`/etc/elasticsearch` is `root:elasticsearch` 2750, the
+group cannot write), not the `elasticsearch` user the node runs as (es-facts §12); root runs it
+through sudo, another owner through `sudo -u OWNER`, the login user directly. The saved keystore
+keeps its owner and group and is rw-rw---- (the CLI's own mode). Secrets (the keystore password,
+then one value per setting) travel on stdin, one line each, the password first when the keystore
+has one. The CLI's messages and exit codes become `KeystoreError`s that say what to do.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pydantic import SecretStr
 
 from esremote import keystore as keystore_format
 from esremote.errors import KeystoreError
-from esremote.ssh import CommandResult, SSHConnection
+from esremote.ssh import CommandResult, FileStat, SSHConnection
 
 KEYSTORE_FILE = "elasticsearch.keystore"
 _SETTING_NAME = re.compile(r"^[A-Za-z0-9_\-.]+$")
@@ -43,11 +48,15 @@ class NodeKeystore:
 
     def __init__(self, conn: SSHConnection, *, es_home: str | PurePosixPath, config_dir: str | PurePosixPath,
                  owner: str | None = None, password: SecretStr | str | None = None,
-                 timeout: float = 120.0) -> None:
-        self.conn, self.owner = conn, owner
+                 timeout: float = 120.0, sudo: bool = False) -> None:
+        """`owner`: who runs the CLI; None (the default) means the keystore file's owner. `sudo`:
+        look at the keystore's owner through sudo (a login user that cannot enter the config
+        directory, like a package install's `root:elasticsearch` 2750)."""
+        self.conn, self.owner, self.sudo = conn, owner, sudo
         self.es_home, self.config_dir = str(es_home).rstrip("/"), str(config_dir).rstrip("/")
         self.password = SecretStr(password) if isinstance(password, str) else password
         self.timeout = timeout
+        self._runner: tuple[bool, str | None, str] | None = None  # (sudo, as_user, shown), once seen
 
     @property
     def path(self) -> str:
@@ -133,29 +142,61 @@ class NodeKeystore:
     def _protected(self) -> bool | None:
         """Whether the keystore has a password; None when there is no keystore."""
         q = shlex.quote(self.path)
-        result = self.conn.run(f"if [ -e {q} ]; then exec cat -- {q}; fi; exit 3", as_user=self._as_user(),
-                               check=False, timeout=self.timeout)
+        result = self._run(f"if [ -e {q} ]; then exec cat -- {q}; fi; exit 3")
         if result.exit_code == 3:
             return None
         if result.exit_code != 0:
             raise KeystoreError(f"{self.conn.host}: cannot read the keystore {self.path} as "
-                                f"{self.owner or 'the login user'}: {result.stderr.strip()}; "
-                                "check service_user and config_dir")
+                                f"{self.runner()}: {result.stderr.strip()}; check config_dir and ssh.sudo")
         try:
             return keystore_format.has_password(result.stdout_bytes)
         except KeystoreError as exc:
             raise KeystoreError(f"{self.conn.host}: keystore {self.path}: {exc}: restore it from its backup "
                                 f"({KEYSTORE_FILE}.esremote-<run id>.bak) or recreate it") from exc
 
-    def _as_user(self) -> str | None:
-        if self.owner is None or self.owner == self.conn.identity()[1]:
-            return None
-        return self.owner
+    def runner(self) -> str:
+        """Who runs the CLI: `root`, the keystore's owner, or the login user."""
+        return self._run_as()[2]
+
+    def _run_as(self) -> tuple[bool, str | None, str]:
+        """(sudo, as_user, name) for running the CLI as the keystore's owner."""
+        if self._runner is not None:
+            return self._runner
+        login_uid, login = self.conn.identity()
+        if self.owner is not None:  # told whom to run it as
+            runner = ((False, None, login) if self.owner in (login, str(login_uid))
+                      else (True, None, "root") if self.owner in ("root", "0")
+                      else (True, self.owner, self.owner))
+            self._runner = runner
+            return runner
+        found = self.conn.stat(self.path, sudo=self.sudo)
+        st = found or self._config_dir_stat()
+        if st.uid == login_uid:
+            runner = (False, None, login)
+        elif st.uid == 0:
+            runner = (True, None, "root")
+        else:
+            name = st.owner if st.owner and st.owner != "UNKNOWN" else f"#{st.uid}"
+            runner = (True, name, name)
+        if found is not None:  # a keystore made later belongs to whoever made it: look again then
+            self._runner = runner
+        return runner
+
+    def _config_dir_stat(self) -> FileStat:
+        st = self.conn.stat(self.config_dir, sudo=self.sudo)
+        if st is None:
+            raise KeystoreError(f"{self.conn.host}: the config directory {self.config_dir} does not exist or the "
+                                f"login user cannot see it: check config_dir{'' if self.sudo else ' and ssh.sudo'}")
+        return st
+
+    def _run(self, command: str, stdin: str | None = None) -> CommandResult:
+        sudo, as_user, _ = self._run_as()
+        return self.conn.run(command, stdin=stdin, sudo=sudo, as_user=as_user, check=False, timeout=self.timeout)
 
     def _cli(self, args: str, *, stdin: str | None = None, check: bool = True) -> CommandResult:
         command = (f"ES_PATH_CONF={shlex.quote(self.config_dir)} "
                    f"{shlex.quote(self.es_home + '/bin/elasticsearch-keystore')} {args}")
-        result = self.conn.run(command, stdin=stdin, as_user=self._as_user(), check=False, timeout=self.timeout)
+        result = self._run(command, stdin=stdin)
         if check and result.exit_code != 0:
             raise self._error(args.split()[0], result)
         return result
@@ -177,9 +218,10 @@ class NodeKeystore:
             advice = f"{message}: use the keystore CLI of the Elasticsearch version that runs on this node"
         elif _MISSING_SETTING in message:
             advice = message
-        elif code == IO_ERROR or "AccessDenied" in message or "Permission denied" in message:
-            advice = (f"{message or 'I/O error'}: the CLI must run as the keystore's owner"
-                      f"{f' ({self.owner})' if self.owner else ''}; check service_user and config_dir")
+        elif (code == IO_ERROR or "AccessDenied" in message or "Permission denied" in message
+              or "write permissions required" in message or "changing the file owner" in message):
+            advice = (f"{message or 'I/O error'}: the CLI ran as {self.runner()}; it must run as the keystore's "
+                      f"owner, who can write to {self.config_dir}")
         else:
             advice = message or f"exit code {code}"
         return KeystoreError(f"{where}: elasticsearch-keystore {what} failed (exit {code}): {advice}")

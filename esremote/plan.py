@@ -34,6 +34,9 @@ SERVER_P12 = "certs/remote-cluster.p12"
 SERVER_CA = "certs/remote-cluster-ca.crt"      # public copy of the CA on the remote nodes
 CLIENT_CA = "remote-cluster-ca.crt"            # what the local nodes trust for :9443
 SERVER_P12_PASSWORD = "xpack.security.remote_cluster_server.ssl.keystore.secure_password"
+# Modes of the files esremote adds under the config directory; a new file also gets the directory's
+# owner and group (root:elasticsearch in a deb/rpm install) and a file already there keeps its own
+# (es-facts §12). The p12 holds a private key: group-readable for Elasticsearch, never world-readable.
 P12_MODE, CA_MODE = 0o660, 0o644
 RELOADABLE = (8, 13, 0)
 
@@ -340,9 +343,10 @@ def _prepare_remote(params: MigrationParams, facts: MigrationFacts, remote: str)
     restart = []
     for node in nodes:
         if not node.files.get(SERVER_P12):
-            owner = node.service_user or "the service user"
-            out.append(Change(phase, "file", node.key, f"write {SERVER_P12} (mode 0660, owner {owner}) and "
-                                                       f"{SERVER_CA} (0644)"))
+            reader = node.service_user or "the service user"
+            out.append(Change(phase, "file", node.key, f"write {SERVER_P12} ({P12_MODE:04o}) and {SERVER_CA} "
+                                                       f"({CA_MODE:04o}), owner and group those of the config "
+                                                       f"directory, readable by {reader}"))
         if node.keystore is None or SERVER_P12_PASSWORD not in node.keystore:
             out.append(Change(phase, "keystore", node.key, f"add {SERVER_P12_PASSWORD} (value on stdin)"))
         edits = _yml_change(phase, node, remote_server_settings(node.address, port),

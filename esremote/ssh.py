@@ -13,8 +13,12 @@ Rules kept here:
 - paramiko and socket errors are mapped to esremote's errors in one place (`_connect_errors`,
   `_session_errors`): `ConnectError` (transient), `AuthenticationError`, `HostKeyError`.
 - Secrets never go into a command line: they travel on stdin (the sudo password too).
-- Files are backed up (`NAME.esremote-<run id>.bak`), written to a 0600 temp file in the same
-  directory, fsynced, renamed over the original with its mode and owner, and read back.
+- Files are backed up (`NAME.esremote-<run id>.bak`, `cp -p`: the original's owner, group and
+  mode), written to a 0600 temp file in the same directory, fsynced, renamed over the original
+  with its mode, owner and group, and read back.
+- A new file or directory can take its parent directory's owner and group (`inherit_owner`,
+  `ensure_dir`): on a deb/rpm node that is `root:elasticsearch`, the group Elasticsearch reads
+  through (es-facts §12).
 """
 
 from __future__ import annotations
@@ -414,15 +418,19 @@ class SSHConnection:
         return FileStat(path, int(mode, 8), int(uid), int(gid), owner, group, int(size))
 
     def write_file(self, path: str | PurePosixPath, data: bytes, *, run_id: str, sudo: bool = False, mode: int | None = None,
-                   owner: str | None = None, group: str | None = None) -> WriteResult:
+                   owner: str | None = None, group: str | None = None,
+                   inherit_owner: bool = False) -> WriteResult:
         """Replace `path` with `data` safely; a no-op when it already holds exactly that.
 
         Backs up the original once per run (`NAME.esremote-<run id>.bak`: a second call of the same
-        run keeps the first backup, which is the original), writes a 0600 temp file in the same
-        directory, fsyncs it, sets the original mode and owner (or `mode`/`owner`/`group`), renames
-        it over `path` and reads it back. Uses sudo when asked or when the login user does not own
-        the file (keeping another user's ownership needs root). A symlink is followed: its target is
-        the file replaced, so a link kept by configuration management stays a link.
+        run keeps the first backup, which is the original, with its owner, group and mode), writes a
+        0600 temp file in the same directory, fsyncs it, sets the original mode, owner and group (or
+        `mode`/`owner`/`group`), renames it over `path` and reads it back. With `inherit_owner`, a
+        file that does not exist yet gets its directory's owner and group (unless `owner`/`group`
+        say otherwise), like every file Elasticsearch reads in a package install's `root:elasticsearch`
+        config directory. Uses sudo when asked or when the login user does not own the file
+        (keeping or giving another user's ownership needs root). A symlink is followed: its target
+        is the file replaced, so a link kept by configuration management stays a link.
         """
         path = str(path)
         if not _RUN_ID.match(run_id):
@@ -431,6 +439,10 @@ class SSHConnection:
             raise ValueError(f"write_file needs an absolute path, got {path!r}")
         path = self._real_path(path, sudo=sudo)
         before = self.stat(path, sudo=sudo)
+        if before is None and inherit_owner:
+            parent = self._parent(path, sudo=sudo)
+            owner = owner or str(parent.uid)
+            group = group or str(parent.gid)
         use_sudo = sudo or self._needs_root_to_keep(before, owner)
         backup = _backup_path(path, run_id)
         if before is not None and self._already_there(path, data, before, use_sudo, mode, owner, group):
@@ -443,6 +455,58 @@ class SSHConnection:
                            f"the original is in {backup}", host=self.host)
         return WriteResult(self.host, path, backup if before is not None else None, changed=True,
                            created=before is None)
+
+    def ensure_dir(self, path: str | PurePosixPath, *, sudo: bool = False, mode: int = 0o2750) -> list[str]:
+        """Create `path` and any missing parents; each one it creates gets its parent's owner and
+        group (`chown --reference`) and `mode` (default 2750: setgid, so files made in it later
+        inherit the group, as in a package install's config directory). Returns the directories
+        created, top first; an existing directory is left as it is."""
+        path = str(path)
+        if not path.startswith("/"):
+            raise ValueError(f"ensure_dir needs an absolute path, got {path!r}")
+        target, m = path.rstrip("/") or "/", f"{mode:o}"
+        # Walk up to the deepest directory that exists, then create the rest top down. A directory
+        # made meanwhile by a concurrent call is fine (that call sets its owner and mode).
+        script = (
+            "set -eu\n"
+            f"target={shlex.quote(target)}\n"
+            "d=$target\n"
+            'while [ ! -d "$d" ]; do d=$(dirname -- "$d"); done\n'
+            'rest=${target#"$d"}\n'
+            "IFS=/\n"
+            "set -f\n"
+            "for part in $rest; do\n"
+            '  [ -n "$part" ] || continue\n'
+            '  d="${d%/}/$part"\n'
+            f'  if mkdir -m {m} -- "$d" 2>/dev/null; then\n'
+            '    chown --reference="$(dirname -- "$d")" -- "$d"\n'
+            f'    chmod {m} -- "$d"\n'
+            "    printf '%s\\n' \"$d\"\n"
+            f'  elif [ ! -d "$d" ]; then mkdir -m {m} -- "$d"; fi\n'
+            "done\n")
+        result = self.run(script, sudo=sudo, display=f"mkdir {path}")
+        return [line for line in result.stdout.splitlines() if line]
+
+    def readable_by(self, path: str | PurePosixPath, user: str) -> bool | None:
+        """Whether `user` can read `path` (directories on the way included), asked as that user;
+        None when it cannot be told (no such user on the node, or sudo may not run as it)."""
+        q = shlex.quote(str(path))
+        if user in self.identity():
+            return self.run(f"test -r {q}", check=False).exit_code == 0
+        if self.run(f"id -u -- {shlex.quote(user)}", check=False).exit_code != 0:
+            return None
+        try:
+            return self.run(f"test -r {q}", as_user=user, check=False).exit_code == 0
+        except SudoError:
+            return None
+
+    def _parent(self, path: str, *, sudo: bool) -> FileStat:
+        directory = os.path.dirname(path) or "/"
+        parent = self.stat(directory, sudo=sudo)
+        if parent is None:
+            raise SSHError(f"cannot write {path}: its directory {directory} does not exist (or the login user "
+                           f"cannot see it: set ssh.sudo)", host=self.host)
+        return parent
 
     def _real_path(self, path: str, *, sudo: bool) -> str:
         q = shlex.quote(path)

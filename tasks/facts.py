@@ -60,10 +60,12 @@ def read_node(run_id: str, node: str) -> NodeState:
 
 
 def node_keystore(run: Run, node: str) -> NodeKeystore:
+    """The node's keystore CLI, run as the keystore file's owner (root in a deb/rpm install, where
+    the service user cannot write the config directory), not as `service_user`."""
     resolved = run.node(node)
     password = resolved.keystore_password.resolve() if resolved.keystore_password is not None else None
     return NodeKeystore(run.conn(resolved), es_home=str(resolved.es_home), config_dir=str(resolved.config_dir),
-                        owner=resolved.service_user, password=password)
+                        password=password, sudo=resolved.ssh.sudo)
 
 
 @task(name="read-access", task_run_name="read-access-{alias}", **RETRYING)

@@ -9,12 +9,13 @@ a 0600 file in the run's directory and reads the value itself.
 from __future__ import annotations
 
 import shlex
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from prefect import task
 
 from esremote.cluster.restart import RestartTimeouts, rolling_restart
+from esremote.errors import SSHError
 from esremote.esyml import EsYml
 from esremote.redact import default_redactor
 from esremote.tasks.common import ONCE, RETRYING, run_logger
@@ -60,20 +61,25 @@ def edit_yml(run_id: str, node: str, step: str, set_: dict[str, Any], unset: lis
 @task(name="restore-file", task_run_name="restore-file-{node}", **RETRYING)
 def restore_file(run_id: str, node: str, step: str, path: str, original: str, mode: int | None = None) -> bool:
     """Write back a file's original bytes (and `mode`, else the current one) from the journal
-    (rollback); a no-op when it has them."""
+    (rollback); a no-op when it has them. The file keeps its owner and group (a file removed
+    meanwhile comes back with its directory's)."""
     run = get_run(run_id)
     resolved = run.node(node)
     data = run.journal.original(original)
-    result = run.conn(resolved).write_file(path, data, run_id=run.id, sudo=resolved.ssh.sudo, mode=mode)
+    result = run.conn(resolved).write_file(path, data, run_id=run.id, sudo=resolved.ssh.sudo, mode=mode,
+                                           inherit_owner=True)
     run.journal.done(step, changed=result.changed)
     return result.changed
 
 
 @task(name="put-file", task_run_name="put-file-{node}", **RETRYING)
-def put_file(run_id: str, node: str, step: str, relative: str, source: str, mode: int,
-             owner: str | None = None) -> bool:
-    """Copy a local file of the run's directory to `config_dir/relative` on the node, with `mode`
-    and the service user as owner (the directory is created as needed)."""
+def put_file(run_id: str, node: str, step: str, relative: str, source: str, mode: int) -> bool:
+    """Copy a local file of the run's directory to `config_dir/relative` on the node.
+
+    A new file gets `mode` and its directory's owner and group (`root:elasticsearch` in a package
+    install: Elasticsearch reads it through the group); a missing directory is made with its
+    parent's owner and group, mode 2750. A file that is already there keeps its owner, group and
+    mode (es-facts §12)."""
     run = get_run(run_id)
     if _skip(run, step):
         return False
@@ -89,12 +95,31 @@ def put_file(run_id: str, node: str, step: str, relative: str, source: str, mode
         original = run.journal.save_original(f"{step}.file", conn.read_file(str(target), sudo=sudo))
     run.journal.intent(step, node=node, path=str(target), existed=before is not None, original=original,
                        mode=before.mode if before else None, dir_existed=conn.exists(str(target.parent), sudo=sudo))
-    _ensure_dir(run, node, target.parent)
-    owner = owner or resolved.service_user
-    result = conn.write_file(str(target), Path(source).read_bytes(), run_id=run.id, sudo=sudo, mode=mode,
-                             owner=owner)
+    conn.ensure_dir(str(target.parent), sudo=sudo)
+    result = conn.write_file(str(target), Path(source).read_bytes(), run_id=run.id, sudo=sudo,
+                             mode=mode if before is None else None, inherit_owner=True)
+    _check_service_user_reads(run, node, str(target))
     run.journal.done(step, changed=result.changed)
     return result.changed
+
+
+def _check_service_user_reads(run: Run, node: str, path: str) -> None:
+    """Elasticsearch runs as `service_user` and stops at start on a file it cannot read
+    (AccessDeniedException, es-facts §12): find that now, before any restart."""
+    resolved = run.node(node)
+    conn = run.conn(resolved)
+    user = resolved.service_user
+    readable = conn.readable_by(path, user)
+    if readable is None:
+        run_logger().warning("%s: cannot check that %s can read %s (no such user on the node, or sudo may "
+                             "not run commands as it); check service_user", node, user, path)
+    elif not readable:
+        st = conn.stat(path, sudo=resolved.ssh.sudo)
+        how = f" (mode {st.mode:04o}, {st.owner}:{st.group})" if st else ""
+        raise SSHError(f"{path}{how} is not readable by {user}, who runs Elasticsearch: the node would refuse "
+                       f"to start with an AccessDeniedException. Give the config directory the service user's "
+                       f"group (as a package install does: root:{user}, setgid) or correct service_user",
+                       host=node, transient=False)
 
 
 @task(name="remove-file", task_run_name="remove-file-{node}", **RETRYING)
@@ -114,14 +139,6 @@ def remove_file(run_id: str, node: str, step: str, path: str, directory: str | N
         conn.run(f"rmdir --ignore-fail-on-non-empty -- {q} 2>/dev/null || [ ! -d {q} ]", sudo=sudo)
     run.journal.done(step, changed=existed)
     return existed
-
-
-def _ensure_dir(run: Run, node: str, directory: PurePosixPath) -> None:
-    resolved = run.node(node)
-    conn = run.conn(resolved)
-    q = shlex.quote(str(directory))
-    conn.run(f"[ -d {q} ] || {{ mkdir -p -- {q} && chown {shlex.quote(resolved.service_user)} -- {q} "
-             f"&& chmod 750 -- {q}; }}", sudo=resolved.ssh.sudo)
 
 
 @task(name="keystore-add", task_run_name="keystore-add-{node}", **RETRYING)

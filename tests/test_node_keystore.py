@@ -77,13 +77,15 @@ def es_node(ssh_server, keystore_runtime) -> EsNode:
     config = home / "config"
     config.mkdir(mode=0o750)
     argv_log = home / "argv.log"
-    argv_log.touch(mode=0o666)
-    os.chmod(argv_log, 0o666)
+    for log in (argv_log, home / "user.log"):
+        log.touch(mode=0o666)
+        os.chmod(log, 0o666)
     wrapper = home / "bin" / "elasticsearch-keystore"
     wrapper.write_text(
         "#!/bin/sh\n"
         'ES_HOME=$(cd "$(dirname "$0")/.." && pwd)\nexport ES_HOME\n'
         f'echo "$*" >> "$ES_HOME/argv.log"\n'
+        f'id -un >> "$ES_HOME/user.log"\n'
         f"PYTHONPATH={pythonpath} exec {python} -m esremote.lab.tools.keystore_cli \"$@\"\n")
     wrapper.chmod(0o755)
     if owner:
@@ -189,3 +191,88 @@ def test_bad_names_and_multi_line_values_are_refused_before_running_anything(con
     with pytest.raises(KeystoreError, match="spans lines"):
         keystore.add(CREDENTIALS, "line1\nline2")
     assert es_node.argv_log.read_text() == "" and not keystore.exists()
+
+
+# --------------------------------------------------- who runs the CLI: the keystore file's owner
+def _users(node: EsNode) -> set[str]:
+    return set((node.home / "user.log").read_text().split())
+
+
+@pytest.fixture
+def package_node(es_node, keystore_runtime) -> EsNode:
+    """The config directory of a deb/rpm install: root:GROUP 2750 (the group of the service user,
+    which has no write permission there), the keystore root:GROUP 0660."""
+    owner = keystore_runtime[0]
+    if owner is None:
+        pytest.skip("needs root and a service user that can run the lab CLI")
+    gid = pwd.getpwnam(owner).pw_gid
+    os.chown(es_node.config, 0, gid)
+    os.chmod(es_node.config, 0o2750)
+    _seed_local(es_node, "", {"bootstrap.password": "x"})
+    os.chown(es_node.keystore_file, 0, gid)
+    os.chmod(es_node.keystore_file, 0o660)
+    return es_node
+
+
+def _stat(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_uid, st.st_gid, st.st_mode & 0o7777
+
+
+def test_a_root_owned_keystore_is_saved_by_root_and_keeps_owner_group_and_mode(conn, package_node):
+    before = _stat(package_node.keystore_file)
+    keystore = NodeKeystore(conn, es_home=str(package_node.home), config_dir=str(package_node.config), sudo=True)
+    keystore.add(CREDENTIALS, API_KEY)
+    assert keystore.runner() == "root" and _users(package_node) == {"root"}
+    assert _stat(package_node.keystore_file) == before
+    assert package_node.local().get_string(CREDENTIALS) == API_KEY
+    assert keystore.remove(CREDENTIALS) and CREDENTIALS not in keystore
+    assert _stat(package_node.keystore_file) == before
+    # The service user still reads it (group rw), which Elasticsearch needs at start.
+    assert conn.readable_by(package_node.keystore_file, package_node.owner) is True
+
+
+def test_the_service_user_cannot_save_a_root_owned_keystore(conn, package_node):
+    """Why the CLI no longer runs as service_user: the group may not write the config directory."""
+    before = package_node.keystore_file.read_bytes()
+    keystore = _keystore(conn, package_node)  # owner = the service user, as esremote did before
+    assert keystore.list() == ["bootstrap.password", "keystore.seed"]  # reading works through the group
+    with pytest.raises(KeystoreError) as info:
+        keystore.add(CREDENTIALS, API_KEY)
+    assert f"ran as {package_node.owner}" in str(info.value) and API_KEY not in str(info.value)
+    assert package_node.keystore_file.read_bytes() == before
+
+
+def test_a_missing_keystore_is_created_as_the_config_dirs_owner_with_its_group(conn, package_node):
+    package_node.keystore_file.unlink()
+    keystore = NodeKeystore(conn, es_home=str(package_node.home), config_dir=str(package_node.config), sudo=True)
+    assert not keystore.exists()
+    keystore.add(CREDENTIALS, API_KEY)
+    gid = pwd.getpwnam(package_node.owner).pw_gid
+    assert _stat(package_node.keystore_file) == (0, gid, 0o660) and _users(package_node) == {"root"}
+
+
+def test_a_keystore_owned_by_the_service_user_is_edited_as_that_user(conn, es_node):
+    if es_node.owner is None:
+        pytest.skip("needs root and a service user that can run the lab CLI")
+    _seed_local(es_node, "", {})  # a tar install: config dir and keystore belong to the service user
+    keystore = NodeKeystore(conn, es_home=str(es_node.home), config_dir=str(es_node.config), sudo=True)
+    keystore.add(CREDENTIALS, API_KEY)
+    assert keystore.runner() == es_node.owner and _users(es_node) == {es_node.owner}
+    assert es_node.keystore_file.stat().st_uid == pwd.getpwnam(es_node.owner).pw_uid
+
+
+@pytest.mark.openssh
+def test_password_sudo_edits_a_root_owned_keystore_with_values_only_on_stdin(openssh_server, package_node):
+    password = openssh_server.sudo_password
+    target = openssh_server.target(user=openssh_server.password_user, sudo_password=password)
+    before = _stat(package_node.keystore_file)
+    with SSHConnection(target) as connection:
+        keystore = NodeKeystore(connection, es_home=str(package_node.home), config_dir=str(package_node.config),
+                                sudo=True)
+        keystore.add(CREDENTIALS, API_KEY)
+        assert keystore.list() == ["bootstrap.password", CREDENTIALS, "keystore.seed"]
+    assert package_node.local().get_string(CREDENTIALS) == API_KEY  # not the sudo password
+    assert _stat(package_node.keystore_file) == before and _users(package_node) == {"root"}
+    log = package_node.argv_log.read_text()
+    assert API_KEY not in log and password not in log

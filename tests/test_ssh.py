@@ -294,3 +294,88 @@ def test_a_failed_write_names_the_file_and_leaves_nothing_behind(openssh_server)
         conn.write_file(str(directory / "new.yml"), b"x", run_id=RUN)
     assert f"`write {directory / 'new.yml'}`" in str(info.value) and "Permission denied" in str(info.value)
     assert os.listdir(directory) == []
+
+
+# ------------------------------------------------------------------ package-install owners (§12)
+SERVICE = "esr-elastic"  # plays the `elasticsearch` service user and group
+
+
+@pytest.fixture(scope="module")
+def service_gid() -> int:
+    """The gid of the `esr-elastic` group (made with its user when missing; needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("owners and groups of other users need root")
+    if subprocess.run(["id", "-u", SERVICE], capture_output=True).returncode != 0:
+        result = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--shell",
+                                 "/usr/sbin/nologin", SERVICE], capture_output=True)
+        assert result.returncode in (0, 9), result.stderr  # 9: made meanwhile by another session
+    return int(subprocess.run(["id", "-g", SERVICE], capture_output=True, text=True, check=True).stdout)
+
+
+def _package_dir(ssh_server, gid: int) -> Path:
+    """A config directory as a deb/rpm install has it: root:GROUP, setgid, 2750."""
+    directory = ssh_server.fresh_dir("etc-elasticsearch")
+    os.chown(directory, 0, gid)
+    os.chmod(directory, 0o2750)
+    return directory
+
+
+def _owner(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_uid, st.st_gid, st.st_mode & 0o7777
+
+
+def test_new_file_in_a_package_config_dir_gets_root_and_the_group_an_existing_one_keeps_its_own(
+        node, ssh_server, service_gid):
+    directory = _package_dir(ssh_server, service_gid)
+    p12 = directory / "remote-cluster.p12"
+    result = node.write_file(p12, b"secret p12", run_id=RUN, sudo=True, mode=0o660, inherit_owner=True)
+    assert result.created and _owner(p12) == (0, service_gid, 0o660)
+    assert node.readable_by(p12, SERVICE) is True  # Elasticsearch reads it through the group
+
+    yml = directory / "elasticsearch.yml"
+    yml.write_bytes(b"a: 1\n")
+    os.chown(yml, 0, service_gid)
+    os.chmod(yml, 0o640)
+    result = node.write_file(yml, b"a: 2\n", run_id=RUN, sudo=True, inherit_owner=True)
+    assert result.changed and _owner(yml) == (0, service_gid, 0o640)
+    backup = Path(result.backup_path)
+    assert backup.read_bytes() == b"a: 1\n" and _owner(backup) == (0, service_gid, 0o640)
+    again = node.write_file(p12, b"secret p12", run_id=RUN, sudo=True, inherit_owner=True)
+    assert not again.changed and _owner(p12) == (0, service_gid, 0o660)
+
+
+def test_a_root_only_file_is_not_readable_by_the_service_user(node, ssh_server, service_gid):
+    directory = _package_dir(ssh_server, service_gid)
+    path = directory / "http.p12"
+    node.write_file(path, b"x", run_id=RUN, sudo=True, mode=0o600, owner="root", group="root")
+    assert _owner(path) == (0, 0, 0o600)
+    assert node.readable_by(path, SERVICE) is False
+    assert node.readable_by(path, "no-such-user-here") is None
+
+
+def test_ensure_dir_makes_missing_dirs_with_the_parents_owner_group_and_2750(node, ssh_server, service_gid):
+    directory = _package_dir(ssh_server, service_gid)
+    made = node.ensure_dir(directory / "certs" / "remote", sudo=True)
+    assert made == [str(directory / "certs"), str(directory / "certs" / "remote")]
+    for path in (directory / "certs", directory / "certs" / "remote"):
+        assert _owner(path) == (0, service_gid, 0o2750)
+    assert node.ensure_dir(directory / "certs", sudo=True) == []
+    node.write_file(directory / "certs" / "remote" / "ca.crt", b"ca", run_id=RUN, sudo=True, mode=0o644,
+                    inherit_owner=True)
+    assert _owner(directory / "certs" / "remote" / "ca.crt") == (0, service_gid, 0o644)
+    assert node.readable_by(directory / "certs" / "remote" / "ca.crt", SERVICE) is True
+
+
+@pytest.mark.openssh
+def test_password_sudo_writes_a_new_file_with_the_dirs_owner_and_group(openssh_server, service_gid):
+    directory = _package_dir(openssh_server, service_gid)
+    target = openssh_server.target(user=openssh_server.password_user, sudo_password=openssh_server.sudo_password)
+    with SSHConnection(target) as conn:
+        assert conn.identity()[0] != 0
+        conn.ensure_dir(directory / "certs", sudo=True)
+        conn.write_file(directory / "certs" / "remote-cluster.p12", b"line one\nline two\n", run_id=RUN,
+                        sudo=True, mode=0o660, inherit_owner=True)
+    p12 = directory / "certs" / "remote-cluster.p12"
+    assert p12.read_bytes() == b"line one\nline two\n"  # the sudo password did not end up in the file
+    assert _owner(directory / "certs") == (0, service_gid, 0o2750) and _owner(p12) == (0, service_gid, 0o660)
