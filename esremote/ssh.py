@@ -456,6 +456,24 @@ class SSHConnection:
         return WriteResult(self.host, path, backup if before is not None else None, changed=True,
                            created=before is None)
 
+    def backup(self, path: str | PurePosixPath, *, run_id: str, sudo: bool = False) -> str | None:
+        """Copy `path` to the run's backup `NAME.esremote-<run id>.bak` (`cp -p`: owner, group and
+        mode kept) unless the run made it already; for a file edited by another program (the
+        keystore CLI). Returns the backup's path, None when `path` does not exist."""
+        path = str(path)
+        if not _RUN_ID.match(run_id):
+            raise ValueError(f"run_id {run_id!r} must match {_RUN_ID.pattern}")
+        p, b = shlex.quote(path), shlex.quote(_backup_path(path, run_id))
+        result = self.run(f"set -eu\numask 077\n[ -e {p} ] || exit 3\n"
+                          f"if [ ! -e {b} ]; then cp -p -- {p} {b}.tmp && mv -f -- {b}.tmp {b}; fi\n",
+                          sudo=sudo, check=False, display=f"backup {path}")
+        if result.exit_code == 3:
+            return None
+        if result.exit_code != 0:
+            raise RemoteCommandError(host=self.host, command=result.command, exit_code=result.exit_code,
+                                     stderr=result.stderr, stdout=result.stdout)
+        return _backup_path(path, run_id)
+
     def ensure_dir(self, path: str | PurePosixPath, *, sudo: bool = False, mode: int = 0o2750) -> list[str]:
         """Create `path` and any missing parents; each one it creates gets its parent's owner and
         group (`chown --reference`) and `mode` (default 2750: setgid, so files made in it later

@@ -144,7 +144,9 @@ def remove_file(run_id: str, node: str, step: str, path: str, directory: str | N
 @task(name="keystore-add", task_run_name="keystore-add-{node}", **RETRYING)
 def keystore_add(run_id: str, node: str, step: str, secret_files: dict[str, str]) -> list[str]:
     """Add settings to the node's keystore, each value read from a 0600 file and sent on stdin.
-    The journal records which entries were there before (names only)."""
+    The journal records which entries were there before (names only); the keystore is first copied
+    to its run backup beside it (`elasticsearch.keystore.esremote-<run id>.bak`, owner, group and
+    mode kept), which stays there."""
     run = get_run(run_id)
     if _skip(run, step):
         return []
@@ -153,6 +155,8 @@ def keystore_add(run_id: str, node: str, step: str, secret_files: dict[str, str]
     first = run.journal.first_intent(step)
     run.journal.intent(step, node=node, before=first.data["before"] if first else before,
                        adding=sorted(secret_files))
+    resolved = run.node(node)
+    run.conn(resolved).backup(keystore.path, run_id=run.id, sudo=resolved.ssh.sudo)
     values = {}
     for name, source in secret_files.items():
         value = Path(source).read_text().rstrip("\n")

@@ -379,3 +379,19 @@ def test_password_sudo_writes_a_new_file_with_the_dirs_owner_and_group(openssh_s
     p12 = directory / "certs" / "remote-cluster.p12"
     assert p12.read_bytes() == b"line one\nline two\n"  # the sudo password did not end up in the file
     assert _owner(directory / "certs") == (0, service_gid, 0o2750) and _owner(p12) == (0, service_gid, 0o660)
+
+
+def test_backup_of_a_file_another_program_edits_keeps_owner_group_mode_and_the_first_copy(
+        node, ssh_server, service_gid):
+    directory = _package_dir(ssh_server, service_gid)
+    keystore = directory / "elasticsearch.keystore"
+    keystore.write_bytes(b"original")
+    os.chown(keystore, 0, service_gid)
+    os.chmod(keystore, 0o660)
+    backup = node.backup(keystore, run_id=RUN, sudo=True)
+    assert backup == f"{keystore}.esremote-{RUN}.bak"
+    assert Path(backup).read_bytes() == b"original" and _owner(Path(backup)) == (0, service_gid, 0o660)
+    keystore.write_bytes(b"edited by the CLI")
+    assert node.backup(keystore, run_id=RUN, sudo=True) == backup and Path(backup).read_bytes() == b"original"
+    assert node.backup(directory / "absent", run_id=RUN, sudo=True) is None
+    assert sorted(p.name for p in directory.iterdir()) == ["elasticsearch.keystore", Path(backup).name]
