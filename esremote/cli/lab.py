@@ -14,7 +14,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Build, start, inspect and stop the lab (local + remote clusters on loopback).")
 
 FAULT_HELP = ("node-fails-to-start, slow-start, remote-port-blocked, ssh-drop, api-key-invalidated, "
-              "http-overload")
+              "http-overload, wrong-credentials")
 
 
 class NodesDown(EsRemoteError):

@@ -5,6 +5,8 @@ The alias's settings come from elasticsearch.yml, then persistent, then transien
 Credentials decide the model: with them, TLS to the remote's remote-cluster port verified with
 `xpack.security.remote_cluster_client.ssl.*` and the key sent on every request; without them,
 mutual TLS to the remote's transport port with `xpack.security.transport.ssl.*`.
+The lab fault `wrong-credentials` makes a node load another value than its keystore's (see
+`RemoteClusterService._load_credentials`).
 
 Proxy mode keeps `proxy_socket_connections` sockets to `proxy_address`; sniff mode asks a seed for
 the remote's nodes and keeps up to `node_connections` node connections. A maintenance thread per
@@ -14,6 +16,8 @@ alias keeps that many sockets open (pinging them, reopening dead ones), so `_rem
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import threading
 import time
@@ -37,6 +41,7 @@ TRUST_LOGGER = "o.e.c.s.DiagnosticTrustManager"
 LOG_REPEAT_SECONDS = 30.0       # the same failure is logged again at most this often
 RETRY_MAX = 8.0                 # longest wait between two background connection attempts
 SETTINGS_POLL = 5.0             # fallback poll; node.py calls settings_changed() on each change
+WRONG_CREDENTIALS = "wrong-credentials"  # lab fault: the node loads a wrong value for the alias
 
 # Settings whose change means new sockets (the others, like skip_unavailable, apply in place).
 _CONNECTION_FIELDS = ("mode", "seeds", "node_connections", "proxy_address", "proxy_socket_connections",
@@ -109,6 +114,16 @@ def effective_remote_settings(yml: dict, persistent: dict, transient: dict) -> d
             continue  # node-wide settings such as cluster.remote.initial_connect_timeout
         by_alias.setdefault(alias, {})[name] = value
     return by_alias
+
+
+def wrong_credential(encoded: str) -> str:
+    """The same key id with another secret, as a mistyped keystore value usually is: the remote
+    finds the key, refuses the secret and names the id (es-facts §9, "Invalid API key")."""
+    try:
+        raw = base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raw = encoded
+    return base64.b64encode(f"{raw}-wrong".encode()).decode()
 
 
 class RemoteCluster:
@@ -414,8 +429,8 @@ class RemoteClusterService:
         self._wake = threading.Event()
         self._seen_settings: dict | None = None
         self._seen_credentials: dict[str, str] = {}
-        # Before 8.13 a reload does not touch remote credentials: they stay what the node read at start.
-        self._start_credentials = self._read_credentials()
+        # What the node loaded: at start, then (from 8.13, see settings_changed) again on each reload.
+        self._credentials = self._load_credentials()
         self._thread = threading.Thread(target=self._watch, name="remote-settings", daemon=True)
 
     # lifecycle -------------------------------------------------------------------------------
@@ -434,7 +449,10 @@ class RemoteClusterService:
             cluster.close()
 
     def settings_changed(self) -> None:
-        """Re-read settings and credentials now (a settings update or a reload just happened)."""
+        """Re-read settings and credentials now (a settings update or a reload just happened).
+        Before 8.13 a reload does not touch remote credentials: they stay what the node read at start."""
+        if tuple(self.ctx.config.version) >= (8, 13, 0):
+            self._credentials = self._load_credentials()
         self.refresh()
 
     def _watch(self) -> None:
@@ -446,15 +464,25 @@ class RemoteClusterService:
 
     # settings and credentials ----------------------------------------------------------------
 
-    def _read_credentials(self) -> dict[str, str]:
+    def _load_credentials(self) -> dict[str, str]:
+        """`cluster.remote.<alias>.credentials` from the node's secure settings, as the node loads
+        them. The fault `wrong-credentials` (option `alias`: only that alias) stands for a keystore
+        holding another value: it is read here, when the node loads, not on each request, so like
+        a keystore edit it takes effect at start or on the next reload (from 8.13; the lab also
+        reloads on a cluster-settings update, see settings_changed). A changed value rebuilds no
+        connection (refresh): `_remote/info` stays connected with credentials while every request
+        this node sends fails on the remote (es-facts §12); a new connection's handshake fails too."""
         secure = getattr(self.ctx.config, "secure", None) or {}
-        return {key[len(PREFIX):-len(CREDENTIALS_SUFFIX)]: value for key, value in secure.items()
-                if key.startswith(PREFIX) and key.endswith(CREDENTIALS_SUFFIX) and value}
+        loaded = {key[len(PREFIX):-len(CREDENTIALS_SUFFIX)]: value for key, value in secure.items()
+                  if key.startswith(PREFIX) and key.endswith(CREDENTIALS_SUFFIX) and value}
+        fault = self.ctx.fault(WRONG_CREDENTIALS)
+        if fault is not None:
+            loaded = {alias: wrong_credential(value) if fault.get("alias") in (None, alias) else value
+                      for alias, value in loaded.items()}
+        return loaded
 
     def _current_credentials(self) -> dict[str, str]:
-        if tuple(self.ctx.config.version) >= (8, 13, 0):
-            return self._read_credentials()
-        return self._start_credentials
+        return self._credentials
 
     def credentials(self, alias: str) -> str:
         return self._current_credentials().get(alias, "")

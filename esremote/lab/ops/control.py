@@ -25,7 +25,7 @@ from esremote.lab.node import service
 from esremote.lab.ops.builder import LabOptions, Layout, NodeSpec
 
 FAULTS = ("node-fails-to-start", "slow-start", "remote-port-blocked", "ssh-drop", "api-key-invalidated",
-          "http-overload")
+          "http-overload", "wrong-credentials")
 HEALTH_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 _LAB_MODULES = ("esremote.lab.node", "esremote.lab.net.sshserver", "esremote.lab.ops.seed")
