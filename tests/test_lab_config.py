@@ -82,7 +82,8 @@ def test_secure_p12_password_in_yml(home):
 
 
 def test_boolean_of_the_wrong_type(home):
-    home.write_yml(home.yml().replace("xpack.security.enabled: true", "xpack.security.enabled: yes"))
+    # Quoted: a plain `yes` is a YAML 1.1 boolean to Jackson, so Elasticsearch would read "true".
+    home.write_yml(home.yml().replace("xpack.security.enabled: true", 'xpack.security.enabled: "yes"'))
     assert refusal(home) == "Failed to parse value [yes] as only [true] or [false] are allowed."
 
 
@@ -377,4 +378,4 @@ def test_unreadable_keystore(home):
     path = home.path / "config" / "elasticsearch.keystore"
     path.unlink()
     path.mkdir()
-    assert "cannot read the keystore" in refusal(home)
+    assert refusal(home) == f'Is a directory: NIOFSIndexInput(path="{path}")'  # a java.io.IOException

@@ -359,22 +359,14 @@ def validate_value(key: str, value: Any) -> Any:
 # ------------------------------------------------------------------------------ yml
 
 def read_yml(path: Path) -> dict[str, Any]:
-    """elasticsearch.yml as flat keys (flat, nested or mixed), `${VAR}` replaced from the environment."""
-    from esremote.esyml import EsYml
+    """elasticsearch.yml as Elasticsearch flattens it (values as text, `${...}` resolved); the
+    lab's own reader (formats/yml.py), never the one esremote writes the file with."""
+    from esremote.lab.formats import yml
 
-    return {key: _substitute(value) for key, value in EsYml.load(path).flat().items()}
-
-
-def _substitute(value: Any) -> Any:
-    if isinstance(value, str) and "${" in value:
-        def env(match: re.Match) -> str:
-            if match[1] not in os.environ:
-                raise StartupError(f"Could not resolve placeholder '{match[1]}'")
-            return os.environ[match[1]]
-        return re.sub(r"\$\{([^}]+)\}", env, value)
-    if isinstance(value, list):
-        return [_substitute(v) for v in value]
-    return value
+    try:
+        return yml.read_settings(path)
+    except yml.YmlFormatError as exc:
+        raise StartupError(exc.message, exc.exception) from None
 
 
 # ------------------------------------------------------------------------------ the config
@@ -479,12 +471,7 @@ def load_node_config(home: str | os.PathLike, keystore_password: str | None = No
         raw = read_yml(yml_path)
     except FileNotFoundError:
         raise StartupError(f"{yml_path} does not exist", "java.nio.file.NoSuchFileException") from None
-    except StartupError:
-        raise
-    except Exception as exc:  # a yml that does not parse: Elasticsearch's SettingsException
-        raise StartupError(f"Failed to load settings from [elasticsearch.yml]: {exc}",
-                           "org.elasticsearch.common.settings.SettingsException") from None
-    secure, keystore_path = _read_keystore(home, keystore_password)
+    secure, keystore_path = _read_keystore(home, keystore_password, lab.get("version", "8.17.0"))
     settings = _validate(raw, secure)
     version_text = str(lab.get("version", "8.17.0"))
     cluster_name = str(settings.get("cluster.name", lab.get("cluster", "elasticsearch")))
@@ -516,23 +503,22 @@ def _address(settings: dict[str, Any]) -> str:
     return {"_local_": "127.0.0.1", "localhost": "127.0.0.1", "0.0.0.0": "127.0.0.1"}.get(host, host)
 
 
-def _read_keystore(home: Path, password: str | None) -> tuple[dict[str, str], Path | None]:
-    from esremote import keystore as ks
-    from esremote.errors import KeystoreError
+def _read_keystore(home: Path, password: str | None, version: str) -> tuple[dict[str, str], Path | None]:
+    from esremote.lab.formats import keystore
 
-    path = home / "config" / ks.KEYSTORE_FILENAME
+    path = home / "config" / keystore.KEYSTORE_FILENAME
     if not path.exists():
         return {}, None
     try:
-        store = ks.Keystore.load(path, password or "")
-    except OSError as exc:
-        raise StartupError(f"unable to read the Elasticsearch keystore [{path}]: {exc.strerror}",
-                           "java.nio.file.AccessDeniedException") from None
-    except KeystoreError as exc:
-        reason = getattr(exc, "reason", exc.message)
-        raise StartupError(reason, "java.lang.SecurityException"
-                           if reason == ks.WRONG_PASSWORD else "java.lang.IllegalStateException") from None
-    return {name: store.get(name).decode("utf-8", "replace") for name in store.names()}, path
+        store = keystore.Keystore.open(path, password or "", keystore_format(version))
+    except keystore.KeystoreFormatError as exc:  # unreadable files included, as Java names them
+        raise StartupError(exc.message, exc.exception) from None
+    return store.strings(), path
+
+
+def keystore_format(version: str) -> int:
+    """The newest keystore format a version reads and writes: 6 from 8.14 on, 5 before."""
+    return 6 if parse_version(str(version)) >= (8, 14, 0) else 5
 
 
 def _validate(raw: dict[str, Any], secure: dict[str, str]) -> dict[str, Any]:
@@ -610,17 +596,16 @@ _P12_CACHE: dict[tuple[bytes, str], Any] = {}
 
 def _open_p12(prefix: str, what: str, path: Path, password: str):
     """Open a PKCS#12 file (decryption is slow: the same file and password are opened once)."""
-    from esremote import pki
-    from esremote.errors import CertificateError
+    from esremote.lab.formats import pkcs12
 
     data = _read_file(prefix, what, path)
     cached = _P12_CACHE.get((data, password))
     if cached is not None:
         return cached
     try:
-        _P12_CACHE[(data, password)] = contents = pki.load_pkcs12(data, password)
+        _P12_CACHE[(data, password)] = contents = pkcs12.load(data, password)
         return contents
-    except CertificateError:
+    except pkcs12.Pkcs12Error:
         given = "a keystore password was provided" if password else "no password was provided"
         raise _ssl_error(prefix, f"cannot read configured {what} [{path}] - this is usually caused by "
                                  f"an incorrect password; ({given})") from None
@@ -652,15 +637,14 @@ def _read_material(config: NodeConfig, prefix: str) -> _Material:
         m.ca_pems = [_pem(c) for c in contents.trusted.values()]
         m.trust_description = f"StoreTrustConfig{{path={keystore_path}, password=<non-empty>, type={kind}, algorithm=PKIX}}"
     elif s.get(f"{prefix}.key") or s.get(f"{prefix}.certificate"):
-        from esremote import pki
-        from esremote.errors import CertificateError
+        from esremote.lab.formats import pem
         key_path = _resolve(config, s.get(f"{prefix}.key", ""))
         cert_path = _resolve(config, s.get(f"{prefix}.certificate", ""))
         key_data = _read_file(prefix, "PEM private key", key_path)
         cert_data = _read_file(prefix, "PEM certificate", cert_path)
         try:
-            key = pki.load_key_pem(key_data, secure.get(f"{prefix}.secure_key_passphrase") or None)
-        except CertificateError:
+            key = pem.load_private_key(key_data, secure.get(f"{prefix}.secure_key_passphrase") or None)
+        except pem.PemError:
             raise _ssl_error(prefix, f"cannot load PEM private key from [{key_path}] due to "
                                      "UnrecoverableKeyException; this is usually caused by an incorrect password") from None
         m.key_pem, m.chain_pem = _key_pem(key), cert_data.decode("ascii", "replace")

@@ -328,13 +328,13 @@ def _log_fatal(home: Path, error: StartupError, config: NodeConfig | None = None
 
 def read_keystore_password(home: Path) -> str | None:
     """KEYSTORE_PASSWORD, else the first stdin line when the keystore is password-protected."""
-    from esremote import keystore as ks
+    from esremote.lab.formats import keystore
 
-    path = home / "config" / ks.KEYSTORE_FILENAME
+    path = home / "config" / keystore.KEYSTORE_FILENAME
     if "KEYSTORE_PASSWORD" in os.environ:
         return os.environ["KEYSTORE_PASSWORD"]
     try:
-        protected = path.exists() and ks.has_password(path)
+        protected = path.exists() and keystore.load(path).has_password
     except Exception:
         return None  # a damaged keystore: load_node_config reports it
     if not protected:

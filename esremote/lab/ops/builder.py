@@ -18,10 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from esremote import pki
 from esremote.errors import ConfigError
 from esremote.files import atomic_write
-from esremote.keystore import Keystore
+from esremote.lab.formats import certs, keystore, pkcs12
 
 DEFAULT_VERSION = "8.17.0"
 LICENSES = ("basic", "trial", "enterprise")
@@ -279,10 +278,10 @@ def build(lab_dir: str | os.PathLike, options: LabOptions) -> Layout:
     return layout
 
 
-def _make_cas(layout: Layout) -> tuple[pki.CertificateAuthority, pki.CertificateAuthority]:
+def _make_cas(layout: Layout) -> tuple[certs.CertificateAuthority, certs.CertificateAuthority]:
     cas = []
     for kind, path in (("HTTP", layout.http_ca), ("Transport", layout.transport_ca)):
-        ca = pki.CertificateAuthority.create(dn=f"CN=Lab {kind} CA")
+        ca = certs.new_ca(dn=f"CN=Lab {kind} CA")
         atomic_write(path, ca.cert_pem(), mode=0o644)
         atomic_write(path.with_suffix(".key"), ca.key_pem(), mode=0o600)
         cas.append(ca)
@@ -312,17 +311,19 @@ def read_secret(path: Path) -> str:
 
 
 def _make_node(layout: Layout, cluster: ClusterSpec, node: NodeSpec,
-               http_ca: pki.CertificateAuthority, transport_ca: pki.CertificateAuthority) -> None:
+               http_ca: certs.CertificateAuthority, transport_ca: certs.CertificateAuthority) -> None:
     home = node.home
     for sub in ("bin", "lib", "config/certs", "data", "logs"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     cluster.state_dir.mkdir(parents=True, exist_ok=True)
     p12_password = read_secret(layout.secret_file(f"{cluster.name}-p12-password"))
-    certs = home / "config" / "certs"
+    certs_dir = home / "config" / "certs"
     for name, ca in (("http", http_ca), ("transport", transport_ca)):
-        cert = pki.issue(ca, f"CN={node.name}", dns=[node.name, "localhost"], ips=[node.ip])
-        atomic_write(certs / f"{name}.p12", pki.to_pkcs12(cert, ca, p12_password, node.name), mode=0o660)
-        atomic_write(certs / f"{name}_ca.crt", ca.cert_pem(), mode=0o644)
+        cert = certs.issue(ca, f"CN={node.name}", dns=[node.name, "localhost"], ips=[node.ip])
+        p12 = pkcs12.dump(p12_password, name=node.name, key=cert.key, chain=[cert.cert],
+                          trusted={certs.CA_ALIAS: ca.cert})
+        atomic_write(certs_dir / f"{name}.p12", p12, mode=0o660)
+        atomic_write(certs_dir / f"{name}_ca.crt", ca.cert_pem(), mode=0o644)
     atomic_write(home / "config" / "elasticsearch.yml", node_yml(layout, cluster, node).encode(), mode=0o660)
     _make_keystore(layout, cluster, home, p12_password)
     atomic_write(home / "lib" / "lab-node.json", json.dumps(node_info(layout, cluster), indent=2).encode())
@@ -331,14 +332,14 @@ def _make_node(layout: Layout, cluster: ClusterSpec, node: NodeSpec,
 
 
 def _make_keystore(layout: Layout, cluster: ClusterSpec, home: Path, p12_password: str) -> None:
-    keystore = Keystore.create()
-    keystore.set_string("bootstrap.password", read_secret(layout.elastic_password_file(cluster.name)))
+    store = keystore.Keystore.create()
+    store.set_string("bootstrap.password", read_secret(layout.elastic_password_file(cluster.name)))
     for setting in P12_SETTINGS:
-        keystore.set_string(setting, p12_password)
+        store.set_string(setting, p12_password)
     password_file = layout.keystore_password_file(cluster.name)
     fmt = 6 if parse_version(cluster.version) >= (8, 14, 0) else 5
-    keystore.save(home / "config" / "elasticsearch.keystore",
-                  password=read_secret(password_file) if password_file else "", version=fmt)
+    store.save(home / "config" / keystore.KEYSTORE_FILENAME,
+               password=read_secret(password_file) if password_file else "", version=fmt)
 
 
 def node_info(layout: Layout, cluster: ClusterSpec) -> dict:

@@ -1,7 +1,7 @@
 """`bin/elasticsearch-certutil` of a lab node: a twin of certutil's `ca` and `cert` modes (es-facts §8).
 
 Same flags, defaults, output names and zip layouts, prompts and messages as CertificateTool; the
-certificates and PKCS#12 files come from esremote.pki. Like Elasticsearch's terminal: without a tty,
+certificates and PKCS#12 files come from the lab's own formats (certs, pem, pkcs12). Like Elasticsearch's terminal: without a tty,
 prompts go to stderr and each answer is the next line of stdin. Relative paths resolve against
 ES_HOME when it is set (bin/elasticsearch-certutil sets it), else against the working directory.
 
@@ -21,9 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from esremote import pki
-from esremote.errors import CertificateError
 from esremote.files import atomic_write
+from esremote.lab.formats import certs, pem, pkcs12
 from esremote.lab.tools.terminal import (CONFIG, DATA_ERROR, IO_ERROR, SILENT, USAGE, Terminal, UserError,
                                          run_command)
 
@@ -33,6 +32,7 @@ CERT_P12 = "elastic-certificates.p12"
 CERT_ZIP = "certificate-bundle.zip"
 DEFAULT_INSTANCE = "instance"
 PROMPT = object()  # `--pass` given without a value: ask for it
+UNREADABLE_P12 = "cannot open the PKCS#12 file: wrong password or damaged file"
 
 USAGE_TEXT = """Simplifies certificate creation for use with the Elastic Stack
 
@@ -80,8 +80,8 @@ def _parser() -> argparse.ArgumentParser:
         mode.add_argument("--out")
         mode.add_argument("--pass", dest="password", nargs="?", const=PROMPT, default=None)
         mode.add_argument("--pem", action="store_true")
-        mode.add_argument("--days", type=int, default=pki.DEFAULT_DAYS)
-        mode.add_argument("--keysize", type=int, default=pki.DEFAULT_KEY_SIZE)
+        mode.add_argument("--days", type=int, default=certs.DEFAULT_DAYS)
+        mode.add_argument("--keysize", type=int, default=certs.DEFAULT_KEY_SIZE)
         mode.add_argument("--ca-dn", default=None)
 
     common(modes.add_parser("ca", add_help=False))
@@ -131,7 +131,7 @@ def _password(terminal: Terminal, given, prompt_for: str, *, required: bool) -> 
     if given is PROMPT or (given is None and required):
         given = terminal.read_secret(f"Enter password for {prompt_for} : ")
     if given is not None:
-        pki.check_p12_password(given)
+        pkcs12.check_password(given)
     return given
 
 
@@ -163,13 +163,11 @@ def run_ca(args, terminal: Terminal) -> None:
         password = _password(terminal, args.password, "ca/ca.key", required=False)
     else:
         password = _password(terminal, args.password, out.name, required=True)
-    ca = pki.CertificateAuthority.create(dn=args.ca_dn or pki.DEFAULT_CA_DN, days=args.days,
-                                         key_size=_key_size(args.keysize))
+    ca = certs.new_ca(dn=args.ca_dn or certs.DEFAULT_CA_DN, days=args.days, key_size=_key_size(args.keysize))
     if args.pem:
-        key = pki.key_to_pem_aes128(ca.key, password) if password else ca.key_pem()
-        _write(out, _zip({"ca/ca.crt": ca.cert_pem(), "ca/ca.key": key}))
+        _write(out, _zip({"ca/ca.crt": ca.cert_pem(), "ca/ca.key": ca.key_pem(password or None)}))
     else:
-        _write(out, pki.to_pkcs12(ca, None, password, name=pki.CA_ALIAS))
+        _write(out, _p12(ca, None, password, certs.CA_ALIAS))
 
 
 def _key_size(bits: int) -> int:
@@ -191,7 +189,7 @@ def run_cert(args, terminal: Terminal) -> None:
     if not zipped:
         password = _password(terminal, args.password, out.name, required=True)
         node = _issue(ca, instances[0], args)
-        _write(out, pki.to_pkcs12(node, ca, password, name=instances[0].name))
+        _write(out, _p12(node, ca, password, instances[0].name))
         terminal.println(f"Certificates written to {out}")
         return
     entries: dict[str, bytes] = {}
@@ -205,13 +203,13 @@ def run_cert(args, terminal: Terminal) -> None:
         base = f"{instance.filename}/{instance.filename}"
         if args.pem:
             entries[f"{base}.crt"] = node.cert_pem()
-            entries[f"{base}.key"] = pki.key_to_pem_aes128(node.key, shared) if shared else node.key_pem()
+            entries[f"{base}.key"] = node.key_pem(shared or None)
         else:
             password = _password(terminal, args.password, f"{instance.filename}.p12", required=True)
-            entries[f"{base}.p12"] = pki.to_pkcs12(node, ca, password, name=instance.name)
+            entries[f"{base}.p12"] = _p12(node, ca, password, instance.name)
     if generated and args.keep_ca_key and not args.pem:
         password = _password(terminal, args.password, "ca/ca.p12", required=True)
-        entries["ca/ca.p12"] = pki.to_pkcs12(ca, None, password, name=pki.CA_ALIAS)
+        entries["ca/ca.p12"] = _p12(ca, None, password, certs.CA_ALIAS)
     _write(out, _zip(entries))
     terminal.println(f"Certificates written to {out}")
 
@@ -230,12 +228,18 @@ def _check_cert_options(args) -> None:
     _key_size(args.keysize)
 
 
-def _issue(ca: pki.CertificateAuthority | None, instance: Instance, args) -> pki.NodeCertificate:
-    return pki.issue(ca, instance.name, dns=[*instance.dns, *instance.cn], ips=instance.ips,
-                     days=args.days, key_size=args.keysize)
+def _issue(ca: certs.CertificateAuthority | None, instance: Instance, args) -> certs.Identity:
+    return certs.issue(ca, instance.name, dns=[*instance.dns, *instance.cn], ips=instance.ips,
+                       days=args.days, key_size=args.keysize)
 
 
-def _ca(args, terminal: Terminal) -> tuple[pki.CertificateAuthority | None, bool]:
+def _p12(identity: certs.Identity, ca: certs.CertificateAuthority | None, password: str, alias: str) -> bytes:
+    """certutil's PKCS#12: the key entry `alias` (a one-certificate chain), the CA as trusted `ca`."""
+    trusted = {certs.CA_ALIAS: ca.cert} if ca is not None else None
+    return pkcs12.dump(password, name=alias, key=identity.key, chain=[identity.cert], trusted=trusted)
+
+
+def _ca(args, terminal: Terminal) -> tuple[certs.CertificateAuthority | None, bool]:
     """The signing CA, and whether it was generated here (True) or loaded."""
     if args.self_signed:
         return None, False
@@ -244,22 +248,25 @@ def _ca(args, terminal: Terminal) -> tuple[pki.CertificateAuthority | None, bool
         password = args.ca_pass
         if password is None or password is PROMPT:
             password = terminal.read_secret(f"Enter password for CA ({args.ca}) : ")
-        contents = pki.load_pkcs12(data, password)
+        try:
+            contents = pkcs12.load(data, password)
+        except pkcs12.Pkcs12Error:
+            raise UserError(DATA_ERROR, UNREADABLE_P12) from None
         if contents.key is None or contents.cert is None:
             raise UserError(DATA_ERROR, f"Unable to find a private key and certificate in [{args.ca}]")
-        return _checked(pki.CertificateAuthority(contents.cert, contents.key)), False
+        return _checked(certs.CertificateAuthority(contents.cert, contents.key)), False
     if args.ca_cert:
         cert = resolve(args.ca_cert).read_bytes()
         key = resolve(args.ca_key).read_bytes()
         password = args.ca_pass
-        if b"ENCRYPTED" in key and (password is None or password is PROMPT):
+        if pem.is_encrypted(key) and (password is None or password is PROMPT):
             password = terminal.read_secret(f"Enter password for CA private key ({args.ca_key}) : ")
-        return pki.CertificateAuthority.load(cert, key, password or None), False
-    dn = args.ca_dn or pki.DEFAULT_CA_DN
-    return pki.CertificateAuthority.create(dn=dn, days=args.days, key_size=args.keysize), True
+        return certs.load_ca(cert, key, password or None), False
+    dn = args.ca_dn or certs.DEFAULT_CA_DN
+    return certs.new_ca(dn=dn, days=args.days, key_size=args.keysize), True
 
 
-def _checked(ca: pki.CertificateAuthority) -> pki.CertificateAuthority:
+def _checked(ca: certs.CertificateAuthority) -> certs.CertificateAuthority:
     ca.check()
     return ca
 
@@ -321,12 +328,12 @@ def _validate(found: list[Instance]) -> None:
     for instance in found:
         if not instance.name:
             raise UserError(CONFIG, "A name must be provided for each instance")
-        if instance.name == pki.CA_ALIAS:
+        if instance.name == certs.CA_ALIAS:
             raise UserError(CONFIG, "[ca] may not be used as an instance name")
         if not _FILENAME.fullmatch(instance.filename) or instance.filename in (".", ".."):
             raise UserError(CONFIG, f"[{instance.filename}] is not a valid filename for instance "
                                     f"[{instance.name}]: give a 'filename'")
-        if instance.filename == pki.CA_ALIAS:
+        if instance.filename == certs.CA_ALIAS:
             raise UserError(CONFIG, "[ca] may not be used as a filename")
         if instance.filename in filenames:
             raise UserError(CONFIG, f"Duplicate filename [{instance.filename}]")
@@ -349,8 +356,8 @@ def run(argv: list[str], terminal: Terminal) -> int:
         terminal.verbosity = SILENT
     try:
         (run_ca if args.mode == "ca" else run_cert)(args, terminal)
-    except CertificateError as exc:
-        raise UserError(DATA_ERROR, str(exc)) from None
+    except (certs.CertError, pem.PemError, pkcs12.Pkcs12Error) as exc:
+        raise UserError(DATA_ERROR, exc.message) from None
     return 0
 
 

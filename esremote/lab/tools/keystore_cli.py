@@ -1,7 +1,7 @@
 """`bin/elasticsearch-keystore` of a lab node: a twin of Elasticsearch's keystore CLI (es-facts §7).
 
 Same sub-commands, flags, prompts, messages and exit codes as KeyStoreCli, on the real file format
-(esremote.keystore). Like Elasticsearch's terminal: without a tty, prompts go to stderr and every
+(the lab's own formats/keystore.py). Like Elasticsearch's terminal: without a tty, prompts go to stderr and every
 answer or secret is the next line of stdin (the keystore password first, when there is one).
 
 The keystore is `$ES_PATH_CONF/elasticsearch.keystore`, else `$ES_HOME/config/elasticsearch.keystore`.
@@ -15,11 +15,10 @@ import os
 import sys
 from pathlib import Path
 
-from esremote.errors import KeystoreError
 from esremote.files import atomic_write
-from esremote.keystore import (CORRUPTED, KEYSTORE_FILENAME, SEED_SETTING, Keystore, format_too_new,
-                               format_version, has_password)
-from esremote.lab.tools.terminal import (CONFIG, DATA_ERROR, IO_ERROR, NORMAL, OK, SILENT, USAGE, VERBOSE,
+from esremote.lab.formats.keystore import (CORRUPT_INDEX, KEYSTORE_FILENAME, SEED_SETTING, USER_EXCEPTION, Keystore,
+                                           KeystoreFormatError, KeystoreWriteError, SealedKeystore, load, new_seed)
+from esremote.lab.tools.terminal import (CODE_ERROR, CONFIG, DATA_ERROR, IO_ERROR, NORMAL, OK, SILENT, USAGE, VERBOSE,
                                          JavaError, OptionError, Terminal, UserError, isatty, run_command)
 
 PASSWORD_PROMPT = "Enter password for the elasticsearch keystore : "
@@ -152,38 +151,38 @@ def not_found(path: Path) -> UserError:
                                  "Use 'create' command to create one.")
 
 
-def is_protected(path: Path) -> bool:
+def load_sealed(path: Path) -> SealedKeystore:
     """KeyStoreWrapper.load: the clear header, with load's failures (they are not UserExceptions).
     A node older than 8.14 does not know format 6 and refuses it as too new."""
     try:
-        if format_version(path) > write_version():
-            raise format_too_new(str(path))
-        return has_password(path)
-    except KeystoreError as exc:
-        reason = getattr(exc, "reason", str(exc))
-        if reason == CORRUPTED:  # a checksum or structure failure: Lucene's CorruptIndexException
-            raise JavaError("org.apache.lucene.index.CorruptIndexException",
-                            f"{reason} (resource={path})", IO_ERROR) from None
-        raise JavaError("java.lang.IllegalStateException", reason) from None
+        return load(path, write_version())
+    except KeystoreFormatError as exc:  # Lucene's CorruptIndexException is an IOException
+        raise JavaError(exc.exception, exc.message, IO_ERROR if exc.exception == CORRUPT_INDEX else CODE_ERROR) from None
+
+
+def is_protected(path: Path) -> bool:
+    return load_sealed(path).has_password
 
 
 def open_keystore(terminal: Terminal, path: Path) -> tuple[Keystore, str]:
     """BaseKeyStoreCommand: load, ask the password when there is one, decrypt."""
     if not path.exists():
         raise not_found(path)
-    protected = is_protected(path)
-    password = terminal.read_secret(PASSWORD_PROMPT) if protected else ""
+    sealed = load_sealed(path)
+    password = terminal.read_secret(PASSWORD_PROMPT) if sealed.has_password else ""
     try:
-        return Keystore.load(path, password), password
-    except KeystoreError as exc:  # SecurityException in Elasticsearch
-        raise UserError(DATA_ERROR, getattr(exc, "reason", CORRUPTED)) from None
+        return sealed.decrypt(password), password
+    except KeystoreFormatError as exc:  # SecurityException in Elasticsearch
+        raise UserError(DATA_ERROR, exc.message) from None
 
 
 def save(keystore: Keystore, path: Path, password: str) -> None:
     try:
         keystore.save(path, password, version=write_version())
-    except KeystoreError as exc:
-        raise UserError(IO_ERROR, str(exc)) from None
+    except KeystoreWriteError as exc:
+        if exc.exception != USER_EXCEPTION:
+            raise JavaError(exc.exception, exc.message, IO_ERROR) from None
+        raise UserError(exc.exit_code, exc.message) from None
 
 
 def read_new_password(terminal: Terminal) -> str:
@@ -196,8 +195,8 @@ def read_new_password(terminal: Terminal) -> str:
 def set_setting(keystore: Keystore, name: str, value: bytes) -> None:
     try:
         keystore.set_file(name, value)
-    except KeystoreError as exc:  # the setting-name pattern (IllegalArgumentException)
-        raise UserError(DATA_ERROR, getattr(exc, "reason", str(exc))) from None
+    except KeystoreFormatError as exc:  # the setting-name pattern (IllegalArgumentException)
+        raise UserError(DATA_ERROR, exc.message) from None
 
 
 # --- sub-commands -------------------------------------------------------------------------------
@@ -320,7 +319,7 @@ def cmd_upgrade(terminal: Terminal, options: dict, args: list[str]) -> int:
     if keystore.version == write_version() and SEED_SETTING in keystore:
         return OK
     if SEED_SETTING not in keystore:
-        keystore.set_file(SEED_SETTING, Keystore.create().get(SEED_SETTING))
+        keystore.set_string(SEED_SETTING, new_seed())
     save(keystore, keystore_path(), password)
     return OK
 

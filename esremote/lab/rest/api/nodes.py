@@ -133,8 +133,7 @@ def _wait_for(ctx, generation: int, names: set[str], deadline: float) -> dict:
 
 def reload_on_this_node(ctx, reload: dict) -> None:
     """Re-read this node's keystore and record the outcome (called once per generation)."""
-    from esremote import keystore as ks
-    from esremote.errors import KeystoreError
+    from esremote.lab.formats import keystore
 
     generation, name = reload.get("generation"), ctx.name
     if reload.get("nodes") is not None and name not in reload["nodes"]:
@@ -151,14 +150,13 @@ def reload_on_this_node(ctx, reload: dict) -> None:
         except OSError:
             password = ""
     result: dict = {}
-    path = ctx.config.keystore_path or ctx.config.config_dir / ks.KEYSTORE_FILENAME
+    path = ctx.config.keystore_path or ctx.config.config_dir / keystore.KEYSTORE_FILENAME
     try:
-        store = ks.Keystore.load(path, password) if path.exists() else ks.Keystore({})
-        secure = {n: store.get(n).decode("utf-8", "replace") for n in store.names()}
-        _apply_reloaded(ctx, secure)
-    except KeystoreError as exc:
-        reason = getattr(exc, "reason", exc.message)
-        kind = "security_exception" if reason == ks.WRONG_PASSWORD else "illegal_state_exception"
+        store = keystore.Keystore.open(path, password) if path.exists() else keystore.Keystore({})
+        _apply_reloaded(ctx, store.strings())
+    except keystore.KeystoreFormatError as exc:
+        reason = exc.message
+        kind = _error_type(exc.exception)
         result["reload_exception"] = {"type": kind, "reason": reason}
         ctx.logger("o.e.a.a.c.n.r.TransportNodesReloadSecureSettingsAction").warning(
             "Reload failed for plugin [RemoteClusterCredentialsManager]: %s", reason)
@@ -166,6 +164,13 @@ def reload_on_this_node(ctx, reload: dict) -> None:
         current = st.get("reload", {})
         if current.get("generation") == generation:
             current.setdefault("results", {})[name] = result
+
+
+def _error_type(java_class: str) -> str:
+    """ElasticsearchException.getExceptionName: the simple class name in snake case
+    (`java.lang.SecurityException` -> `security_exception`)."""
+    name = java_class.rsplit(".", 1)[-1]
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
 def _is_credential(key: str) -> bool:
