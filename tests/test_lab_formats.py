@@ -563,9 +563,10 @@ def test_a_ca_is_checked(ca, node):
 def test_pem_key_is_encrypted_with_aes_128_cbc_as_certutil_does(tmp_path, node):
     data = node.key_pem("s3cret")
     assert data.startswith(b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,")
+    key_file = str(tmp_path / "node.key")
     (tmp_path / "node.key").write_bytes(data)
-    assert openssl("pkey", "-noout", "-in", str(tmp_path / "node.key"), "-passin", "stdin", stdin="s3cret\n").returncode == 0
-    assert openssl("pkey", "-noout", "-in", str(tmp_path / "node.key"), "-passin", "stdin", stdin="nope\n").returncode != 0
+    assert openssl("pkey", "-noout", "-in", key_file, "-passin", "stdin", stdin="s3cret\n").returncode == 0
+    assert openssl("pkey", "-noout", "-in", key_file, "-passin", "stdin", stdin="nope\n").returncode != 0
     assert pem.load_private_key(data, "s3cret").private_numbers() == node.key.private_numbers()
     with pytest.raises(pem.PemError) as caught:
         pem.load_private_key(data, "nope")

@@ -35,7 +35,8 @@ from esremote.lab.formats import der
 
 ROUNDS, SALT_BYTES = 10000, 20
 ID_DATA, ID_ENCRYPTED_DATA = "1.2.840.113549.1.7.1", "1.2.840.113549.1.7.6"
-SHROUDED_KEY_BAG, CERT_BAG, X509_CERT = "1.2.840.113549.1.12.10.1.2", "1.2.840.113549.1.12.10.1.3", "1.2.840.113549.1.9.22.1"
+SHROUDED_KEY_BAG, CERT_BAG = "1.2.840.113549.1.12.10.1.2", "1.2.840.113549.1.12.10.1.3"
+X509_CERT = "1.2.840.113549.1.9.22.1"
 FRIENDLY_NAME, LOCAL_KEY_ID = "1.2.840.113549.1.9.20", "1.2.840.113549.1.9.21"
 ORACLE_TRUSTED_KEY_USAGE, ANY_EXTENDED_KEY_USAGE = "2.16.840.1.113894.746875.1.1", "2.5.29.37.0"
 PBES2, PBKDF2, HMAC_SHA256, AES_256_CBC = ("1.2.840.113549.1.5.13", "1.2.840.113549.1.5.12",
@@ -142,7 +143,8 @@ def dump(password: str, *, name: str | None = None, key=None, chain: list[x509.C
     cert_bags = [_trusted_bag(alias, cert) for alias, cert in (trusted or {}).items()]
     if key is not None:
         key_id = hashlib.sha1(chain[0].public_bytes(serialization.Encoding.DER)).digest()
-        attributes = [_attribute(FRIENDLY_NAME, der.bmp_string(name)), _attribute(LOCAL_KEY_ID, der.octet_string(key_id))]
+        attributes = [_attribute(FRIENDLY_NAME, der.bmp_string(name)),
+                      _attribute(LOCAL_KEY_ID, der.octet_string(key_id))]
         safes.append(_data(der.sequence(_key_bag(key, password, attributes))))
         cert_bags = [_cert_bag(chain[0], attributes)] + [_cert_bag(c, []) for c in chain[1:]] + cert_bags
     if cert_bags:
@@ -170,7 +172,8 @@ def _key_bag(key, password: str, attributes: list[bytes]) -> bytes:
 
 
 def _cert_bag(cert: x509.Certificate, attributes: list[bytes]) -> bytes:
-    value = der.sequence(der.oid(X509_CERT), der.explicit(0, der.octet_string(cert.public_bytes(serialization.Encoding.DER))))
+    encoded = der.octet_string(cert.public_bytes(serialization.Encoding.DER))
+    value = der.sequence(der.oid(X509_CERT), der.explicit(0, encoded))
     return _bag(CERT_BAG, value, attributes)
 
 
