@@ -27,6 +27,26 @@ def testdata(shared_dir) -> Path:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def pytest_sessionstart(session):
+    """Run as root, lab nodes run as user elasticsearch (a package install), which must reach
+    their homes under pytest's temporary directories; pytest makes every one of them 0700."""
+    if os.geteuid() != 0:
+        return
+    factory = session.config._tmp_path_factory
+    base = factory.getbasetemp()
+    for directory in (base.parent, base):
+        if directory.name.startswith("pytest-"):  # pytest's own dirs, never a --basetemp's parent
+            directory.chmod(0o711)
+    mktemp = factory.mktemp
+
+    def searchable_mktemp(basename, numbered=True):
+        path = mktemp(basename, numbered)
+        path.chmod(0o711)
+        return path
+
+    factory.mktemp = searchable_mktemp
+
+
 def _isolated_prefect_home(tmp_path_factory):
     """Each test session gets its own Prefect home, without telemetry."""
     home = tmp_path_factory.mktemp("prefect-home")

@@ -21,6 +21,8 @@ from typing import Any, Iterator
 import ssl
 
 from esremote import keystore, pki
+from esremote.lab.node import identity
+from esremote.lab.ops import package_layout
 
 ELASTIC_PASSWORD = "lab-elastic-pw"
 P12_PASSWORD = "p12-secret"
@@ -126,7 +128,19 @@ def build_home(root: Path, *, name: str = "node-0", cluster: str = "local", ip: 
     (home / "lib" / "lab-node.json").write_text(json.dumps({
         "version": version, "cluster": cluster, "license": license, "state_dir": str(state_dir),
         "control_dir": str(control_dir), "start_delay": 0.0, "keystore_passphrase_file": None}))
+    if package_layout.active():  # run as root, nodes run as elasticsearch: lay the home out for it
+        account = package_layout.service_account()
+        package_layout.lay_out_node(home, account)
+        package_layout.lay_out_state(state_dir, account)
     return Home(home, name, cluster, ip, state_dir, control_dir, certs / "http_ca.crt")
+
+
+def node_env(env: dict | None = None) -> dict:
+    """The environment `bin/elasticsearch-service` gives a node: run by root, the service user."""
+    environment = {**os.environ, **(env or {})}
+    if package_layout.active():
+        environment[identity.RUN_AS_ENV] = package_layout.SERVICE_USER
+    return environment
 
 
 @contextlib.contextmanager
@@ -145,7 +159,7 @@ def running_node(home: Home, keystore_password: str | None = None) -> Iterator[A
 def node_process(home: Home, *args: str, password: str | None = None, env: dict | None = None,
                  wait: bool = True) -> subprocess.Popen:
     """Run `python -m esremote.lab.node --home HOME ARGS` (what bin/elasticsearch does)."""
-    environment = {**os.environ, **(env or {})}
+    environment = node_env(env)
     proc = subprocess.Popen([sys.executable, "-m", "esremote.lab.node", "--home", str(home.path), *args],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment,
                             text=True)

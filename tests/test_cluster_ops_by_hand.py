@@ -290,7 +290,10 @@ def test_a_key_without_the_needed_access_or_invalidated_fails_verification_with_
 
     report = verify_api_key_link(inventory, ALIAS, pool=pool, followers=["follower-logs"], follower_timeout=5,
                                  check=False)
-    assert [c.name for c in report.checks] == ["remote_info", f"resolve_cluster {ALIAS}:*", "follower follower-logs"]
+    nodes = [n.name for n in inventory.nodes(link.local)]
+    assert [c.name for c in report.checks] == ([f"remote_info[{n}]" for n in nodes]
+                                               + [f"resolve_cluster[{n}] {ALIAS}:*" for n in nodes]
+                                               + ["follower follower-logs"]), report.checks
     failed = report.failed[0]
     assert failed.name == "follower follower-logs", report.checks
     assert "towards remote cluster" in failed.detail and "is unauthorized" in failed.detail
@@ -306,6 +309,7 @@ def test_a_key_without_the_needed_access_or_invalidated_fails_verification_with_
     # An invalidated key: the link stays connected, but every action through it is refused.
     control.fault(lab.dir, "api-key-invalidated")
     report = verify_api_key_link(inventory, ALIAS, followers=["follower-logs"], follower_timeout=10, check=False)
-    (failed,) = report.failed
-    assert failed.name == f"resolve_cluster {ALIAS}:*" and "unable to authenticate user" in failed.detail
-    assert failed.cause.key == "invalid_key" and "create a new cross-cluster API key" in failed.cause.fix
+    assert [f.name for f in report.failed] == [f"resolve_cluster[{n}] {ALIAS}:*" for n in nodes]
+    for failed in report.failed:  # every node coordinates with the same invalid key
+        assert "unable to authenticate user" in failed.detail
+        assert failed.cause.key == "invalid_key" and "create a new cross-cluster API key" in failed.cause.fix

@@ -15,7 +15,7 @@ from esremote.lab.node import config as cfg
 from esremote.lab.node.config import StartupError, load_node_config
 from esremote.lab.models.state import StateStore
 from tests.lab_inprocess import (Client, build_home, node_process, running_node,
-                                 wait_for_log)
+                                 node_env, wait_for_log)
 
 IP = "127.0.202.1"
 UNKNOWN = ("unknown setting [{}] please check that any required plugins are installed, or check the "
@@ -297,8 +297,8 @@ def test_yml_and_keystore_are_read_only_at_start(home):
 
 def test_daemon_start_stop_and_keystore_password_on_stdin(tmp_path):
     home = build_home(tmp_path, ip=IP, keystore_password="ks-pass")
-    pidfile = home.path / "elasticsearch.pid"
-    env = {k: v for k, v in os.environ.items() if k != "KEYSTORE_PASSWORD"}
+    pidfile = home.path / "run" / "elasticsearch.pid"
+    env = {k: v for k, v in node_env().items() if k != "KEYSTORE_PASSWORD"}
     proc = subprocess.run([sys.executable, "-m", "esremote.lab.node", "--home", str(home.path), "-d", "-p", str(pidfile)],
                           input="ks-pass\n", capture_output=True, text=True, timeout=30, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -337,7 +337,7 @@ def test_daemon_reports_a_failed_start(tmp_path):
     home = build_home(tmp_path, ip=IP, keystore_password="ks-pass")
     proc = subprocess.run([sys.executable, "-m", "esremote.lab.node", "--home", str(home.path), "-d"],
                           input="wrong\n", capture_output=True, text=True, timeout=30,
-                          env={k: v for k, v in os.environ.items() if k != "KEYSTORE_PASSWORD"})
+                          env={k: v for k, v in node_env().items() if k != "KEYSTORE_PASSWORD"})
     assert proc.returncode == 1
     assert "Provided keystore password was incorrect" in home.log.read_text()
 

@@ -35,7 +35,7 @@ def lab_pids(lab: Lab) -> list[int]:
     """Every pid the lab says it runs: nodes' pid files and the tracked processes."""
     pids = []
     for node in lab.nodes():
-        pid_file = Path(node["home"]) / "elasticsearch.pid"
+        pid_file = Path(node["home"]) / "run" / "elasticsearch.pid"
         if pid_file.exists():
             pids.append(int(pid_file.read_text()))
     tracked = json.loads((lab.dir / "run" / "processes.json").read_text())

@@ -116,7 +116,8 @@ def test_bin_scripts_run_this_python_on_the_lab_modules(built):
     info = json.loads((home / "lib" / "lab-node.json").read_text())
     assert info == {"version": "8.17.0", "cluster": "local", "license": "trial",
                     "state_dir": str(built.dir / "clusters/local/state"), "control_dir": str(built.control_dir),
-                    "start_delay": 0.0, "keystore_passphrase_file": None}
+                    "start_delay": 0.0, "keystore_passphrase_file": None,
+                    "user": "elasticsearch" if os.geteuid() == 0 else None}
 
 
 def test_known_hosts_holds_every_endpoint(built):

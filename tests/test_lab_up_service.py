@@ -87,7 +87,7 @@ def service(home: Path, command: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def pid_of(home: Path) -> int:
-    return int((home / "elasticsearch.pid").read_text())
+    return int((home / "run" / "elasticsearch.pid").read_text())
 
 
 def alive(pid: int) -> bool:
@@ -110,7 +110,7 @@ def test_start_status_stop_like_systemctl(home):
     assert again.returncode == 0 and "already running" in again.stdout and pid_of(home) == pid
     stopped = service(home, "stop")
     assert stopped.returncode == 0
-    assert not alive(pid) and not (home / "elasticsearch.pid").exists()
+    assert not alive(pid) and not (home / "run" / "elasticsearch.pid").exists()
     assert service(home, "status").returncode == 3
     assert service(home, "stop").returncode == 0  # stopping a stopped node is a no-op
 
@@ -156,7 +156,8 @@ def test_keystore_passphrase_goes_on_stdin_not_argv(home, tmp_path):
 
 
 def test_a_recycled_pid_is_not_taken_for_the_node(home):
-    (home / "elasticsearch.pid").write_text(f"{os.getpid()}\n")  # alive, but not this home's node
+    (home / "run").mkdir()
+    (home / "run" / "elasticsearch.pid").write_text(f"{os.getpid()}\n")  # alive, but not this home's node
     assert service(home, "status").returncode == 3
     assert service(home, "stop").returncode == 0
     assert alive(os.getpid())

@@ -49,7 +49,7 @@ def pool():
 
 def pids(lab, cluster: str) -> dict[str, int | None]:
     """Each node's process id from its pid file (None: not running)."""
-    files = {n["name"]: Path(n["home"]) / "elasticsearch.pid" for n in lab.nodes(cluster)}
+    files = {n["name"]: Path(n["home"]) / "run" / "elasticsearch.pid" for n in lab.nodes(cluster)}
     return {name: int(f.read_text()) if f.exists() else None for name, f in files.items()}
 
 

@@ -56,11 +56,19 @@ def up(
                                    mode=mode, alias_in_yml=alias_in_yml, keystore_password=keystore_password,
                                    remotes=remotes, net=net).items() if v is not None}
     layout = control.up(dir, given, seed=seed)
+    say_which_checks_are_off()
     clusters = ", ".join(f"{c.name} ({len(c.nodes)} node{'s' if len(c.nodes) != 1 else ''}, {c.version})"
                          for c in layout.clusters)
     typer.echo(f"lab up: {clusters}; SSH {layout.options.ssh} on port {layout.nodes()[0].ssh_port}; "
                f"details in {layout.lab_json}", err=True)
     typer.echo(str(layout.inventory))
+
+
+def say_which_checks_are_off() -> None:
+    from esremote.lab.ops import package_layout  # noqa: PLC0415
+
+    if not package_layout.active():
+        typer.echo(package_layout.off_note(), err=True)
 
 
 def _lab_dir(dir_arg: Optional[Path], dir_opt: Optional[Path]) -> Path:

@@ -2,6 +2,6 @@
 
 import sys
 
-from esremote.lab.node.process import main
+from esremote.lab.node.process import run
 
-sys.exit(main())
+sys.exit(run())

@@ -38,10 +38,12 @@ def parse_version(text: str) -> tuple[int, int, int]:
 class StartupError(Exception):
     """The node refuses to start; `exception` is the Java class name that prefixes the log line."""
 
-    def __init__(self, message: str, exception: str = "java.lang.IllegalArgumentException") -> None:
+    def __init__(self, message: str, exception: str = "java.lang.IllegalArgumentException",
+                 cause: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.exception = exception
+        self.cause = cause  # the `Caused by:` line Java prints under it
 
 
 class SettingValueError(ValueError):
@@ -561,9 +563,9 @@ class _Material:
         self.trust_description = "JDK-trusted-certs"
 
 
-def _ssl_error(prefix: str, message: str) -> StartupError:
+def _ssl_error(prefix: str, message: str, cause: str | None = None) -> StartupError:
     return StartupError(f"failed to load SSL configuration [{prefix}] - {message}",
-                        "org.elasticsearch.ElasticsearchSecurityException")
+                        "org.elasticsearch.ElasticsearchSecurityException", cause)
 
 
 def _resolve(config: NodeConfig, value: str) -> Path:
@@ -577,7 +579,8 @@ def _read_file(prefix: str, what: str, path: Path) -> bytes:
     except FileNotFoundError:
         raise _ssl_error(prefix, f"cannot read configured {what} [{path}] because the file does not exist") from None
     except PermissionError:
-        raise _ssl_error(prefix, f"not permitted to read the {what} file [{path}]") from None
+        raise _ssl_error(prefix, f"not permitted to read the {what} file [{path}]",
+                         f"java.nio.file.AccessDeniedException: {path}") from None
     except OSError as exc:
         raise _ssl_error(prefix, f"cannot read configured {what} [{path}] - {exc.strerror}") from None
 

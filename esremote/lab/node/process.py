@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from esremote.lab.node.config import NodeConfig, StartupError, early_log_path, load_node_config
+from esremote.lab.node.identity import become_service_user
 from esremote.lab.models.state import StateStore
 
 _LEVELS = {"WARNING": "WARN", "CRITICAL": "FATAL"}
@@ -55,6 +56,8 @@ class EsFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             line += f"\n{getattr(exc, 'java_class', type(exc).__name__)}: {exc}"
+            if getattr(exc, "cause", None):
+                line += f"\nCaused by: {exc.cause}"
         return line
 
 
@@ -322,6 +325,7 @@ def _log_fatal(home: Path, error: StartupError, config: NodeConfig | None = None
     logs = NodeLogs(path, name)
     exc = Exception(error.message)
     exc.java_class = error.exception  # type: ignore[attr-defined]
+    exc.cause = error.cause  # type: ignore[attr-defined]
     logs.get("o.e.b.Elasticsearch").error("fatal exception while booting Elasticsearch", exc_info=(Exception, exc, None))
     logs.close()
 
@@ -368,13 +372,30 @@ def _report(ok: bool) -> None:
         os.close(devnull)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(argv: list[str] | None = None) -> int:
+    """What `bin/elasticsearch` runs: as the service user (or refused as root), then `main`."""
+    try:
+        become_service_user()
+    except StartupError as error:
+        home = Path(_parser().parse_args(argv).home).resolve()
+        _log_fatal(home, error)
+        print(f"ERROR: {error.message}, see the log at {early_log_path(home)}", file=sys.stderr)
+        return 1
+    return main(argv)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elasticsearch", description="Start a lab Elasticsearch node.")
     parser.add_argument("--home", required=True, help="the node's home (bin/, config/, lib/, logs/)")
     parser.add_argument("-d", "--daemonize", action="store_true", help="run in the background once started")
     parser.add_argument("-p", "--pidfile", help="write the process id to this file")
     parser.add_argument("-q", "--quiet", action="store_true", help="no console output")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start a node in this process's identity (tests call it directly)."""
+    args = _parser().parse_args(argv)
     home = Path(args.home).resolve()
     if not (home / "lib" / "lab-node.json").is_file():
         print(f"ERROR: {home} is not a lab node home (lib/lab-node.json is missing)", file=sys.stderr)
@@ -392,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             pidfile.write_text(f"{os.getpid()}\n")
         try:
             node.start()
+        except PermissionError as denied:  # a file the service user cannot read (es-facts §12)
+            raise StartupError(str(denied.filename), "java.nio.file.AccessDeniedException") from denied
         except (OSError, ValueError, KeyError, TypeError) as unexpected:  # never a traceback: a log line
             raise StartupError(f"{type(unexpected).__name__}: {unexpected}", "java.lang.IllegalStateException") \
                 from unexpected
@@ -419,4 +442,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

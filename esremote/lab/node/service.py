@@ -2,8 +2,9 @@
 
     python -m esremote.lab.node.service --home HOME start|stop|restart|status
 
-start    waits `start_delay` (lib/lab-node.json), runs `bin/elasticsearch -d -p HOME/elasticsearch.pid`
-         with the keystore passphrase (if any) on stdin, then waits until the node logs `started`
+start    waits `start_delay` (lib/lab-node.json), runs `bin/elasticsearch -d -p HOME/run/elasticsearch.pid`
+         with the keystore passphrase (if any) on stdin, as the node's service user when root (the
+         unit's `User=`, see node/identity.py), then waits until the node logs `started`
          (exit 0) or fails (exit 1, with the tail of its log on stderr). Starting a running node is a
          no-op, as with systemctl.
 stop     SIGTERM to the pid in the pid file, waits until the process is gone (SIGKILL after
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pwd
 import re
 import signal
 import subprocess
@@ -33,6 +35,7 @@ STOP_TIMEOUT = 30.0
 POLL = 0.05
 _STARTED = re.compile(r"\]\s+started(\s|$)")
 _NODE_MODULE = "esremote.lab.node"
+RUN_AS_ENV = "LAB_SERVICE_USER"  # read by node/identity.py
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,11 @@ class NodeHome:
     cluster: str
     start_delay: float
     passphrase_file: str | None
+    user: str | None = None
 
     @property
     def pid_file(self) -> Path:
-        return self.home / "elasticsearch.pid"
+        return self.home / "run" / "elasticsearch.pid"
 
     @property
     def log_file(self) -> Path:
@@ -60,7 +64,7 @@ class NodeHome:
     def load(cls, home: Path) -> NodeHome:
         info = json.loads((home / "lib" / "lab-node.json").read_text())
         return cls(home=home, cluster=info["cluster"], start_delay=float(info.get("start_delay") or 0),
-                   passphrase_file=info.get("keystore_passphrase_file"))
+                   passphrase_file=info.get("keystore_passphrase_file"), user=info.get("user"))
 
 
 def running_pid(node: NodeHome) -> int | None:
@@ -101,12 +105,13 @@ def start(node: NodeHome, timeout: float = START_TIMEOUT) -> int:
     if node.start_delay > 0:
         time.sleep(node.start_delay)  # the configured start-up delay is the point: a slow service
     offset = node.log_file.stat().st_size if node.log_file.exists() else 0
+    _runtime_directory(node)
     node.pid_file.unlink(missing_ok=True)
     with tempfile.TemporaryFile() as output:
         launcher = subprocess.Popen(
             [str(node.home / "bin" / "elasticsearch"), "-d", "-p", str(node.pid_file)],
             cwd=node.home, stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True, env=_service_env(node))
         launcher.communicate(_passphrase(node))
         outcome = _wait_started(node, launcher, offset, timeout)
         if outcome is None:
@@ -115,6 +120,24 @@ def start(node: NodeHome, timeout: float = START_TIMEOUT) -> int:
         output.seek(0)
         _report_failure(node, outcome, offset, output.read().decode(errors="replace"))
     return EXIT_FAILED
+
+
+def _runtime_directory(node: NodeHome) -> None:
+    """The pid file's directory, made for the service user like the unit's `RuntimeDirectory=`."""
+    run = node.pid_file.parent
+    run.mkdir(exist_ok=True)
+    if node.user and os.geteuid() == 0:
+        entry = pwd.getpwnam(node.user)
+        os.chown(run, entry.pw_uid, entry.pw_gid)
+
+
+def _service_env(node: NodeHome) -> dict[str, str]:
+    """The environment of the node: as systemd's `User=`, the service user when started by root."""
+    env = dict(os.environ)
+    env.pop(RUN_AS_ENV, None)
+    if node.user and os.geteuid() == 0:
+        env[RUN_AS_ENV] = node.user
+    return env
 
 
 def _passphrase(node: NodeHome) -> bytes:

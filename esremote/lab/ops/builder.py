@@ -21,10 +21,12 @@ from pathlib import Path
 from esremote.errors import ConfigError
 from esremote.files import atomic_write
 from esremote.lab.formats import certs, keystore, pkcs12
+from esremote.lab.ops import package_layout
 
 DEFAULT_VERSION = "8.17.0"
 LICENSES = ("basic", "trial", "enterprise")
 SSH_MODES = ("embedded", "openssh")
+SUDO_MODES = ("nopasswd", "password")
 ALIAS_MODES = ("proxy", "sniff")
 HTTP_PORT, TRANSPORT_PORT, REMOTE_CLUSTER_PORT = 9200, 9300, 9443
 SSH_PORTS = {"embedded": 2222, "openssh": 2223}
@@ -49,6 +51,7 @@ class LabOptions:
     license: str = "trial"
     remote_license: str | None = None      # the remote clusters' licence (default: `license`)
     ssh: str = "embedded"
+    sudo: str = "nopasswd"                 # with --ssh openssh as root: the login user's sudo needs no password, or one
     mode: str = "proxy"                    # the alias's connection mode
     alias_in_yml: bool = False             # alias defined statically in the local elasticsearch.yml
     keystore_password: bool = False        # password-protected keystores (password in DIR/secrets)
@@ -77,6 +80,7 @@ class LabOptions:
             raise ConfigError(f"--net: {self.net!r} is out of range; use 0 to 254")
         _choice("--ssh", self.ssh, SSH_MODES)
         _choice("--mode", self.mode, ALIAS_MODES)
+        _choice("--sudo", self.sudo, SUDO_MODES)
         if not 0 <= self.start_delay <= 600:
             raise ConfigError(f"--start-delay: {self.start_delay!r} is out of range; use 0 to 600 seconds")
         return self
@@ -124,7 +128,7 @@ class NodeSpec:
 
     @property
     def pid_file(self) -> Path:
-        return self.home / "elasticsearch.pid"
+        return self.home / "run" / "elasticsearch.pid"
 
     @property
     def log_file(self) -> Path:
@@ -274,8 +278,18 @@ def build(lab_dir: str | os.PathLike, options: LabOptions) -> Layout:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         for future in [pool.submit(_make_node, layout, c, n, http_ca, transport_ca) for c, n in jobs]:
             future.result()
+    if package_layout.active():
+        _lay_out_like_a_package(layout)
     write_faults(layout, {})
     return layout
+
+
+def _lay_out_like_a_package(layout: Layout) -> None:
+    account = package_layout.service_account()
+    for cluster in layout.clusters:
+        package_layout.lay_out_state(cluster.state_dir, account)
+        for node in cluster.nodes:
+            package_layout.lay_out_node(node.home, account)
 
 
 def _make_cas(layout: Layout) -> tuple[certs.CertificateAuthority, certs.CertificateAuthority]:
@@ -313,7 +327,7 @@ def read_secret(path: Path) -> str:
 def _make_node(layout: Layout, cluster: ClusterSpec, node: NodeSpec,
                http_ca: certs.CertificateAuthority, transport_ca: certs.CertificateAuthority) -> None:
     home = node.home
-    for sub in ("bin", "lib", "config/certs", "data", "logs"):
+    for sub in ("bin", "lib", "config/certs", "data", "logs", "run"):
         (home / sub).mkdir(parents=True, exist_ok=True)
     cluster.state_dir.mkdir(parents=True, exist_ok=True)
     p12_password = read_secret(layout.secret_file(f"{cluster.name}-p12-password"))
@@ -348,7 +362,9 @@ def node_info(layout: Layout, cluster: ClusterSpec) -> dict:
     return {"version": cluster.version, "cluster": cluster.name, "license": cluster.license,
             "state_dir": str(cluster.state_dir), "control_dir": str(layout.control_dir),
             "start_delay": layout.options.start_delay,
-            "keystore_passphrase_file": str(password_file) if password_file else None}
+            "keystore_passphrase_file": str(password_file) if password_file else None,
+            # The service's `User=`: who the node runs as (root-run labs only, like a package install).
+            "user": package_layout.SERVICE_USER if package_layout.active() else None}
 
 
 def set_start_delay(layout: Layout, delay: float) -> None:

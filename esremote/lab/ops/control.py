@@ -1,6 +1,6 @@
 """`esremote lab up|status|down|fault`: run a lab built by builder.py.
 
-Every process the lab starts is recorded by pid: nodes in their home's `elasticsearch.pid` (the
+Every process the lab starts is recorded by pid: nodes in their home's `run/elasticsearch.pid` (the
 service command writes it), the SSH endpoints and the writer in `DIR/run/processes.json`. `down`
 stops them by those pids, then looks for any process still running out of DIR (a node started by
 hand, say) and stops it too, so nothing of the lab is left behind.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from esremote.errors import ClusterError, ConfigError, EsRemoteError
 from esremote.files import atomic_write
-from esremote.lab.ops import builder, labfiles, sshlab
+from esremote.lab.ops import builder, labfiles, package_layout, sshlab
 from esremote.lab.node import service
 from esremote.lab.ops.builder import LabOptions, Layout, NodeSpec
 
@@ -110,6 +110,8 @@ def prepare(lab_dir: str | os.PathLike, given: dict) -> Layout:
         raise ConfigError(f"--dir {lab_dir} is not empty and holds no lab (no lab.json); "
                           "use a new or empty directory")
     options = LabOptions(**given).validate()
+    if package_layout.active():
+        package_layout.check_reachable(lab_dir, package_layout.service_account())
     try:
         lab_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

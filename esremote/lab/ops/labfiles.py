@@ -14,7 +14,7 @@ from pathlib import Path, PurePosixPath
 from esremote.errors import ConfigError
 from esremote.files import atomic_write
 from esremote.inventory import AliasLink, Auth, Cluster, Inventory, Node, SSHSettings, dump_inventory
-from esremote.lab.ops import sshlab
+from esremote.lab.ops import package_layout, sshlab
 from esremote.lab.ops.builder import (ELASTIC_USER, LAB_USERS, REMOTE_CLUSTER_PORT, SSH_PORTS, LabOptions, Layout, plan,
                                   read_secret)
 from esremote.secrets import SecretRef
@@ -98,7 +98,8 @@ def inventory(layout: Layout) -> Inventory:
                       ca_cert=layout.http_ca,
                       auth=Auth(username=ELASTIC_USER,
                                 password=SecretRef(file=layout.elastic_password_file(cluster.name))),
-                      service_user=getpass.getuser(), nodes=nodes)
+                      service_user=package_layout.SERVICE_USER if package_layout.active() else getpass.getuser(),
+                      nodes=nodes)
         if password_file is not None:
             fields["keystore_password"] = SecretRef(file=password_file)
         if cluster.role == "remote":
