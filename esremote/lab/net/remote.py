@@ -26,10 +26,10 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from esremote.lab.errors import ESError, NoSuchRemoteCluster, SecurityError
-from esremote.lab.net.transport import (
-    AUTHENTICATION_HEADER, CREDENTIALS_HEADER, REMOTE_CLUSTER_HANDSHAKE, REMOTE_CLUSTER_PROFILE,
-    SUBJECT_HEADER, TRANSPORT_HANDSHAKE, TRANSPORT_PROFILE, Connection,
-    LinkClosed, TransportFailure, closed_failure, es_log)
+from esremote.lab.net.connection import Connection, TransportFailure, closed_failure
+from esremote.lab.net.protocol import (AUTHENTICATION_HEADER, CREDENTIALS_HEADER, REMOTE_CLUSTER_HANDSHAKE,
+                                       REMOTE_CLUSTER_PROFILE, SUBJECT_HEADER, TRANSPORT_HANDSHAKE,
+                                       TRANSPORT_PROFILE, LinkClosed, es_log)
 
 PREFIX = "cluster.remote."
 CREDENTIALS_SUFFIX = ".credentials"
