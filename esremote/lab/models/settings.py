@@ -2,7 +2,7 @@
 own elasticsearch.yml, updated like `PUT _cluster/settings` updates them.
 
 * `null` resets a key; a wildcard key (`"cluster.remote.my.*": null`) resets every match.
-* Each value parses with its setting's type (config.py's registry); unknown keys are "not
+* Each value parses with its setting's type (node/registry.py); unknown keys are "not
   recognized", static ones "not dynamically updateable".
 * Remote-cluster validators on the merged result (yml < persistent < transient), with Elasticsearch's
   texts: the strategy validator (a setting of the other mode) and "remote cluster is not enabled"
@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-from esremote.lab.node import config as cfg
+from esremote.lab.node import registry
 from esremote.lab import errors
 
 _SNIFF_ONLY = ("seeds", "node_connections", "proxy")
@@ -84,8 +84,8 @@ def remote_settings(merged: dict[str, Any], alias: str) -> dict[str, Any]:
     for key, value in merged.items():
         if key.startswith(prefix):
             try:
-                out[key[len(prefix):]] = cfg.validate_value(key, value)
-            except cfg.SettingValueError:
+                out[key[len(prefix):]] = registry.validate_value(key, value)
+            except registry.SettingValueError:
                 out[key[len(prefix):]] = value
     return out
 
@@ -159,14 +159,14 @@ def apply_update(state: dict, yml: dict[str, Any], body: dict) -> dict:
                     if current.pop(match, None) is not None or match == key:
                         changed.add(match)
                 continue
-            definition = cfg.lookup(key)
+            definition = registry.lookup(key)
             if definition is None:
                 raise errors.IllegalArgument(f"{scope} setting [{key}], not recognized")
             if not definition.dynamic:
                 raise errors.IllegalArgument(f"{scope} setting [{key}], not dynamically updateable")
             try:
                 definition.parse(key, value)
-            except cfg.SettingValueError as exc:
+            except registry.SettingValueError as exc:
                 raise errors.IllegalArgument(str(exc)) from None
             current[key] = as_setting_text(value)
             echoed[key] = as_setting_text(value)
