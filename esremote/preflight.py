@@ -364,8 +364,9 @@ def _read_yml(report: PreflightReport, conn: SSHConnection, node: ResolvedNode, 
 def _keystore(report: PreflightReport, conn: SSHConnection, node: ResolvedNode, result: NodeCheck) -> None:
     where = str(node)
     password = node.keystore_password.resolve() if node.keystore_password is not None else None
+    # As the keystore file's owner (root in a package install), like every keystore CLI run.
     keystore = NodeKeystore(conn, es_home=str(node.es_home), config_dir=str(node.config_dir),
-                            owner=node.service_user, password=password)
+                            password=password, sudo=bool(node.ssh.sudo))
     result.keystore_protected = keystore.has_password()
     if not result.keystore_protected:
         report.add("keystore password", where, "ok", "keystore has no password")

@@ -37,6 +37,9 @@ def up(
     license: Optional[str] = typer.Option(None, help="Licence: basic, trial or enterprise (default trial)."),
     remote_license: Optional[str] = typer.Option(None, help="Licence of the remote clusters (default: --license)."),
     ssh: Optional[str] = typer.Option(None, help="SSH endpoints: embedded (port 2222) or openssh (2223)."),
+    sudo: Optional[str] = typer.Option(None, help="With --ssh openssh as root, the login user's sudo: nopasswd "
+                                                  "(user esremote, sudo -n; default) or password (user "
+                                                  "esremote-pw, password in DIR/secrets)."),
     start_delay: Optional[float] = typer.Option(None, help="Seconds each node's service waits before starting."),
     mode: Optional[str] = typer.Option(None, help="Connection mode of the alias: proxy or sniff."),
     alias_in_yml: Optional[bool] = typer.Option(None, "--alias-in-yml/--alias-dynamic",
@@ -52,7 +55,7 @@ def up(
 
     given = {k: v for k, v in dict(local_nodes=local_nodes, remote_nodes=remote_nodes, version=version,
                                    remote_version=remote_version, license=license,
-                                   remote_license=remote_license, ssh=ssh, start_delay=start_delay,
+                                   remote_license=remote_license, ssh=ssh, sudo=sudo, start_delay=start_delay,
                                    mode=mode, alias_in_yml=alias_in_yml, keystore_password=keystore_password,
                                    remotes=remotes, net=net).items() if v is not None}
     layout = control.up(dir, given, seed=seed)

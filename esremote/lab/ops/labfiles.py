@@ -40,14 +40,16 @@ def lab_json(layout: Layout) -> dict:
             "nodes": [{"name": n.name, "ip": n.ip, "http_port": n.http_port, "transport_port": n.transport_port,
                        "ssh_port": n.ssh_port, "home": str(n.home)} for n in cluster.nodes],
         }
-    mode = layout.options.ssh
+    mode, sudo = layout.options.ssh, layout.options.sudo
+    sudo_password = sshlab.sudo_password_file(layout)
     return {
         "lab_json_version": LAB_JSON_VERSION,
         "dir": str(layout.dir),
         "options": asdict(layout.options),
         "clusters": clusters,
-        "ssh": {"mode": mode, "user": sshlab.login_user(mode), "key_file": str(sshlab.key_file(layout)),
-                "known_hosts": str(sshlab.known_hosts(layout)), "sudo": sshlab.uses_sudo(mode)},
+        "ssh": {"mode": mode, "user": sshlab.login_user(mode, sudo), "key_file": str(sshlab.key_file(layout)),
+                "known_hosts": str(sshlab.known_hosts(layout)), "sudo": sshlab.uses_sudo(mode),
+                "sudo_password_file": _str(sudo_password)},
         "alias": next(iter(layout.aliases())),
         "aliases": layout.aliases(),
         "inventory": str(layout.inventory),
@@ -85,9 +87,11 @@ def load_layout(lab_dir: str | os.PathLike) -> Layout:
 
 def inventory(layout: Layout) -> Inventory:
     mode = layout.options.ssh
-    ssh = SSHSettings(user=sshlab.login_user(mode), port=SSH_PORTS[mode],
+    sudo_password = sshlab.sudo_password_file(layout)  # --sudo password: a reference, never the value
+    ssh = SSHSettings(user=sshlab.login_user(mode, layout.options.sudo), port=SSH_PORTS[mode],
                       key_file=sshlab.key_file(layout), known_hosts=sshlab.known_hosts(layout),
-                      trust_on_first_use=False, sudo=sshlab.uses_sudo(mode))
+                      trust_on_first_use=False, sudo=sshlab.uses_sudo(mode),
+                      sudo_password=SecretRef(file=sudo_password) if sudo_password else None)
     clusters = {}
     for cluster in layout.clusters:
         password_file = layout.keystore_password_file(cluster.name)

@@ -2,12 +2,16 @@
 
 `prepare(layout)` writes the client key (`DIR/ssh/id_ed25519`), every endpoint's host key and
 `DIR/ssh/known_hosts`; `start(layout)` starts the endpoints (one embedded server process for all
-nodes, or one `sshd` per node) and returns their pids; `login_user(mode)` says who logs in.
+nodes, or one `sshd` per node) and returns their pids; `login_user(mode, sudo)` says who logs in.
 
-OpenSSH as root: a non-root user `esremote` with password-less sudo logs in (like an operator's
-account); its authorized keys come from `DIR/ssh/authorized_keys` through `AuthorizedKeysCommand`,
-so the lab directory need not be readable by that user. Not root: sshd runs as the current user,
-who is then the only one it lets in.
+OpenSSH as root: a non-root user logs in (like an operator's account) and reaches root through
+sudo: `esremote` with password-less sudo (`--sudo nopasswd`, `sudo -n`), or `esremote-pw`, whose
+sudo asks for its password (`--sudo password`): that password is made once per machine (root-only,
+`/var/lib/esremote-lab/sudo-password`, since the account is shared by every lab on it) and copied
+to `DIR/secrets/sudo-password.secret` (0600), which the inventory references. The authorized keys
+come from `DIR/ssh/authorized_keys` through `AuthorizedKeysCommand`, so the lab directory need not
+be readable by the login user. Not root: sshd runs as the current user, who is then the only one
+it lets in (and `--sudo password` is refused).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -26,8 +31,11 @@ from esremote.errors import ConfigError, EsRemoteError
 from esremote.files import atomic_write
 from esremote.lab.ops.builder import Layout, NodeSpec
 
-LAB_USER = "esremote"
+LAB_USER = "esremote"  # --sudo nopasswd
+LAB_PASSWORD_USER = "esremote-pw"  # --sudo password
 SUDOERS_FILE = Path("/etc/sudoers.d/esremote-lab")
+PASSWORD_SUDOERS_FILE = Path("/etc/sudoers.d/esremote-lab-password")
+PASSWORD_STORE = Path("/var/lib/esremote-lab/sudo-password")
 START_TIMEOUT = 20.0
 
 
@@ -35,8 +43,16 @@ def is_root() -> bool:
     return os.geteuid() == 0
 
 
-def login_user(mode: str) -> str:
-    return LAB_USER if mode == "openssh" and is_root() else getpass.getuser()
+def login_user(mode: str, sudo: str = "nopasswd") -> str:
+    """Who logs in: with OpenSSH as root, the lab user of the `--sudo` variant; else the current user."""
+    if mode == "openssh" and is_root():
+        return LAB_PASSWORD_USER if sudo == "password" else LAB_USER
+    return getpass.getuser()
+
+
+def sudo_password_file(layout: Layout) -> Path | None:
+    """`DIR/secrets/sudo-password.secret` (0600) with `--sudo password`, else None."""
+    return layout.secret_file("sudo-password") if layout.options.sudo == "password" else None
 
 
 def uses_sudo(mode: str) -> bool:
@@ -65,6 +81,13 @@ def prepare(layout: Layout) -> None:
 
     from esremote.lab.net.sshserver import ensure_host_key  # noqa: PLC0415
 
+    if layout.options.sudo == "password":
+        if layout.options.ssh != "openssh":
+            raise ConfigError("--sudo password: needs --ssh openssh (the embedded SSH server runs commands as "
+                              "the lab's own user, without sudo)")
+        if not is_root():
+            raise ConfigError("--sudo password: the lab makes a login user whose sudo asks for a password, "
+                              "which needs root; run `lab up` as root, or leave --sudo out")
     layout.ssh_dir.mkdir(exist_ok=True)
     client = key_file(layout)
     if not client.exists():
@@ -109,7 +132,10 @@ def _start_embedded(layout: Layout) -> int:
 
 def _start_openssh(layout: Layout) -> dict[str, int]:
     if is_root():
-        ensure_lab_user()
+        if layout.options.sudo == "password":
+            ensure_password_user(layout)
+        else:
+            ensure_lab_user()
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
     pids = {f"sshd-{node.name}": start_sshd(layout, node) for node in layout.nodes()}
     _wait_listening(layout, lambda: True, "sshd")
@@ -146,7 +172,7 @@ def children(pid: int) -> list[int]:
 
 
 def write_sshd_config(layout: Layout, node: NodeSpec) -> Path:
-    user = login_user("openssh")
+    user = login_user("openssh", layout.options.sudo)
     lines = [
         f"# sshd of lab node {node.name}",
         f"ListenAddress {node.ip}:{node.ssh_port}",
@@ -183,6 +209,54 @@ def ensure_lab_user() -> None:
     rule = f"{LAB_USER} ALL=(ALL) NOPASSWD: ALL\n".encode()
     if not SUDOERS_FILE.exists() or SUDOERS_FILE.read_bytes() != rule:
         atomic_write(SUDOERS_FILE, rule, mode=0o440)
+
+
+def ensure_password_user(layout: Layout) -> None:
+    """The `--sudo password` login: a non-root user whose sudo asks for its password (idempotent).
+
+    The password is the machine's (one account serves every lab here): made once, kept root-only
+    in PASSWORD_STORE, set with chpasswd (on stdin), and copied to the lab's secrets directory."""
+    try:
+        subprocess.run(["id", LAB_PASSWORD_USER], check=True, capture_output=True)
+    except subprocess.CalledProcessError:
+        result = subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", LAB_PASSWORD_USER],
+                                capture_output=True, text=True)
+        if result.returncode not in (0, 9):  # 9: made meanwhile by another lab
+            raise EsRemoteError(f"useradd {LAB_PASSWORD_USER}: {result.stderr.strip()}")
+    password = _machine_sudo_password()
+    result = subprocess.run(["chpasswd"], input=f"{LAB_PASSWORD_USER}:{password}\n", text=True,
+                            capture_output=True)
+    if result.returncode != 0:
+        raise EsRemoteError(f"chpasswd for {LAB_PASSWORD_USER} failed: {result.stderr.strip()}")
+    # No NOPASSWD: every sudo asks for the password (esremote sends it on stdin, `sudo -S`).
+    rule = (f"{LAB_PASSWORD_USER} ALL=(ALL:ALL) ALL\n"
+            f"Defaults:{LAB_PASSWORD_USER} !lecture, passwd_tries=1\n").encode()
+    if not PASSWORD_SUDOERS_FILE.exists() or PASSWORD_SUDOERS_FILE.read_bytes() != rule:
+        atomic_write(PASSWORD_SUDOERS_FILE, rule, mode=0o440)  # the temp name has a dot: sudo skips it
+    secret = sudo_password_file(layout)
+    layout.secrets_dir.mkdir(mode=0o700, exist_ok=True)
+    if not secret.exists() or secret.read_text().splitlines()[:1] != [password]:
+        atomic_write(secret, password.encode() + b"\n", mode=0o600)
+
+
+def _machine_sudo_password() -> str:
+    PASSWORD_STORE.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(PASSWORD_STORE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        deadline = time.monotonic() + 5.0  # another lab up may have just made it: let it finish
+        while True:
+            lines = PASSWORD_STORE.read_text().splitlines()
+            if lines and lines[0]:
+                return lines[0]
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        fd = os.open(PASSWORD_STORE, os.O_WRONLY | os.O_TRUNC)
+    password = secrets.token_urlsafe(18)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return password
 
 
 def _wait_pid_file(pid_file: Path) -> int:
