@@ -351,11 +351,11 @@ class SSHConnection:
                 if data:
                     chan.sendall(data)
                 chan.shutdown_write()
-                out, err = self._collect(chan, shown, deadline)
+                out, err = self._collect(chan, shown, deadline, timeout)
                 while not chan.exit_status_ready():
                     if not transport.is_active():
                         raise EOFError("connection closed before the command's exit status arrived")
-                    self._check_deadline(chan, shown, deadline)
+                    self._check_deadline(chan, shown, deadline, timeout)
                     chan.status_event.wait(0.05)
                 if chan.exit_status == -1 and not chan.eof_received and _connection_lost(transport):
                     raise EOFError("connection closed while the command was running")
@@ -363,7 +363,8 @@ class SSHConnection:
             finally:
                 chan.close()
 
-    def _collect(self, chan: paramiko.Channel, command: str, deadline: float | None) -> tuple[bytes, bytes]:
+    def _collect(self, chan: paramiko.Channel, command: str, deadline: float | None,
+                 timeout: float | None) -> tuple[bytes, bytes]:
         out, err = bytearray(), bytearray()
         while True:
             while chan.recv_ready():
@@ -372,13 +373,13 @@ class SSHConnection:
                 err += chan.recv_stderr(65536)
             if (chan.eof_received or chan.closed) and not chan.recv_ready() and not chan.recv_stderr_ready():
                 return bytes(out), bytes(err)
-            self._check_deadline(chan, command, deadline)
+            self._check_deadline(chan, command, deadline, timeout)
             select.select([chan], [], [], 0.02)
 
-    def _check_deadline(self, chan, shown: str, deadline: float | None) -> None:
+    def _check_deadline(self, chan, shown: str, deadline: float | None, timeout: float | None) -> None:
         if deadline is not None and time.monotonic() > deadline:
             chan.close()
-            raise CommandTimeoutError(f"command `{shown}` did not finish in time; "
+            raise CommandTimeoutError(f"command `{shown}` did not finish within its {timeout:g}s timeout; "
                                       "it may still be running on the node", host=self.host)
 
     @contextmanager

@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.ssh",
     "tests.fixtures.lab",
     "tests.fixtures.scripted_es",
+    "tests.fixtures.prefect",
 ]
 
 
@@ -26,7 +27,6 @@ def testdata(shared_dir) -> Path:
     return shared_dir / "testdata"
 
 
-@pytest.fixture(autouse=True, scope="session")
 def pytest_sessionstart(session):
     """Run as root, lab nodes run as user elasticsearch (a package install), which must reach
     their homes under pytest's temporary directories; pytest makes every one of them 0700."""
@@ -47,6 +47,7 @@ def pytest_sessionstart(session):
     factory.mktemp = searchable_mktemp
 
 
+@pytest.fixture(autouse=True, scope="session")
 def _isolated_prefect_home(tmp_path_factory):
     """Each test session gets its own Prefect home, without telemetry."""
     home = tmp_path_factory.mktemp("prefect-home")

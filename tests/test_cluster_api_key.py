@@ -14,7 +14,6 @@ from esremote.cluster import api_key as ak
 from esremote.errors import PreconditionError
 from esremote.redact import RedactingFilter, default_redactor
 from tests.fixtures.scripted_es import ScriptedES  # noqa: F401
-from tests.test_cluster_remote_settings import rest_lab  # noqa: F401 (fixture)
 
 NAME = "esremote-local-my_remote"
 ACCESS = {"search": [{"names": ["logs*"], "query": {"term": {"category": "shared"}},

@@ -3,8 +3,6 @@ polling with deadlines, and the cluster facts."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from esremote import pki
@@ -96,13 +94,55 @@ def test_poll_returns_the_first_real_answer_riding_out_transient_errors():
     assert poll(probe, timeout=5, what="green", interval=0.01) == {"status": "green"}
 
 
-def test_poll_stops_at_the_deadline_naming_what_and_the_last_answer():
-    started = time.monotonic()
+class FakeClock:
+    """`time` for the module under test: sleeping moves the clock, nothing really waits; every
+    look at the clock and every sleep is recorded with the clock's value then."""
+
+    def __init__(self) -> None:
+        self.now, self.events = 1000.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.events.append(("sleep", seconds))
+        self.now += seconds
+
+
+def test_poll_stops_at_the_deadline_naming_what_and_the_last_answer(monkeypatch):
+    """What ends the wait is the deadline: the probe is asked at the start and after each interval
+    up to the deadline, once more when the deadline is reached, and never after it."""
+    from esremote.cluster import client
+
+    clock = FakeClock()
+    monkeypatch.setattr(client, "time", clock)
+    answers = iter([False, ClusterError("restarting", transient=True), None, False, None])
+
+    def probe():
+        clock.events.append(("probe", clock.now - 1000.0))
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
     with pytest.raises(PollTimeout) as caught:
-        poll(lambda: None, timeout=0.3, what="node local-1 rejoining", cluster="local", interval=0.05)
-    assert 0.3 <= time.monotonic() - started < 2
-    assert "node local-1 rejoining: not done after 0.3s" in str(caught.value)
-    assert caught.value.cluster == "local" and not caught.value.transient
+        poll(probe, timeout=1.0, what="node local-1 rejoining", cluster="local", interval=0.25)
+    assert [e for e in clock.events if e[0] == "probe"] == [("probe", t) for t in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert clock.events[-1] == ("probe", 1.0)  # no sleep after the last look: the deadline ended the wait
+    assert "node local-1 rejoining: not done after 1s (last: None)" in str(caught.value)
+    assert caught.value.cluster == "local" and not caught.value.transient and caught.value.last is None
+
+
+def test_poll_sleeps_no_further_than_its_deadline(monkeypatch):
+    from esremote.cluster import client
+
+    clock = FakeClock()
+    monkeypatch.setattr(client, "time", clock)
+    with pytest.raises(PollTimeout, match=r"x: not done after 1s \(last: 'no'\)"):
+        poll(lambda: clock.events.append(("probe", clock.now - 1000.0)), timeout=1.0, what="x", interval=0.375,
+             describe=lambda last: "'no'")
+    assert clock.events == [("probe", 0.0), ("sleep", 0.375), ("probe", 0.375), ("sleep", 0.375), ("probe", 0.75),
+                            ("sleep", 0.25), ("probe", 1.0)]  # the last sleep cut to the deadline
 
 
 def test_poll_lets_a_deterministic_error_through_at_once():

@@ -12,7 +12,6 @@ import pytest
 from esremote.cluster import privileges as pv
 from esremote.errors import ClusterHTTPError, PreconditionError
 from tests.fixtures.scripted_es import ScriptedES  # noqa: F401
-from tests.test_cluster_remote_settings import rest_lab  # noqa: F401 (fixture)
 
 ALIAS = "my_remote"
 

@@ -1,20 +1,21 @@
 """Remote alias settings: facts (real `GET _cluster/settings` shapes) in, exact PUT bodies out; the
 appliers against a scripted HTTP server speaking Elasticsearch's wire format; yml edits applied with
-EsYml to a real elasticsearch.yml fixture; a lab round trip when the lab can run clusters.
+EsYml to a real elasticsearch.yml fixture; a round trip on the lab.
 
-The scripted server (`scripted` fixture) is in `tests/fixtures/scripted_es.py`.
+The scripted server (`scripted` fixture) is in `tests/fixtures/scripted_es.py`, the lab (`rest_lab`,
+shared with the other tests/test_cluster_* files) in `tests/fixtures/lab.py`.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from esremote.cluster import remote_settings as rs
 from esremote.errors import ClusterHTTPError, ConfigError, PreconditionError
 from esremote.esyml import EsYml
+from tests.fixtures.lab import wait_for
 
 ALIAS = "my_remote"
 
@@ -251,37 +252,6 @@ def test_yml_without_the_alias_anywhere_is_refused():
 
 
 # --- on the lab ----------------------------------------------------------------------------------
-
-_REST_LAB: dict[str, Any] = {}
-
-
-@pytest.fixture(scope="session")
-def rest_lab(lab_factory):
-    """One seeded lab for the lab tests of every tests/test_cluster_* file: one local node and two
-    one-node remotes (aliases my_remote, with the seeded work, and my_remote2, idle). Each test
-    leaves it as it found it. Skips when the lab cannot start clusters on this machine."""
-    if "lab" not in _REST_LAB:
-        try:
-            _REST_LAB["lab"] = lab_factory("lab-rest", local_nodes=1, remote_nodes=1, remotes=2)
-        except Exception as exc:  # noqa: BLE001 - any failure to start means "no lab here"
-            _REST_LAB["lab"] = exc
-    if isinstance(_REST_LAB["lab"], Exception):
-        pytest.skip(f"the lab cannot start clusters here: {_REST_LAB['lab']}")
-    return _REST_LAB["lab"]
-
-
-def wait_for(what: str, probe, timeout: float = 30.0):
-    """Poll `probe` until it returns something truthy; fail with the last answer at the deadline."""
-    import time  # noqa: PLC0415
-
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = probe()
-        if answer:
-            return answer
-        assert time.monotonic() < deadline, f"{what}: not after {timeout:g}s"
-        time.sleep(0.1)
-
 
 @pytest.mark.lab
 def test_lab_remove_readd_and_restore_an_alias(rest_lab):

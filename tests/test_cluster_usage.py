@@ -7,7 +7,7 @@ import pytest
 
 from esremote.cluster import usage as u
 from tests.fixtures.scripted_es import ScriptedES  # noqa: F401
-from tests.test_cluster_remote_settings import rest_lab, wait_for  # noqa: F401 (fixture)
+from tests.fixtures.lab import wait_for
 
 ALIAS = "my_remote"
 

@@ -11,7 +11,7 @@ import pytest
 from esremote.cluster import usage as u
 from esremote.cluster import xcluster_work as xw
 from tests.fixtures.scripted_es import ScriptedES  # noqa: F401
-from tests.test_cluster_remote_settings import rest_lab, wait_for  # noqa: F401 (fixture)
+from tests.fixtures.lab import wait_for
 from tests.test_cluster_usage import (
     AUTO_FOLLOW, DATAFEED_STATS, DATAFEEDS, FOLLOW_INFO, JOB_STATS, TRANSFORM_STATS, TRANSFORMS,
 )

@@ -1,118 +1,25 @@
-"""The deployments as operators run them: a real `prefect server start`, `prefect deploy` of
-deployments/prefect.yaml and a process worker (the steps in that file's header), then a manual dry
-run on a small seeded lab triggered through the API, as the UI's run form does. Checked on the
-server: the maintenance window's schedule, the run's final state, the plan artifact, and that the
-stored parameters hold no secret; checked on the lab: nothing changed.
+"""The deployments as operators run them: a real `prefect server start` (tests/fixtures/prefect.py),
+`prefect deploy` of deployments/prefect.yaml and a process worker (the steps in that file's
+header), then a manual dry run on a small seeded lab triggered through the API, as the UI's run
+form does. Checked on the server: the maintenance window's schedule, the run's final state, the
+plan artifact, and that the stored parameters hold no secret; checked on the lab: nothing changed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.fixtures.lab import Lab
+from tests.fixtures.prefect import PREFECT, ROOT, STARTUP_TIMEOUT, background, tail
 
 pytestmark = [pytest.mark.slow, pytest.mark.lab, pytest.mark.timeout(600)]  # server start-up counts in
 
-ROOT = Path(__file__).resolve().parents[1]
-PREFECT = [sys.executable, "-m", "prefect"]
 POOL = "esremote"
 FLOW = "migrate-remote-cluster"
-STARTUP_TIMEOUT = 180  # seconds; ~9 s on an idle machine, many times that on a busy one
-
-
-@dataclass
-class Server:
-    url: str
-    env: dict[str, str]  # the environment of every Prefect process that talks to this server
-    logs: Path
-
-    def prefect(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        """A `prefect` CLI command from the project root, as an operator would type it."""
-        result = subprocess.run([*PREFECT, *args], cwd=ROOT, env=self.env, capture_output=True, text=True, check=False,
-                                timeout=timeout)
-        assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
-        return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tail(path: Path, size: int = 3000) -> str:
-    return path.read_text(errors="replace")[-size:] if path.exists() else ""
-
-
-@contextlib.contextmanager
-def background(argv: list[str], env: dict[str, str], log: Path):
-    """A long-running Prefect process in its own process group (it starts children), output to
-    `log`; stopped with SIGINT (a worker ignores SIGTERM for a long while), SIGKILL as a last resort."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    try:
-        yield process
-    finally:
-        for sig, grace in ((signal.SIGINT, 20), (signal.SIGKILL, 10)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(grace)
-                break
-
-
-def wait_for(what: str, probe, timeout: float, log: Path | None = None):
-    """Poll `probe` until it returns something truthy, or fail naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}\n" + (
-            tail(log) if log else "")
-        time.sleep(0.5)
-
-
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    """A real Prefect server on a free loopback port with its own home; this module's code talks to
-    it (PREFECT_API_URL), and so does every Prefect process started through `Server.env`."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    home = tmp_path_factory.mktemp("prefect-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/api"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    base.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
-                PREFECT_SERVER_UI_ENABLED="false")
-    log = home / "server.log"
-    with background([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], base, log) as server:
-        wait_for("the Prefect server's /api/health",
-                 lambda: healthy(url) or server.poll() is not None, STARTUP_TIMEOUT, log)
-        assert server.poll() is None, "prefect server start exited:\n" + tail(log)
-        with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield Server(url=url, env={**base, "PREFECT_API_URL": url}, logs=home)
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,18 @@ Prefect test server, then checks on what the clusters, the nodes' files and the 
    verification fails, the rollback runs by itself, exit 3, and the certificate-model link, roles,
    the work and every node's elasticsearch.yml, keystore entries and config files are as they
    were; rolling back again changes nothing.
+3. 8.12 (restarts instead of a reload), sniff mode, password-protected keystores; and aliases of two
+   remote clusters defined statically in elasticsearch.yml.
+
+The evidence comes from outside the tool: restarts are counted by process id, from each node's
+own log (`Lab.starts`: every process logs its pid when it starts, as Elasticsearch does), and the
+link, its credentials and the work are read from the clusters, on every local node at its own
+address (`Lab.es_at`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -90,19 +98,68 @@ def done(state_dir: Path, step: str) -> bool:
     return any(e["step"] == step and e["kind"] == "done" for e in journal(state_dir))
 
 
+def reached(process: subprocess.Popen, state_dir: Path, step: str) -> None:
+    """Wait until the run's journal says `step` is done; fail with the run's output if it ends first."""
+    wait_for(step, lambda: done(state_dir, step) or process.poll() is not None, timeout=300)
+    if not done(state_dir, step):
+        out, err = process.communicate()
+        pytest.fail(f"esremote migrate exited {process.returncode} before {step}:\n{out[-3000:]}{err[-3000:]}")
+
+
+def restarts(lab: Lab, before: dict[str, list[int]]) -> dict[str, int]:
+    """Per node: how many times it started since `before` (its pids then), counted by pid; every
+    node's last start came up and is the process running now."""
+    now = lab.pids()
+    for node, pids in now.items():
+        assert pids[:len(before[node])] == before[node], f"{node}: its log lost starts"
+        last = lab.starts(node)[-1]
+        assert last.started and pid_alive(last.pid), f"{node}: its last start ({last}) is not running"
+    return {node: len(pids) - len(before[node]) for node, pids in now.items()}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def connected_on_every_local_node(lab: Lab, alias: str) -> dict[str, dict]:
+    """`_remote/info` of `alias` as each local node reports it, asked at its own address: connected,
+    with `cluster_credentials` present and redacted (the API-key model)."""
+    infos = {n["name"]: lab.es_at(n["name"]).cluster.remote_info().body.get(alias) for n in lab.nodes("local")}
+    for node, info in infos.items():
+        assert info and info["connected"] and info.get("cluster_credentials") == "::es_redacted::", (node, info)
+    return infos
+
+
+def searches_on_every_local_node(lab: Lab, alias: str) -> None:
+    """A cross-cluster search that each local node coordinates, as the ccs user: documents come back."""
+    for node in lab.nodes("local"):
+        hits = lab.es_at(node["name"], user="ccs_user").search(index=f"{alias}:leader-logs", size=0)
+        assert hits["hits"]["total"]["value"] > 0, node["name"]
+
+
 def test_dynamic_proxy_alias_on_8_15_migrates_with_reload_only_and_resumes_after_a_crash(
         lab_factory, prefect_api, tmp_path):
     lab = lab_factory("e2e-815", version="8.15.0")
     before = lab.es("local").cluster.remote_info()[ALIAS]
     assert "cluster_credentials" not in before
+    pids = lab.pids()
 
     # The orchestrator dies in the outage, right after the alias was removed ...
     first = esremote("migrate", "--inventory", str(lab.inventory), "--yes", prefect_api=prefect_api,
                      state_dir=tmp_path, wait=False)
     try:
-        wait_for("the alias removal", lambda: done(tmp_path, f"reconnect/remove-alias/{ALIAS}"), timeout=300)
+        reached(first, tmp_path, f"stop_cross_cluster_ops/stop/{ALIAS}")
+        in_outage = lab.pids()  # the work is stopped: the outage has begun
+        reached(first, tmp_path, f"reconnect/remove-alias/{ALIAS}")
     finally:
-        os.killpg(first.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
         first.communicate()
     assert ALIAS not in lab.es("local").cluster.remote_info()
     # ... and `--resume` finishes the run from its journal.
@@ -123,11 +180,12 @@ def test_dynamic_proxy_alias_on_8_15_migrates_with_reload_only_and_resumes_after
 
     entries = journal(tmp_path)
     steps = [e["step"] for e in entries if e["kind"] == "done"]
-    # Credentials were reloaded: between stopping and resuming the work no local node restarted.
+    # Counted by pid: every node restarted once, before the outage (remote: its remote-cluster
+    # server; local: the CA and client TLS settings), and none again: not in the outage (the
+    # credentials were reloaded) and not in the resumed run (those phases were done).
+    assert restarts(lab, pids) == {n["name"]: 1 for n in lab.nodes()}
+    assert lab.pids() == in_outage
     assert "reconnect/reload/local" in steps
-    outage = steps[steps.index(f"stop_cross_cluster_ops/stop/{ALIAS}"):
-                   steps.index(f"resume_cross_cluster_ops/resume/{ALIAS}")]
-    assert not [s for s in outage if "/restart/" in s]
     # The key is in every local keystore, stored as a Prefect Secret block, and printed nowhere.
     keys = {n["name"]: Keystore.load(Path(n["home"]) / "config" / "elasticsearch.keystore").get_string(CREDENTIALS)
             for n in lab.nodes("local")}
@@ -185,6 +243,7 @@ def test_invalidated_key_fails_verification_and_everything_is_rolled_back(lab_fa
     roles = local.security.get_role(name="ccs_role,ccr_role").body
     states = running(work_states(lab))
     assert all(states.values())
+    pids = lab.pids()
 
     process = esremote("migrate", "--inventory", str(lab.inventory), "--yes", "--link-timeout", "15",
                        prefect_api=prefect_api, state_dir=tmp_path, wait=False)
@@ -217,46 +276,65 @@ def test_invalidated_key_fails_verification_and_everything_is_rolled_back(lab_fa
     steps = [e["step"] for e in entries if e["kind"] == "done"]
     [run_id] = [p.name for p in (tmp_path / "runs").iterdir()]
     assert f"rollback/restore/{ALIAS}" in steps and "rollback/reload/local" in steps
-    # Both clusters restarted once more, the local one first, then the link and the work checked.
-    undo = [s for s in steps if s.startswith("rollback/undo/restart/")]
-    assert undo == [f"rollback/undo/restart/{c}/{n['name']}" for c in ("local", "remote") for n in lab.nodes(c)]
-    assert steps.index(f"rollback/resume/{ALIAS}") < steps.index(undo[0])
+    # Counted by pid: every node restarted twice, once on the way (remote server, local TLS settings)
+    # and once more to undo it, node by node, the local cluster first; the work was running again
+    # before those restarts began (the link and the work are checked above, after them).
+    assert restarts(lab, pids) == {n["name"]: 2 for n in lab.nodes()}
+    last_starts = {n["name"]: lab.starts(n["name"])[-1].at for n in lab.nodes()}
+    assert sorted(last_starts, key=last_starts.get) == [n["name"] for c in ("local", "remote") for n in lab.nodes(c)]
+    undo = [i for i, s in enumerate(steps) if s.startswith("rollback/undo/restart/")]
+    assert undo and steps.index(f"rollback/resume/{ALIAS}") < undo[0]
+    pids = lab.pids()
 
     # Rolling back again changes nothing and restarts nothing.
     again = esremote("rollback", "--inventory", str(lab.inventory), run_id, prefect_api=prefect_api,
                      state_dir=tmp_path)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert node_files(lab) == now
+    assert lab.pids() == pids  # no node restarted
     later = [e for e in journal(tmp_path)[len(entries):] if e["kind"] == "done"]
-    assert not [e["step"] for e in later if "/restart/" in e["step"] or e["data"].get("changed")
-                or e["data"].get("removed")]
+    assert not [e["step"] for e in later if e["data"].get("changed") or e["data"].get("removed")]
 
 
 def test_restart_path_sniff_password_keystores_and_static_aliases(lab_factory, prefect_api, tmp_path):
     """Two rehearsals at once: 8.12 (credentials not reloadable: local nodes restart one by one),
     sniff mode and password-protected keystores; and 8.17 with both aliases of two remote clusters
-    defined statically in elasticsearch.yml (moved there, then restarts)."""
+    defined statically in elasticsearch.yml (moved there, then restarts). Each ends with its aliases
+    connected on every local node with the API key, and the work running through them."""
     old = lab_factory("e2e-812-sniff", version="8.12.2", mode="sniff", keystore_password=True)
     static = lab_factory("e2e-static", version="8.17.0", alias_in_yml=True, remotes=2)
     runs = {name: (lab, tmp_path / name) for name, lab in (("old", old), ("static", static))}
+    pids = {name: lab.pids() for name, (lab, _) in runs.items()}
     processes = {name: esremote("migrate", "--inventory", str(lab.inventory), "--yes", prefect_api=prefect_api,
                                 state_dir=state, wait=False) for name, (lab, state) in runs.items()}
     outputs = {name: p.communicate(timeout=600) for name, p in processes.items()}
     for name, process in processes.items():
         assert process.returncode == 0, f"{name}: " + outputs[name][0][-3000:] + outputs[name][1][-3000:]
 
-    info = old.es("local").cluster.remote_info()[ALIAS]
-    assert info["mode"] == "sniff" and info["cluster_credentials"] == "::es_redacted::"
-    assert sorted(info["seeds"]) == sorted(f"{n['ip']}:9443" for n in old.nodes("remote"))
+    # 8.12, sniff: on every local node the alias is connected with the API key, sniffing the remote
+    # nodes' 9443; each local node coordinates a cross-cluster search; the work runs again.
+    for node, info in connected_on_every_local_node(old, ALIAS).items():
+        assert info["mode"] == "sniff", (node, info)
+        assert sorted(info["seeds"]) == sorted(f"{n['ip']}:9443" for n in old.nodes("remote")), (node, info)
+    searches_on_every_local_node(old, ALIAS)
+    assert all(running(wait_for("the work to run again (8.12)", lambda: work_states(old))).values())
+    # Counted by pid: credentials are not reloadable before 8.13, so every local node restarted
+    # twice (its TLS settings, then its credentials), every remote node once (its server).
+    assert restarts(old, pids["old"]) == {n["name"]: 2 if n in old.nodes("local") else 1 for n in old.nodes()}
     steps = [e["step"] for e in journal(runs["old"][1]) if e["kind"] == "done"]
-    assert {"reconnect/restart/local/local-0", "reconnect/restart/local/local-1"} <= set(steps)
     assert not [s for s in steps if s.startswith("reconnect/reload/")]
 
+    # Static aliases: both connected with the API key on every local node, still defined in
+    # elasticsearch.yml only; the work (on my_remote) runs again.
     local = static.es("local")
     for alias in ("my_remote", "my_remote2"):
-        assert local.cluster.remote_info()[alias]["cluster_credentials"] == "::es_redacted::"
+        connected_on_every_local_node(static, alias)
         assert local.cluster.get_settings(flat_settings=True)["persistent"].get(
             f"cluster.remote.{alias}.mode") is None  # still static: nothing moved into cluster settings
+    searches_on_every_local_node(static, ALIAS)
+    assert all(running(wait_for("the work to run again (static)", lambda: work_states(static))).values())
+    assert restarts(static, pids["static"]) == {n["name"]: 2 if n in static.nodes("local") else 1
+                                                for n in static.nodes()}
     for node in static.nodes("local"):
         yml = (Path(node["home"]) / "config" / "elasticsearch.yml").read_text()
         assert ":9300" not in yml.split(BEGIN_MARK)[0].split("cluster.remote.", 1)[-1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -66,12 +65,13 @@ def test_one_dead_host_among_live_ones(openssh_server, embedded_ssh_server):
         "live-embedded": embedded_ssh_server.target(name="live-embedded"),
         "dead": embedded_ssh_server.target(name="dead", port=_free_port(embedded_ssh_server.host)),
     }
-    start = time.monotonic()
     with SSHPool() as pool:
         result = fan_out(targets, lambda name: pool.get(targets[name]).run("hostname; exit 0").exit_code)
-    assert time.monotonic() - start < 15
     assert result.succeeded == {"live-openssh": 0, "live-embedded": 0}
-    assert isinstance(result.failed["dead"], ConnectError) and "dead" in str(result.failed["dead"])
+    dead = result.failed["dead"]
+    assert isinstance(dead, ConnectError) and "dead" in str(dead)
+    # What ended the wait for it: the refused connection, not the connect timeout
+    assert "cannot connect to" in str(dead) and "timed out" not in str(dead), str(dead)
     with pytest.raises(GroupError) as info:
         result.raise_if_failed()
     assert info.value.transient and set(info.value.results) == set(targets)

@@ -202,21 +202,98 @@ def test_settings_es_facts_names_are_known():
     assert cfg.lookup("xpack.security.remote_cluster_client.ssl.client_authentication") is None
 
 
-def test_real_world_yml_files_load_or_are_refused_with_a_message(testdata):
-    """Every shared elasticsearch.yml either validates or fails with an Elasticsearch message."""
-    outcomes = {"ok": 0, "refused": 0}
-    for path in sorted((testdata / "elasticsearch-yml").glob("*.yml")):
+STARTS = "starts"
+
+
+def _unknown(key: str) -> tuple[str, str]:
+    return "java.lang.IllegalArgumentException", UNKNOWN.format(key)
+
+
+def _placeholder(name: str) -> tuple[str, str]:
+    return "java.lang.IllegalArgumentException", f"Could not resolve placeholder '{name}'"
+
+
+def _unparsable(file: str, problem: str) -> tuple[str, str]:
+    return "org.elasticsearch.common.settings.SettingsException", f"Failed to load settings from [{file}]: {problem}"
+
+
+# What a node does with each shared real-world elasticsearch.yml (../shared/testdata/elasticsearch-yml)
+# as its whole configuration, none of the ${VARS} the files use being set: it starts, or it refuses
+# with this exception and message. Settings of 7.x and before are unknown to 8.x; placeholders are
+# resolved in key order, so the first unresolved one named is the first in key order.
+REAL_WORLD_YML = {
+    "001-jakelandis-es-docker-cross-cluster-with-kibana.yml": STARTS,
+    "002-jakelandis-es-docker-cross-cluster-with-kibana.yml": STARTS,
+    "003-bartlabno-cross-cluster-elasticsearch.yml": _unknown("search.remote.Krakow.seeds"),  # gone in 8.0
+    "004-beshu-tech-ror-sandbox.yml": _placeholder("ES_CLOUD_PROXY_ADDRESS"),
+    "005-beshu-tech-ror-sandbox.yml": STARTS,
+    "006-evermight-elasticsearch-install.yml": STARTS,
+    "007-ciokma-elasticsearchv8.yml": STARTS,
+    "008-adylimmo-Multi-Node-ELK-8-With-Ansible.yml": STARTS,
+    "009-chenyongze-es-search-app.yml": STARTS,
+    "010-pires-docker-elasticsearch.yml": _placeholder("MEMORY_LOCK"),  # bootstrap.memory_lock sorts first
+    "011-18F-docker-elasticsearch.yml": _unknown("action.disable_shutdown"),
+    "012-mozilla-metrics-bagheera.yml": STARTS,
+    "013-fulln-docker-develop-env.yml": _unknown("discovery.zen.ping.unicast.hosts"),
+    "014-Devex-elasticsearch-beanstalk.yml": _placeholder("AWS_REGION"),
+    "015-mar-kolya-kubernetes-elasticsearch.yml": _placeholder("NODE_DATA"),
+    "016-huazhicai-install.yml": ("org.elasticsearch.ElasticsearchParseException",
+                                  "null-valued setting found for key [network.host] found at line number [5], "
+                                  "column number [14]"),
+    "017-hacwa-Centos8_ELK.yml": STARTS,
+    "018-a982338665-SearchEngines.yml": _unknown("node.master"),  # node.roles since 8.0
+    "019-ctangarife-elk-umanizales-seguridad.yml": _unparsable(
+        "019-ctangarife-elk-umanizales-seguridad.yml", "while parsing a flow sequence, did not find expected ',' or ']'"),
+    "020-lihuashiyu-bigdata-deploy.yml": _unparsable(
+        "020-lihuashiyu-bigdata-deploy.yml", "while parsing a flow sequence, did not find expected ',' or ']'"),
+    "021-goldcomru-diplom-sys.yml": STARTS,
+    "022-AllenKings-elasticsearch-cluster.yml": _unparsable(
+        "022-AllenKings-elasticsearch-cluster.yml",
+        "while scanning an alias, did not find expected alphabetic or numeric character"),
+    "023-ms-geeky-cowrie-elk-stack.yml": STARTS,
+    "024-limitlessv2-windows_elasticsearch.yml": STARTS,
+    "025-sscarduzio-elasticsearch-readonlyrest-plugin.yml": STARTS,
+    "026-Devex-elasticsearch-beanstalk.yml": _placeholder("AWS_KEY_ID"),
+    "027-zywayh-docker.yml": _placeholder("ES_CLUSTERNAME"),
+    "028-AlanNggg-docker-elk-tls-8.7.yml": STARTS,
+    "029-evaristorivi-Proyecto_final-ELK-Stack-Opendistro.yml": _unknown("discovery.zen.minimum_master_nodes"),
+    # Watcher's e-mail account settings: the lab's setting registry does not know Watcher (a real 8.x
+    # node with Watcher takes them); stated here so that a change to the registry shows.
+    "030-tornis-elastic.yml": _unknown("xpack.notification.email.account.local_account.profile"),
+    "031-djohnii-p7-office.yml": STARTS,
+    "032-CBNU-BigDataLab-elasticsearch-configuration.yml": _unknown("discovery.zen.ping.unicast.hosts"),
+    "033-sequenceiq-docker-baywatch.yml": _placeholder("ES_CLUSTER_NAME"),
+    "034-saidsef-elasticsearch-containerised.yml": _unknown("http.compression_level"),
+    "035-chenglongcl-clDocker.yml": STARTS,
+    "036-117503445-elasticsearch-deploy.yml": STARTS,
+    "037-Alliander-docker-elasticsearch.yml": _placeholder("CLUSTER_NAME"),
+    "038-sscarduzio-elasticsearch-readonlyrest-plugin.yml": _unknown("client.type"),  # the transport client's
+    "039-sscarduzio-readonlyrest-cluster-example.yml": _unparsable(
+        "039-sscarduzio-readonlyrest-cluster-example.yml", "only value lists are allowed in serialized settings"),
+    "040-hyunleehyun-Elastic-ELK-7.4.2.yml": STARTS,
+}
+
+
+def test_real_world_yml_files_start_or_are_refused_as_stated(testdata, monkeypatch):
+    """Each shared elasticsearch.yml gets the outcome REAL_WORLD_YML states for it; a new file
+    needs its line there."""
+    import re
+
+    directory = testdata / "elasticsearch-yml"
+    files = sorted(p.name for p in directory.glob("*.yml"))
+    assert files == sorted(REAL_WORLD_YML)
+    for path in directory.glob("*.yml"):
+        for name in re.findall(r"\$\{([^}:]+)", path.read_text(errors="replace")):
+            monkeypatch.delenv(name, raising=False)
+    outcomes = {}
+    for name in files:
         try:
-            raw = cfg.read_yml(path)
-            cfg._validate(raw, {})
-            outcomes["ok"] += 1
+            cfg._validate(cfg.read_yml(directory / name), {})
+            outcomes[name] = STARTS
         except StartupError as exc:
-            assert exc.message and "Traceback" not in exc.message
-            outcomes["refused"] += 1
-        except Exception as exc:  # the shared yml reader refuses files Elasticsearch refuses too
-            from esremote.errors import YmlError
-            assert isinstance(exc, YmlError), (path, exc)
-    assert outcomes["refused"] > 0 and outcomes["ok"] + outcomes["refused"] > 10
+            assert "Traceback" not in exc.message
+            outcomes[name] = (exc.exception, exc.message)
+    assert outcomes == REAL_WORLD_YML
 
 
 # ------------------------------------------------------------------------------ TLS contexts
@@ -359,12 +436,27 @@ def test_fault_for_another_node_does_not_apply(home):
         assert ctx.fault("node-fails-to-start") is None
 
 
-def test_slow_start_fault_delays_the_start(home):
-    home.set_fault("slow-start", seconds=1.0)
-    began = time.monotonic()
+def test_slow_start_fault_holds_the_node_back_before_it_serves(home):
+    """What the node waits in: during the delay its process runs and its log says what it waits
+    for, but it neither listens on HTTP nor says `started` nor joins the cluster; with a delay it
+    can wait out, it comes up after the delay as usual."""
+    home.set_fault("slow-start", seconds=600)
+    proc = node_process(home, wait=False)
+    try:
+        wait_for_log(home, "slow start: waiting [600.0s] before starting", proc=proc)
+        with socket.socket() as sock:
+            assert sock.connect_ex((home.ip, 9200)) != 0  # nothing listens yet
+        assert proc.poll() is None and "] started" not in home.log.read_text()
+        assert StateStore(home.state_dir).live_nodes() == []
+    finally:
+        proc.kill()
+        proc.communicate(timeout=20)
+    home.set_fault("slow-start", seconds=0.2)
     with running_node(home):
-        assert time.monotonic() - began >= 1.0
-    assert "slow start" in home.log.read_text()
+        lines = home.log.read_text().splitlines()
+        waited = max(i for i, line in enumerate(lines) if line.endswith("slow start: waiting [0.2s] before starting"))
+        after = [line.split("] ", 3)[-1] for line in lines[waited + 1:]]
+        assert after[0].startswith("publish_address") and after[-1] == "started", after
 
 
 def test_not_a_home(tmp_path, capsys):

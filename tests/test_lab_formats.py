@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import shutil
 import struct
 import subprocess
 import tempfile
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12 as crypto_pkcs12
 
 from esremote.lab.formats import certs, keystore, pem, pkcs12, placeholders, yml
+from tests.fixtures import java
 
 YML_DIR = "elasticsearch-yml"
 
@@ -578,10 +578,9 @@ def test_pem_key_is_encrypted_with_aes_128_cbc_as_certutil_does(tmp_path, node):
 
 
 def keytool(*args: str, password: str) -> subprocess.CompletedProcess:
-    if shutil.which("keytool") is None:
-        pytest.skip("keytool (Java) is not installed")
+    path = java.keytool()  # skips without Java, unless ESREMOTE_REQUIRE_JAVA=1 (CI): then it fails
     env = {**os.environ, "P12_PASSWORD": password, "DEST_PASSWORD": "changeit"}
-    return subprocess.run(["keytool", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([path, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 def keytool_list(path: Path, password: str) -> str:

@@ -122,11 +122,43 @@ def test_restart_gives_a_new_process(home):
     assert pid_of(home) != first and not alive(first) and alive(pid_of(home))
 
 
-def test_start_delay_is_waited(home):
-    configure(home, start_delay=0.6)
-    started = time.monotonic()
+NANOSLEEP = {"x86_64": {"35", "230"}, "aarch64": {"101", "115"}}  # nanosleep, clock_nanosleep
+
+
+def sleeping(pid: int) -> bool:
+    """The process sits in a timed sleep (what time.sleep is), as /proc shows it."""
+    try:
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+        syscall = Path(f"/proc/{pid}/syscall").read_text().split()[0]
+    except (OSError, IndexError):
+        return False
+    return wchan.endswith("nanosleep") or syscall in NANOSLEEP.get(os.uname().machine, ())
+
+
+def test_start_delay_is_waited_before_the_node_is_started(home):
+    """Seen from outside: during its start delay the service sleeps and has not run bin/elasticsearch
+    (no node, nothing logged); interrupted there, no node ever starts. With a delay it can wait out,
+    `start` ends with the node started."""
+    configure(home, start_delay=600)
+    waiting = subprocess.Popen([str(home / "bin" / "elasticsearch-service"), "start"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not sleeping(waiting.pid):
+            assert waiting.poll() is None, waiting.communicate()
+            assert time.monotonic() < deadline, "the service never reached its start delay"
+            time.sleep(0.02)
+        assert not (home / "stdin-seen").exists() and not (home / "logs" / "local.log").exists()
+        assert service(home, "status").returncode == 3
+    finally:
+        waiting.kill()
+        waiting.communicate()
+    assert not (home / "stdin-seen").exists()
+
+    configure(home, start_delay=0.2)
     assert service(home, "start").returncode == 0
-    assert time.monotonic() - started >= 0.6
+    assert (home / "stdin-seen").exists() and alive(pid_of(home))
+    assert (home / "logs" / "local.log").read_text().endswith("] started\n")
 
 
 def test_failed_start_exits_1_with_the_log_tail(home):

@@ -4,13 +4,13 @@ real TLS handshake over loopback."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import ssl
 import subprocess
 import threading
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from cryptography import x509
@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from esremote import pki
 from esremote.errors import CertificateError
+from tests.fixtures import java
 
 P12_PASSWORD = "p12-Secret!"
 
@@ -40,10 +41,9 @@ def p12_info(path: Path, password: str) -> str:
 def keytool(*args: str, password: str) -> subprocess.CompletedProcess:
     """Java's keytool (Java's KeyStore is what Elasticsearch reads p12 files with); the store
     password travels in the environment, not in argv."""
-    if shutil.which("keytool") is None:
-        pytest.skip("keytool (Java) is not installed")
+    path = java.keytool()  # skips without Java, unless ESREMOTE_REQUIRE_JAVA=1 (CI): then it fails
     env = {**os.environ, "P12_PASSWORD": password, "DEST_PASSWORD": "changeit"}
-    return subprocess.run(["keytool", *args], env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run([path, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def keytool_list(path: Path, password: str) -> str:
@@ -311,6 +311,16 @@ def test_self_signed_pkcs12_has_no_trusted_entry(tmp_path):
     path = tmp_path / "solo.p12"
     path.write_bytes(pki.to_pkcs12(alone, None, "pw"))
     assert "trustedCertEntry" not in keytool_list(path, "pw")
+
+
+def test_missing_java_skips_unless_java_is_required(monkeypatch):
+    monkeypatch.setattr(java, "shutil", SimpleNamespace(which=lambda name: None))
+    monkeypatch.delenv("ESREMOTE_REQUIRE_JAVA", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="default-jre-headless"):
+        keytool("-help", password="")
+    monkeypatch.setenv("ESREMOTE_REQUIRE_JAVA", "1")
+    with pytest.raises(pytest.fail.Exception, match="ESREMOTE_REQUIRE_JAVA=1 but keytool"):
+        keytool("-help", password="")
 
 
 def test_mac_key_derivation_matches_openssl():

@@ -4,7 +4,6 @@ reload, alias on 9443), and failures mapped to the troubleshooting causes of es-
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -236,11 +235,10 @@ def test_an_alias_on_the_transport_port_fails_with_that_cause(migrated, pool):
     """Runs last: it breaks the link."""
     lab, inventory = migrated
     point_alias(lab, 9300)
-    started = time.monotonic()
     with pytest.raises(VerificationError) as caught:
         verify_api_key_link(inventory, ALIAS, pool=pool, connect_timeout=5, index_patterns=["leader-logs"])
-    assert time.monotonic() - started < 30
     error = caught.value
     assert error.check.name == "remote_info[local-0]" and not error.check.ok
+    assert error.check.detail.startswith("not connected after 5s (")  # the wait given, not the alias's 30s default
     assert error.cause is CAUSE["transport_port"]
     assert "remote cluster server port" in str(error) and error.check.evidence
