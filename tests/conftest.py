@@ -1,6 +1,8 @@
 """Shared test set-up. Fixtures of each area live in tests/fixtures/ and are loaded here."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,16 +29,30 @@ def testdata(shared_dir) -> Path:
     return shared_dir / "testdata"
 
 
+ROOT_BASETEMP = Path(tempfile.gettempdir()) / "esremote-tests"
+KEEP_SESSIONS = 3
+
+
+def pytest_configure(config):
+    """Run as root, lab nodes run as user elasticsearch (a package install) and must reach their
+    homes under the tests' temporary directories. pytest keeps its own under a 0700
+    `pytest-of-root` that every new session resets, so root sessions get a base of their own."""
+    if os.geteuid() != 0 or config.option.basetemp:
+        return
+    ROOT_BASETEMP.mkdir(mode=0o711, exist_ok=True)
+    ROOT_BASETEMP.chmod(0o711)
+    sessions = sorted(ROOT_BASETEMP.iterdir(), key=lambda p: p.stat().st_mtime)
+    for old in sessions[:-KEEP_SESSIONS]:  # like pytest: the last few sessions stay for a look
+        shutil.rmtree(old, ignore_errors=True)
+    config.option.basetemp = tempfile.mkdtemp(prefix="session-", dir=ROOT_BASETEMP)
+
+
 def pytest_sessionstart(session):
-    """Run as root, lab nodes run as user elasticsearch (a package install), which must reach
-    their homes under pytest's temporary directories; pytest makes every one of them 0700."""
+    """Every temporary directory of a root session is searchable (0711) by the service user."""
     if os.geteuid() != 0:
         return
     factory = session.config._tmp_path_factory
-    base = factory.getbasetemp()
-    for directory in (base.parent, base):
-        if directory.name.startswith("pytest-"):  # pytest's own dirs, never a --basetemp's parent
-            directory.chmod(0o711)
+    factory.getbasetemp().chmod(0o711)
     mktemp = factory.mktemp
 
     def searchable_mktemp(basename, numbered=True):
