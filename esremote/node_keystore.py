@@ -82,6 +82,32 @@ class NodeKeystore:
     def __contains__(self, name: str) -> bool:
         return name in self.list()
 
+    def show(self, name: str) -> SecretStr | None:
+        """The value of one string setting, or None when the keystore (or the setting) is absent.
+
+        The file is read as its owner and opened here (the keystore's own format, es-facts §7),
+        not with the CLI's `show`, whose password prompt a non-interactive session would mix into
+        the value it prints. The value never goes further than the returned `SecretStr`."""
+        _check_name(name)
+        q = shlex.quote(self.path)
+        result = self._run(f"if [ -e {q} ]; then exec cat -- {q}; fi; exit 3")
+        if result.exit_code == 3:
+            return None
+        if result.exit_code != 0:
+            raise KeystoreError(f"{self.conn.host}: cannot read the keystore {self.path} as "
+                                f"{self.runner()}: {result.stderr.strip()}; check config_dir and ssh.sudo")
+        data = result.stdout_bytes
+        password = ""
+        if keystore_format.has_password(data):
+            if self.password is None:
+                raise KeystoreError(f"{self.conn.host}: the keystore {self.path} is password-protected and no "
+                                    f"keystore password is configured: set keystore_password for this cluster")
+            password = self.password.get_secret_value()
+        store = keystore_format.Keystore.from_bytes(data, password, source=f"{self.conn.host}:{self.path}")
+        if name not in store:
+            return None
+        return SecretStr(store.get_string(name))
+
     # ----------------------------------------------------------------------------------- writes
     def add(self, name: str, value: SecretStr | str) -> None:
         """Add or overwrite one string setting (creates the keystore when there is none)."""

@@ -6,6 +6,9 @@ the inventory names where each secret lives, and the run resolves it by name.
 
     params = MigrationParams(inventory="inventory.yml", aliases=["my_remote"], dry_run=True)
     params.selected_aliases(inventory)   # the aliases this run migrates, checked against the inventory
+
+`RotationParams` (flow `rotate-cross-cluster-key`) and `KeyExpiryParams` (flow `check-key-expiry`)
+are the parameters of the flows that live with the keys after the migration.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from esremote.durations import duration_ms
 from esremote.errors import ConfigError
 
 ConnectionMode = Literal["keep", "proxy", "sniff"]
@@ -63,6 +67,10 @@ class MigrationParams(BaseModel):
     max_parallel: int = Field(4, ge=1, le=64, description="Nodes handled at once by non-disruptive steps.")
     node_timeout_s: float = Field(180.0, gt=0, description="How long a restarted node may take to rejoin.")
     link_timeout_s: float = Field(60.0, gt=0, description="How long a re-added alias may take to connect.")
+    key_expiration: str | None = Field(
+        None, description="Expiration of a cross-cluster API key created by this run, an Elasticsearch "
+                          "duration such as 90d (default: never expires). Rotate before it: "
+                          "rotate-cross-cluster-key; check-key-expiry warns.")
     run_id: str | None = Field(None, description="Resume this run (its journal decides what is done).")
     state_dir: Path | None = Field(None, description="Where journals live (default: ESREMOTE_STATE_DIR, "
                                                      "else ~/.local/state/esremote).")
@@ -70,9 +78,12 @@ class MigrationParams(BaseModel):
     @field_validator("aliases")
     @classmethod
     def _distinct(cls, aliases: list[str]) -> list[str]:
-        if len(set(aliases)) != len(aliases):
-            raise ValueError("an alias is listed twice; list each alias once")
-        return aliases
+        return _distinct_aliases(aliases)
+
+    @field_validator("key_expiration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        return _key_expiration(value)
 
     @model_validator(mode="after")
     def _ca_files(self) -> MigrationParams:
@@ -98,3 +109,76 @@ class MigrationParams(BaseModel):
     def public(self) -> dict:
         """What the journal and artifacts record (there is no secret in the parameters)."""
         return self.model_dump(mode="json")
+
+
+def _distinct_aliases(aliases: list[str]) -> list[str]:
+    if len(set(aliases)) != len(aliases):
+        raise ValueError("an alias is listed twice; list each alias once")
+    return aliases
+
+
+def _key_expiration(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        duration_ms(value, "key_expiration")
+    except ConfigError as exc:
+        raise ValueError(str(exc).removeprefix("key_expiration: ")) from None
+    return value.strip()
+
+
+class RotationParams(BaseModel):
+    """Parameters of `rotate-cross-cluster-key`: a new key with the same access for each alias,
+    loaded by every local node without a restart (8.13+), verified, then the old key invalidated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inventory: Path = Field(description="Inventory file (clusters, nodes, aliases).")
+    aliases: list[str] = Field(default_factory=list,
+                               description="Aliases whose key to rotate; empty means every alias of the inventory.")
+    key_expiration: str | None = Field(
+        None, description="Expiration of the new key, an Elasticsearch duration such as 90d (default: the "
+                          "lifetime the old key was created with; never when it had none).")
+    max_parallel: int = Field(4, ge=1, le=64, description="Nodes whose keystore is written at once.")
+    link_timeout_s: float = Field(60.0, gt=0, description="How long verification waits for each node's link.")
+    run_id: str | None = Field(None, description="Resume this rotation run (its journal decides what is done).")
+    state_dir: Path | None = Field(None, description="Where journals live (default: ESREMOTE_STATE_DIR, "
+                                                     "else ~/.local/state/esremote).")
+
+    @field_validator("aliases")
+    @classmethod
+    def _distinct(cls, aliases: list[str]) -> list[str]:
+        return _distinct_aliases(aliases)
+
+    @field_validator("key_expiration")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        return _key_expiration(value)
+
+    def migration_params(self) -> MigrationParams:
+        """What a run's shared machinery (inventory, journal, SSH, clients) is opened with."""
+        return MigrationParams(inventory=self.inventory, aliases=list(self.aliases), restart_strategy="reload",
+                               key_expiration=self.key_expiration, max_parallel=self.max_parallel,
+                               link_timeout_s=self.link_timeout_s, run_id=self.run_id, state_dir=self.state_dir)
+
+    def public(self) -> dict:
+        return self.model_dump(mode="json")
+
+
+class KeyExpiryParams(BaseModel):
+    """Parameters of `check-key-expiry`: warn before a key that an alias uses expires."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inventory: Path = Field(description="Inventory file (clusters, nodes, aliases).")
+    aliases: list[str] = Field(default_factory=list,
+                               description="Aliases to check; empty means every alias of the inventory.")
+    warn_days: int = Field(14, ge=0, le=3650, description="Fail (and warn) when a key an alias uses expires "
+                                                         "within this many days.")
+    state_dir: Path | None = Field(None, description="Where journals of earlier runs live (used when a "
+                                                     "node's keystore cannot be read).")
+
+    @field_validator("aliases")
+    @classmethod
+    def _distinct(cls, aliases: list[str]) -> list[str]:
+        return _distinct_aliases(aliases)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from esremote.cluster.remote_settings import (
@@ -26,6 +27,7 @@ from esremote.cluster.remote_settings import (
     split_address,
 )
 from esremote.cluster.facts import parse_version
+from esremote.durations import DAY_MS, duration_ms
 from esremote.esyml import EsYml, unified_diff
 from esremote.params import MigrationParams
 
@@ -269,7 +271,7 @@ def build_plan(params: MigrationParams, facts: MigrationFacts) -> Plan:
     for remote in remotes:
         changes += _prepare_remote(params, facts, remote)
     for alias in facts.aliases:
-        changes += _api_key(alias, facts)
+        changes += _api_key(params, alias, facts)
     for local in locals_:
         changes += _stage_local(facts, local)
     for alias in facts.aliases:
@@ -304,6 +306,10 @@ def _notes(params: MigrationParams, facts: MigrationFacts) -> list[str]:
     where = ("a Prefect Secret block (the configured Prefect API keeps it)" if facts.secret_store == "prefect"
              else "a 0600 file in the run's journal directory (no Prefect API server is configured)")
     notes.append(f"The cross-cluster API key is stored in {where}; logs and artifacts never show it.")
+    notes.append(f"Key expiry: a key created by this run {_expiry(params)}"
+                 + ("" if not params.key_expiration else "; rotate it before then (esremote rotate), "
+                    "check-key-expiry warns ahead")
+                 + "; a key an earlier run made keeps its own expiry (esremote keys shows the days left).")
     for alias in facts.aliases:
         where = "elasticsearch.yml (static)" if alias.defined_in == "yml" else "cluster settings (dynamic)"
         notes.append(f"Alias `{alias.alias}`: {alias.local} -> {alias.remote}, defined in {where}"
@@ -361,14 +367,30 @@ def _prepare_remote(params: MigrationParams, facts: MigrationFacts, remote: str)
     return out
 
 
-def _api_key(alias: AliasState, facts: MigrationFacts) -> list[Change]:
+def _api_key(params: MigrationParams, alias: AliasState, facts: MigrationFacts) -> list[Change]:
     if alias.key_exists or alias.migrated:
         return []
     store = "Prefect Secret block" if facts.secret_store == "prefect" else "0600 file in the run directory"
-    body = {"name": f"esremote-{alias.local}-{alias.alias}", "access": alias.key_access or "<from remote roles>"}
+    body: dict[str, Any] = {"name": f"esremote-{alias.local}-{alias.alias}",
+                            "access": alias.key_access or "<from remote roles>",
+                            "metadata": {"managed_by": "esremote",
+                                         "esremote": {"run_id": "<this run>", "alias": alias.alias,
+                                                      "local_cluster": alias.local,
+                                                      "access_sha256": "<hash of access>"}}}
+    if params.key_expiration:
+        body["expiration"] = params.key_expiration
     return [Change("prepare_remote", "api", alias.remote,
-                   f"POST /_security/cross_cluster/api_key; key kept in a {store}",
+                   f"POST /_security/cross_cluster/api_key ({_expiry(params)}); key kept in a {store}",
                    detail=json.dumps(body, indent=2, sort_keys=True), alias=alias.alias)]
+
+
+def _expiry(params: MigrationParams) -> str:
+    """The new key's expiry as the plan states it: the duration and the day it runs out."""
+    if not params.key_expiration:
+        return "never expires"
+    ends = datetime.now(timezone.utc) + timedelta(milliseconds=duration_ms(params.key_expiration))
+    days = duration_ms(params.key_expiration) / DAY_MS
+    return f"expires after {params.key_expiration}: {days:g} days left, about {ends:%Y-%m-%d}"
 
 
 def _stage_local(facts: MigrationFacts, local: str) -> list[Change]:

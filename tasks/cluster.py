@@ -96,7 +96,8 @@ def cross_cluster_key(run_id: str, alias: str) -> str:
             return record["key_id"]
     run.journal.intent(step, remote=link.remote, name=f"esremote-{link.local}-{alias}")
     key = ensure_cross_cluster_key(run.es(link.remote), link.remote, local_cluster=link.local, alias=alias,
-                                   run_id=run.id, access=state.key_access, stored_secret=_stored_lookup(run, alias))
+                                   run_id=run.id, access=state.key_access, stored_secret=_stored_lookup(run, alias),
+                                   expiration=run.params.key_expiration)
     record = store_key(run, alias, key.id, key.encoded)
     run.journal.done(step, **record, outcome=key.outcome)
     run_logger().info("cross-cluster API key %s for %s: %s (stored in %s)", key.id, alias, key.outcome,

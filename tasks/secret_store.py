@@ -2,7 +2,10 @@
 a Prefect Secret block when a Prefect API server is configured, else a 0600 file in the run's
 directory. The journal records which, never the value.
 
-Block names: `esremote-<local cluster>-<alias>-cross-cluster-key` (lowercase, dashes).
+Block names: `esremote-<local cluster>-<alias>-cross-cluster-key` (lowercase, dashes): the key the
+alias uses. A rotation also keeps the key being replaced (slot `previous`, for putting it back) and
+the new one until it is committed (slot `next`), as `...-cross-cluster-key-<slot>` blocks and
+`<alias>.cross-cluster-key.<slot>` files.
 """
 
 from __future__ import annotations
@@ -18,44 +21,58 @@ from esremote.secrets import SecretRef, SecretError
 from esremote.tasks.runtime import Run, prefect_api_configured
 
 
-def block_name(local: str, alias: str) -> str:
-    return re.sub(r"[^a-z0-9-]+", "-", f"esremote-{local}-{alias}-cross-cluster-key".lower()).strip("-")
+def block_name(local: str, alias: str, slot: str = "") -> str:
+    name = f"esremote-{local}-{alias}-cross-cluster-key" + (f"-{slot}" if slot else "")
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
 
 
-def key_file(run: Run, alias: str) -> Path:
-    return run.secrets_dir() / f"{alias}.cross-cluster-key"
+def key_file(run: Run, alias: str, slot: str = "") -> Path:
+    return run.secrets_dir() / (f"{alias}.cross-cluster-key" + (f".{slot}" if slot else ""))
 
 
-def store_key(run: Run, alias: str, key_id: str, encoded: SecretStr) -> dict[str, str]:
+def store_key(run: Run, alias: str, key_id: str, encoded: SecretStr, slot: str = "") -> dict[str, str]:
     """Keep the encoded key; returns the journal's record of where (no value)."""
     value = encoded.get_secret_value()
     default_redactor.add(value, with_encodings=False)
     local = run.link(alias).local
     # The file is always written: the keystore step reads the value from it (stdin, never argv).
-    atomic_write(key_file(run, alias), value.encode(), mode=0o600)
+    atomic_write(key_file(run, alias, slot), value.encode(), mode=0o600)
     if prefect_api_configured():
         from prefect.blocks.system import Secret  # noqa: PLC0415
 
-        name = block_name(local, alias)
+        name = block_name(local, alias, slot)
         Secret(value=value).save(name, overwrite=True)
-        return {"kind": "prefect", "block": name, "key_id": key_id}
-    return {"kind": "file", "path": str(key_file(run, alias)), "key_id": key_id}
+        return {"kind": "prefect", "block": name, "key_id": key_id, "path": str(key_file(run, alias, slot))}
+    return {"kind": "file", "path": str(key_file(run, alias, slot)), "key_id": key_id}
+
+
+def drop_block(record: dict[str, str] | None) -> None:
+    """Delete a slot's Prefect Secret block once it is no longer needed (best effort)."""
+    if not record or record.get("kind") != "prefect" or not prefect_api_configured():
+        return
+    try:
+        from prefect.blocks.system import Secret  # noqa: PLC0415
+
+        Secret.delete(record["block"])
+    except Exception:  # noqa: BLE001 - a leftover block holds an invalidated or duplicate key
+        pass
 
 
 def load_key(run: Run, alias: str, record: dict[str, str] | None) -> SecretStr | None:
     """The stored encoded key, or None when it is not (or no longer) where the record says."""
     if record is None:
         return None
-    try:
-        if record.get("kind") == "prefect":
+    path = Path(record.get("path") or key_file(run, alias))
+    value = None
+    if record.get("kind") == "prefect":
+        try:
             value = SecretRef(prefect=record["block"]).resolve()
-        else:
-            path = Path(record.get("path") or key_file(run, alias))
-            value = SecretStr(path.read_text().strip()) if path.exists() else None
-    except SecretError:
-        return None
+        except SecretError:
+            value = None
+    if value is None and (record.get("kind") != "prefect" or record.get("path")):
+        value = SecretStr(path.read_text().strip()) if path.exists() else None
     if value is not None:
         default_redactor.add(value.get_secret_value(), with_encodings=False)
-        if not key_file(run, alias).exists():
-            atomic_write(key_file(run, alias), value.get_secret_value().encode(), mode=0o600)
+        if not path.exists() and path.parent == run.secrets_dir():
+            atomic_write(path, value.get_secret_value().encode(), mode=0o600)
     return value

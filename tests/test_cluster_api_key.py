@@ -18,7 +18,9 @@ from tests.fixtures.scripted_es import ScriptedES  # noqa: F401
 NAME = "esremote-local-my_remote"
 ACCESS = {"search": [{"names": ["logs*"], "query": {"term": {"category": "shared"}},
                       "field_security": {"grant": ["*"], "except": ["private"]}}]}
-METADATA = {"esremote": {"run_id": "r1", "alias": "my_remote", "local_cluster": "local"}}
+METADATA = {"managed_by": "esremote", "esremote": {"run_id": "r1", "alias": "my_remote", "local_cluster": "local",
+                                                   "access_sha256": ak.access_hash(ACCESS)}}
+EARLIER_METADATA = {"esremote": {"run_id": "r0", "alias": "my_remote", "local_cluster": "local"}}  # earlier runs
 NOW = 1_700_000_000_000
 
 
@@ -39,7 +41,14 @@ def get_key(key_id="VuaCfGcBCdbkQm-e5aOx", *, name=NAME, access=None, metadata=N
 
 def test_key_name_and_metadata():
     assert ak.key_name("local", "my_remote") == NAME
-    assert ak.key_metadata("r1", "my_remote", "local") == METADATA
+    assert ak.key_metadata("r1", "my_remote", "local", ACCESS) == METADATA
+    # Keys of earlier runs (no managed_by, no hash) are esremote's too; a key made by hand is not.
+    assert ak.is_managed(METADATA) and ak.is_managed(EARLIER_METADATA)
+    assert not ak.is_managed({}) and not ak.is_managed({"esremote": {"run_id": "x"}})
+    assert not ak.is_managed({"managed_by": "terraform"})
+    # The hash is the same for the access as sent and as GET renders it (defaults, query string).
+    assert ak.access_hash(get_key()["access"]) == ak.access_hash(ACCESS)
+    assert ak.access_hash({"search": [{"names": ["other"]}]}) != ak.access_hash(ACCESS)
 
 
 def test_only_valid_cross_cluster_keys_of_that_name_count_newest_first():

@@ -27,6 +27,7 @@ GROUPS = {
 }
 # Top-level commands registered by one module (the migration's own verbs).
 COMMANDS = {name: "esremote.cli.migrate" for name in ("plan", "migrate", "rollback", "verify", "demo")}
+COMMANDS.update({name: "esremote.cli.keys" for name in ("keys", "rotate")})  # the key's life afterwards
 
 
 def _register(argv: list[str]) -> None:

@@ -73,16 +73,21 @@ def _params(inventory: Path, aliases: list[str] | None, **extra):
 
 
 def plan(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
-         json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON instead of Markdown.")) -> None:
+         json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON instead of Markdown."),
+         key_expiration: Optional[str] = typer.Option(None, "--key-expiration",
+                                                      help="Plan the key with this expiration (e.g. 90d)."),
+         ) -> None:
     """Print every change the migration would make. Changes nothing."""
     import json  # noqa: PLC0415
 
+    from esremote.cli.keys import check_key_expiration  # noqa: PLC0415
     from esremote.plan import build_plan  # noqa: PLC0415
     from esremote.tasks.facts import collect_facts  # noqa: PLC0415
     from esremote.tasks.runtime import close_run, open_run  # noqa: PLC0415
 
+    key_expiration = check_key_expiration(key_expiration)
     with tempfile.TemporaryDirectory(prefix="esremote-plan-") as state:
-        params = _params(inventory, alias, dry_run=True, state_dir=Path(state))
+        params = _params(inventory, alias, dry_run=True, state_dir=Path(state), key_expiration=key_expiration)
         run = open_run(params)
         try:
             facts, _ = collect_facts(run)
@@ -106,11 +111,16 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
             retire_trust: bool = typer.Option(False, "--retire-trust",
                                               help="Afterwards, pause for approval (Prefect UI) to retire "
                                                    "certificate trust."),
+            key_expiration: Optional[str] = typer.Option(
+                None, "--key-expiration", help="Expiration of the cross-cluster API key this run creates, an "
+                                               "Elasticsearch duration such as 90d (default: never)."),
             ) -> None:
     """Migrate the aliases to API-key security; roll back by itself if reconnect, verify or resume fails."""
+    from esremote.cli.keys import check_key_expiration  # noqa: PLC0415
+
     params = _params(inventory, alias, dry_run=dry_run, run_id=resume, connection_mode=connection_mode,
                      restart_strategy=restart_strategy, link_timeout_s=link_timeout,
-                     retire_trust=retire_trust)
+                     retire_trust=retire_trust, key_expiration=check_key_expiration(key_expiration))
     if resume:
         params = _resumed(params, resume)
     if not (yes or dry_run):

@@ -1,10 +1,18 @@
 """The cross-cluster API key on the remote cluster: create it once, reuse it on re-runs.
 
-The key is named `esremote-<local cluster>-<alias>` and carries `{"esremote": {run_id, alias,
-local_cluster}}` metadata. A re-run finds the key of an earlier attempt (same name, owned by the
+Keys esremote owns are named `esremote-<local cluster>-<alias>` (a rotated key keeps the name) and
+carry the metadata
+
+    {"managed_by": "esremote",
+     "esremote": {"run_id": ..., "alias": ..., "local_cluster": ..., "access_sha256": ...}}
+
+(`access_sha256`: SHA-256 of the access as Elasticsearch means it, see `access_hash`). Keys made by
+earlier runs have only the `esremote` object without `managed_by` and `access_sha256`; `is_managed`
+counts them as esremote's too. A re-run finds the key of an earlier attempt (same name, owned by the
 caller, type `cross_cluster`, neither invalidated nor expired) and updates its access when it
 differs (`PUT _security/cross_cluster/api_key/<id>`; `{"updated": false}` means nothing changed)
-instead of creating a second one.
+instead of creating a second one. `expiration` (an Elasticsearch duration such as `90d`) is sent
+only when a key is created: a reused key keeps its expiry (rotate it to change that).
 
 Elasticsearch returns the key's secret only when it creates it, so reuse needs the encoded value
 from wherever the caller stored it: `ensure_cross_cluster_key` takes a lookup `stored_secret(key_id)`
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -27,19 +36,43 @@ from pydantic import SecretStr
 
 from esremote.cluster.privileges import check_access
 from esremote.cluster.calls import ApiCall, Outcome, perform, segment
+from esremote.durations import DAY_MS, duration_ms, duration_text
 from esremote.errors import ClusterHTTPError, PreconditionError
 from esremote.redact import default_redactor
 
 LICENCE_FEATURE = "advanced-remote-cluster-security"
 SecretLookup = Callable[[str], "SecretStr | None"]
+MANAGED_BY = "esremote"
 
 
 def key_name(local_cluster: str, alias: str) -> str:
     return f"esremote-{local_cluster}-{alias}"
 
 
-def key_metadata(run_id: str, alias: str, local_cluster: str) -> dict[str, Any]:
-    return {"esremote": {"run_id": run_id, "alias": alias, "local_cluster": local_cluster}}
+def key_metadata(run_id: str, alias: str, local_cluster: str,
+                 access: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """esremote's metadata of a key (with the hash of `access` when given)."""
+    own: dict[str, Any] = {"run_id": run_id, "alias": alias, "local_cluster": local_cluster}
+    if access is not None:
+        own["access_sha256"] = access_hash(access)
+    return {"managed_by": MANAGED_BY, "esremote": own}
+
+
+def access_hash(access: Mapping[str, Any]) -> str:
+    """SHA-256 of `access` in the form `same_access` compares (defaults filled in, names and entries
+    sorted): equal for a key's access as sent and as GET returns it."""
+    canonical = {k: sorted(map(_norm_entry, access.get(k) or [])) for k in ("search", "replication")}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def is_managed(metadata: Mapping[str, Any] | None) -> bool:
+    """A key esremote made: `managed_by: esremote`, or (earlier runs) an `esremote` object that
+    names the alias and the local cluster."""
+    metadata = metadata or {}
+    if metadata.get("managed_by") == MANAGED_BY:
+        return True
+    own = metadata.get("esremote")
+    return isinstance(own, Mapping) and bool(own.get("alias")) and bool(own.get("local_cluster"))
 
 
 @dataclass(frozen=True)
@@ -54,17 +87,45 @@ class KeyInfo:
     creation: int = 0
     expiration: int | None = None
     invalidated: bool = False
+    username: str = ""
 
     @classmethod
     def from_response(cls, key: Mapping[str, Any]) -> KeyInfo:
         return cls(id=key["id"], name=key.get("name") or "", type=key.get("type", "rest"),
                    access=key.get("access") or {}, metadata=key.get("metadata") or {},
                    creation=int(key.get("creation") or 0), expiration=key.get("expiration"),
-                   invalidated=bool(key.get("invalidated")))
+                   invalidated=bool(key.get("invalidated")), username=str(key.get("username") or ""))
 
     def usable(self, now_ms: int) -> bool:
         return (self.type == "cross_cluster" and not self.invalidated
                 and (self.expiration is None or self.expiration > now_ms))
+
+    @property
+    def managed(self) -> bool:
+        return is_managed(self.metadata)
+
+    @property
+    def owner(self) -> tuple[str, str] | None:
+        """(local cluster, alias) from esremote's metadata; None for a key esremote did not make."""
+        own = self.metadata.get("esremote")
+        if not self.managed or not isinstance(own, Mapping):
+            return None
+        return str(own.get("local_cluster") or ""), str(own.get("alias") or "")
+
+    def days_left(self, now_ms: int) -> float | None:
+        """Days until the key expires (negative once expired); None when it never expires."""
+        return None if self.expiration is None else (self.expiration - now_ms) / DAY_MS
+
+    def state(self, now_ms: int) -> Literal["active", "expired", "invalidated"]:
+        if self.invalidated:
+            return "invalidated"
+        return "expired" if self.expiration is not None and self.expiration <= now_ms else "active"
+
+    def lifetime(self) -> str | None:
+        """The duration the key was created with (expiration - creation), as Elasticsearch writes it."""
+        if self.expiration is None or not self.creation:
+            return None
+        return duration_text(max(1000, int(round((self.expiration - self.creation) / 1000)) * 1000))
 
 
 def usable_keys(response: Mapping[str, Any], name: str, now_ms: int | None = None) -> list[KeyInfo]:
@@ -107,12 +168,18 @@ class KeyPlan:
     reason: str = ""
 
 
+def create_call(name: str, access: Mapping[str, Any], metadata: Mapping[str, Any],
+                expiration: str | None = None) -> ApiCall:
+    body: dict[str, Any] = {"name": name, "access": dict(access), "metadata": dict(metadata)}
+    if expiration:
+        body["expiration"] = expiration
+    return ApiCall("POST", "/_security/cross_cluster/api_key", body, target=f"API key {name}")
+
+
 def plan_key(existing: Sequence[KeyInfo], *, name: str, access: Mapping[str, Any],
-             metadata: Mapping[str, Any], stored_secret: SecretLookup) -> KeyPlan:
+             metadata: Mapping[str, Any], stored_secret: SecretLookup, expiration: str | None = None) -> KeyPlan:
     """What to do given the usable keys of that name (newest first) and the stored secrets."""
-    create = ApiCall("POST", "/_security/cross_cluster/api_key",
-                     {"name": name, "access": dict(access), "metadata": dict(metadata)},
-                     target=f"API key {name}")
+    create = create_call(name, access, metadata, expiration)
     if not existing:
         return KeyPlan("create", (create,), reason="no earlier key of that name")
     key = existing[0]
@@ -151,20 +218,24 @@ def find_keys(es, cluster: str | None, name: str) -> list[KeyInfo]:
 
 
 def ensure_cross_cluster_key(es, cluster: str | None, *, local_cluster: str, alias: str, run_id: str,
-                             access: Mapping[str, Any], stored_secret: SecretLookup) -> CrossClusterKey:
+                             access: Mapping[str, Any], stored_secret: SecretLookup,
+                             expiration: str | None = None) -> CrossClusterKey:
     """Create the key, or bring the earlier one to `access`; the encoded value either way.
 
     `stored_secret(key_id)` gives the encoded value saved when that key was created (a
-    `SecretStr`, or a plain string), or None when there is none."""
+    `SecretStr`, or a plain string), or None when there is none. `expiration` applies to a key
+    created now."""
     check_access(access)
+    if expiration:
+        duration_ms(expiration)
 
     def secret(key_id: str) -> SecretStr | None:
         return _as_secret(stored_secret(key_id))
 
     name = key_name(local_cluster, alias)
-    metadata = key_metadata(run_id, alias, local_cluster)
+    metadata = key_metadata(run_id, alias, local_cluster, access)
     plan = plan_key(find_keys(es, cluster, name), name=name, access=access, metadata=metadata,
-                    stored_secret=secret)
+                    stored_secret=secret, expiration=expiration)
     if plan.action == "unchanged":
         return CrossClusterKey(plan.key_id, name, secret(plan.key_id), "unchanged",
                                (Outcome(f"API key {name}", "unchanged", plan.reason),))
@@ -183,6 +254,60 @@ def ensure_cross_cluster_key(es, cluster: str | None, *, local_cluster: str, ali
     outcomes.append(Outcome(plan.calls[-1].target, "changed", f"created {key_id}", plan.calls[-1]))
     return CrossClusterKey(key_id, name, encoded, "created" if plan.action == "create" else "recreated",
                            tuple(outcomes))
+
+
+def create_key(es, cluster: str | None, *, name: str, access: Mapping[str, Any], metadata: Mapping[str, Any],
+               expiration: str | None = None) -> tuple[str, SecretStr]:
+    """A new cross-cluster key (rotation): its id and encoded value (a redacted `SecretStr`)."""
+    check_access(access)
+    return _create(es, cluster, create_call(name, access, metadata, expiration))
+
+
+def get_key(es, cluster: str | None, key_id: str) -> KeyInfo | None:
+    """One key by id (None when the cluster does not know it)."""
+    try:
+        response = perform(es, cluster, ApiCall("GET", "/_security/api_key", params={"id": key_id}))
+    except ClusterHTTPError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    found = [KeyInfo.from_response(k) for k in response.get("api_keys") or [] if k.get("id") == key_id]
+    return found[0] if found else None
+
+
+def list_cross_cluster_keys(es, cluster: str | None) -> list[KeyInfo]:
+    """Every cross-cluster key the caller may see, oldest first, invalidated and expired ones included.
+
+    `GET _security/api_key` has no type filter (its parameters: id, name, username, realm_name,
+    owner, with_limited_by), so the REST keys are dropped here; with `manage_security` (which
+    creating cross-cluster keys needs) the caller sees every user's keys."""
+    try:
+        response = perform(es, cluster, ApiCall("GET", "/_security/api_key"))
+    except ClusterHTTPError as exc:
+        if exc.status == 404:
+            return []
+        raise
+    keys = [KeyInfo.from_response(k) for k in response.get("api_keys") or []]
+    return sorted((k for k in keys if k.type == "cross_cluster"), key=lambda k: (k.creation, k.id))
+
+
+def access_for_create(access: Mapping[str, Any]) -> dict[str, Any]:
+    """A key's `access` as GET shows it, made fit for a create request: a DLS query that GET returns
+    as a JSON string goes back as an object."""
+    out: dict[str, Any] = {}
+    for kind in ("search", "replication"):
+        entries = []
+        for entry in access.get(kind) or []:
+            e = dict(entry)
+            if isinstance(e.get("query"), str):
+                try:
+                    e["query"] = json.loads(e["query"])
+                except ValueError:
+                    pass
+            entries.append(e)
+        if entries:
+            out[kind] = entries
+    return out
 
 
 def _as_secret(value: SecretStr | str | None) -> SecretStr | None:
@@ -236,9 +361,14 @@ def _licensed(cluster: str | None, send: Callable[[], Any]) -> Any:
 
 
 def invalidate_key(es, cluster: str | None, key_id: str) -> Outcome:
-    """Invalidate a key (rollback, retirement); one already invalidated is unchanged."""
+    """Invalidate a key (rollback, retirement, rotation); one already invalidated is unchanged."""
     call = ApiCall("DELETE", "/_security/api_key", {"ids": [key_id]}, target=f"API key {key_id}")
-    response = perform(es, cluster, call)
+    try:
+        response = perform(es, cluster, call)
+    except ClusterHTTPError as exc:
+        if exc.status == 404:
+            return Outcome(call.target, "unchanged", "unknown to the cluster", call)
+        raise
     if key_id in (response.get("invalidated_api_keys") or []):
         return Outcome(call.target, "changed", "invalidated", call)
     return Outcome(call.target, "unchanged", "already invalidated or unknown", call)
