@@ -51,7 +51,7 @@ CA_FILE = "remote-cluster-ca.crt"
 def keystore(pool: SSHPool, node: ResolvedNode) -> NodeKeystore:
     password = node.keystore_password.resolve() if node.keystore_password else None
     return NodeKeystore(pool.get(node.ssh_target()), es_home=str(node.es_home), config_dir=str(node.config_dir),
-                        owner=node.service_user, password=password)
+                        password=password)
 
 
 def edit_yml(pool: SSHPool, node: ResolvedNode, changes: dict) -> None:
@@ -291,9 +291,8 @@ def test_a_key_without_the_needed_access_or_invalidated_fails_verification_with_
     report = verify_api_key_link(inventory, ALIAS, pool=pool, followers=["follower-logs"], follower_timeout=5,
                                  check=False)
     nodes = [n.name for n in inventory.nodes(link.local)]
-    assert [c.name for c in report.checks] == ([f"remote_info[{n}]" for n in nodes]
-                                               + [f"resolve_cluster[{n}] {ALIAS}:*" for n in nodes]
-                                               + ["follower follower-logs"]), report.checks
+    per_node = [name for n in nodes for name in (f"remote_info[{n}]", f"resolve_cluster[{n}] {ALIAS}:*")]
+    assert [c.name for c in report.checks] == per_node + ["follower follower-logs"], report.checks
     failed = report.failed[0]
     assert failed.name == "follower follower-logs", report.checks
     assert "towards remote cluster" in failed.detail and "is unauthorized" in failed.detail

@@ -43,7 +43,7 @@ def enable_remote_cluster_server(inventory: Inventory, pool: SSHPool, ca: pki.Ce
                     "xpack.security.remote_cluster_server.ssl.keystore.path": P12})
         conn.write_file(str(node.yml_path), yml.text().encode(), run_id=RUN_ID)
         keystore_password = node.keystore_password.resolve() if node.keystore_password else None
-        NodeKeystore(conn, es_home=str(node.es_home), config_dir=str(node.config_dir), owner=node.service_user,
+        NodeKeystore(conn, es_home=str(node.es_home), config_dir=str(node.config_dir),
                      password=keystore_password).add(P12_PASSWORD_SETTING, password)
     full_restart(inventory, remote, pool=pool)
 

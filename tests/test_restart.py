@@ -144,7 +144,7 @@ def test_node_log_path_follows_path_logs_and_the_override(inventory):
 def test_reload_on_815_loads_new_credentials_with_the_keystore_password(lab, inventory, pool):
     for node in inventory.nodes("local"):
         NodeKeystore(pool.get(node.ssh_target()), es_home=str(node.es_home), config_dir=str(node.config_dir),
-                     owner=node.service_user, password=node.keystore_password.resolve()
+                     password=node.keystore_password.resolve()
                      ).add("cluster.remote.reload_probe.credentials", "not-a-real-key")
     result = reload_secure_settings(inventory, "local")
     assert sorted(result.reloaded) == ["local-0", "local-1"] and result.ok

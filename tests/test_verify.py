@@ -157,8 +157,8 @@ def reconnect(lab, inventory, pool, encoded: str) -> None:
     es.cluster.put_settings(persistent={f"cluster.remote.{ALIAS}.mode": None,
                                         f"cluster.remote.{ALIAS}.proxy_address": None})
     for node in inventory.nodes("local"):
-        NodeKeystore(pool.get(node.ssh_target()), es_home=str(node.es_home), config_dir=str(node.config_dir),
-                     owner=node.service_user).add(f"cluster.remote.{ALIAS}.credentials", encoded)
+        NodeKeystore(pool.get(node.ssh_target()), es_home=str(node.es_home), config_dir=str(node.config_dir)
+                     ).add(f"cluster.remote.{ALIAS}.credentials", encoded)
     assert es.nodes.reload_secure_settings()["_nodes"]["failed"] == 0
     point_alias(lab, 9443)
 
