@@ -41,10 +41,17 @@ def pytest_configure(config):
         return
     ROOT_BASETEMP.mkdir(mode=0o711, exist_ok=True)
     ROOT_BASETEMP.chmod(0o711)
-    sessions = sorted(ROOT_BASETEMP.iterdir(), key=lambda p: p.stat().st_mtime)
-    for old in sessions[:-KEEP_SESSIONS]:  # like pytest: the last few sessions stay for a look
+    # Like pytest, the last few finished sessions stay for a look; a running one is never touched.
+    finished = sorted((p for p in ROOT_BASETEMP.iterdir() if not _running(p)), key=lambda p: p.stat().st_mtime)
+    for old in finished[:-KEEP_SESSIONS]:
         shutil.rmtree(old, ignore_errors=True)
-    config.option.basetemp = tempfile.mkdtemp(prefix="session-", dir=ROOT_BASETEMP)
+    config.option.basetemp = tempfile.mkdtemp(prefix=f"session-{os.getpid()}-", dir=ROOT_BASETEMP)
+
+
+def _running(session_dir: Path) -> bool:
+    """Whether the pytest process that made `session-<pid>-...` is still alive."""
+    pid = session_dir.name.split("-")[1] if session_dir.name.count("-") >= 2 else ""
+    return pid.isdigit() and Path(f"/proc/{pid}").exists()
 
 
 def pytest_sessionstart(session):
