@@ -42,10 +42,13 @@ SERVER_P12_PASSWORD = "xpack.security.remote_cluster_server.ssl.keystore.secure_
 P12_MODE, CA_MODE = 0o660, 0o644
 RELOADABLE = (8, 13, 0)
 
-Phase = Literal["prepare_remote", "stage_local", "stop_cross_cluster_ops", "reconnect", "verify",
-                "resume_cross_cluster_ops"]
-PHASES: tuple[str, ...] = ("prepare_remote", "stage_local", "stop_cross_cluster_ops", "reconnect", "verify",
-                           "resume_cross_cluster_ops")
+Phase = Literal["prepare_remote", "stage_local", "stage_credentials", "stop_cross_cluster_ops", "reconnect",
+                "verify", "resume_cross_cluster_ops"]
+PHASES: tuple[str, ...] = ("prepare_remote", "stage_local", "stage_credentials", "stop_cross_cluster_ops",
+                           "reconnect", "verify", "resume_cross_cluster_ops")
+# The outage: from the first work stopped to the last resumed. Everything before it keeps the
+# certificate-model link and the work running.
+OUTAGE_PHASES: tuple[str, ...] = PHASES[3:]
 Kind = Literal["yml", "keystore", "file", "api", "restart", "reload", "probe", "secret"]
 
 
@@ -274,6 +277,8 @@ def build_plan(params: MigrationParams, facts: MigrationFacts) -> Plan:
         changes += _api_key(params, alias, facts)
     for local in locals_:
         changes += _stage_local(facts, local)
+    for local in locals_:
+        changes += _stage_credentials(facts, local, [a for a in facts.aliases if a.local == local])
     for alias in facts.aliases:
         if not alias.migrated:
             changes += _stop_work(alias)
@@ -292,8 +297,9 @@ def build_plan(params: MigrationParams, facts: MigrationFacts) -> Plan:
             changes += _resume_work(alias)
     work = [f"{w.kind} {w.id}" for a in facts.aliases if not a.migrated for w in a.work if w.running]
     how = "restart" if "restart" in loaders else "reload"
-    estimate = (f"about a minute: {len(restarts)} local node restart(s) one by one" if restarts
-                else "seconds: settings calls and a secure-settings reload, no restart")
+    estimate = (f"about a minute: {len(restarts)} local node restart(s) one by one inside the outage "
+                "(credentials are reloadable only from 8.13, or the alias is defined in elasticsearch.yml)"
+                if restarts else "seconds: settings calls and a secure-settings reload, no restart")
     outage = Outage(work_stopped=work, credentials=how, restarts_in_window=restarts, estimate=estimate)
     return Plan(params=params.public(), aliases=[a.alias for a in facts.aliases], changes=changes,
                 outage=outage, notes=_notes(params, facts))
@@ -439,28 +445,36 @@ def work_steps(work: list[WorkItem], direction: str) -> list:
     return xcluster_work.plan_resume(records, report(stopped=True))
 
 
-def _reconnect(params: MigrationParams, facts: MigrationFacts, local: str, aliases: list[AliasState],
-               how: str) -> list[Change]:
-    phase = "reconnect"
+def _stage_credentials(facts: MigrationFacts, local: str, aliases: list[AliasState]) -> list[Change]:
+    """Before the outage: roles get `remote_indices` (ignored by the certificate model) and the
+    credentials go into every keystore (read only at start or reload: flows/stage_credentials.py)."""
+    phase = "stage_credentials"
     out: list[Change] = []
     pending = [a for a in aliases if not a.migrated]
     for alias in pending:
         for role in alias.roles:
             if not role.already:
                 out.append(Change(phase, "api", local, f"PUT _security/role/{role.role}: add remote_indices",
-                                  detail=json.dumps(role.remote_indices, indent=2), alias=alias.alias,
-                                  disruptive=True))
+                                  detail=json.dumps(role.remote_indices, indent=2), alias=alias.alias))
+    for node in facts.nodes_of(local):
+        names = [credentials_setting(a.alias) for a in pending
+                 if node.keystore is None or credentials_setting(a.alias) not in node.keystore]
+        if names:
+            out.append(Change(phase, "keystore", node.key, f"add {', '.join(names)} (value on stdin; loaded at "
+                              "the outage's reload)"))
+    return out
+
+
+def _reconnect(params: MigrationParams, facts: MigrationFacts, local: str, aliases: list[AliasState],
+               how: str) -> list[Change]:
+    phase = "reconnect"
+    out: list[Change] = []
+    pending = [a for a in aliases if not a.migrated]
     for alias in pending:
         if alias.defined_in == "settings" and alias.saved:
             saved = SavedRemote.from_dict(alias.saved)
             for call in plan_removal(saved):
                 out.append(_api_change(phase, local, call, alias.alias, "remove the alias (saved in the journal)"))
-    for node in facts.nodes_of(local):
-        names = [credentials_setting(a.alias) for a in pending
-                 if node.keystore is None or credentials_setting(a.alias) not in node.keystore]
-        if names:
-            out.append(Change(phase, "keystore", node.key, f"add {', '.join(names)} (value on stdin)",
-                              disruptive=True))
     yml_aliases = [a for a in pending if a.defined_in == "yml"]
     for node in facts.nodes_of(local):
         for alias in yml_aliases:

@@ -43,8 +43,15 @@ def wait_all(futures: Iterable[tuple[str, object]]) -> list:
     return list(outcomes.values())
 
 
-def phase_done(run: Run, phase: str, lines: list[str]) -> None:
+def phase_noted(run: Run, phase: str, lines: list[str]) -> None:
+    """The phase is over: in the journal (what a resumed run and the rollback read)."""
     run.journal.note(f"phase/{phase}", summary=lines)
+
+
+def phase_done(run: Run, phase: str, lines: list[str], *, note: bool = True) -> None:
+    """The phase is over: in the journal, and its report as an artifact."""
+    if note:
+        phase_noted(run, phase, lines)
     reports.markdown(reports.run_key(run, phase), reports.phase_report(phase, lines),
                      description=f"Report of phase {phase}")
 

@@ -1,25 +1,20 @@
-"""Phase `reconnect`: local roles get `remote_indices`; the alias's settings are saved in the journal
-and nulled; `cluster.remote.<alias>.credentials` goes into every local keystore (value on stdin);
+"""Phase `reconnect` (inside the outage): the alias's settings are saved in the journal and nulled;
 the nodes reload secure settings (8.13+) or restart one by one; the alias comes back on the remote
-cluster port. An alias defined in elasticsearch.yml is moved there instead, with a rolling restart."""
+cluster port. An alias defined in elasticsearch.yml is moved there instead, with a rolling restart.
+The local roles' `remote_indices` and the credentials in every keystore were staged before the
+outage (stage_credentials.py)."""
 
 from __future__ import annotations
 
 from prefect import flow
 
 from esremote.params import MigrationParams
-from esremote.plan import credentials_by, credentials_setting, target_alias_settings
+from esremote.plan import credentials_by, target_alias_settings
 from esremote.flows.common import locals_of, pending_aliases, phase_done, wait_all
-from esremote.tasks.cluster import (
-    alias_facts,
-    credentials_file,
-    facts_of,
-    readd_alias,
-    reload_credentials,
-    remove_alias,
-    update_roles,
-)
-from esremote.tasks.nodes import edit_yml, keystore_add, restart_node
+from esremote.flows.stage_credentials import PHASE as STAGED
+from esremote.flows.stage_credentials import stage_credentials
+from esremote.tasks.cluster import alias_facts, facts_of, readd_alias, reload_credentials, remove_alias
+from esremote.tasks.nodes import edit_yml, restart_node
 from esremote.tasks.runtime import Run, ensure_run
 
 PHASE = "reconnect"
@@ -39,29 +34,25 @@ def _yml_edits(run: Run, facts, states, node) -> tuple[dict, list[str]]:
     return desired, stale
 
 
-@flow(name="reconnect", flow_run_name="reconnect-{run_id}")
-def reconnect_flow(params: MigrationParams, run_id: str | None = None) -> list[str]:
-    run = ensure_run(params, run_id)
+def reconnect(run: Run) -> list[str]:
+    """The phase's work, callable inside the outage flow without a subflow of its own. Roles and
+    keystores were staged before the outage (stage_credentials.py); run alone, this does them too."""
+    lines = [] if run.journal.entries("note", f"phase/{STAGED}") else stage_credentials(run)
     facts = facts_of(run)
-    lines = []
     for local in locals_of(run):
         aliases = [a for a in pending_aliases(run) if run.link(a).local == local]
         if not aliases:
             lines.append(f"{local}: every alias already uses an API key")
             continue
         states = [alias_facts(run, a) for a in aliases]
-        for alias in aliases:
-            lines += update_roles(run.id, alias)
         for state in states:
             if state.defined_in == "yml":
                 if run.journal.first_intent(f"{PHASE}/save-yml/{state.alias}") is None:
                     run.journal.intent(f"{PHASE}/save-yml/{state.alias}", saved=state.yml_settings)
             else:
                 remove_alias(run.id, state.alias)
-        files = {credentials_setting(a): credentials_file(run, a) for a in aliases}
         nodes = facts.nodes_of(local)
-        futures = [(f"keystore {n.key}", keystore_add.submit(run.id, n.key, f"{PHASE}/keystore/{n.key}", files))
-                   for n in nodes]
+        futures = []
         for node in nodes:
             desired, stale = _yml_edits(run, facts, states, node)
             if desired:
@@ -81,5 +72,12 @@ def reconnect_flow(params: MigrationParams, run_id: str | None = None) -> list[s
         for state in states:
             if state.defined_in != "yml":
                 lines += readd_alias(run.id, state.alias)
+    return lines
+
+
+@flow(name="reconnect", flow_run_name="reconnect-{run_id}")
+def reconnect_flow(params: MigrationParams, run_id: str | None = None) -> list[str]:
+    run = ensure_run(params, run_id)
+    lines = reconnect(run)
     phase_done(run, PHASE, lines)
     return lines

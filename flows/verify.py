@@ -10,16 +10,22 @@ from prefect import flow
 from esremote.params import MigrationParams
 from esremote.flows.common import phase_done
 from esremote.tasks.cluster import verify_api_key
-from esremote.tasks.runtime import ensure_run
+from esremote.tasks.runtime import Run, ensure_run
 
 PHASE = "verify"
+
+
+def verify(run: Run) -> list[str]:
+    """The phase's work, callable inside the outage flow without a subflow of its own."""
+    lines = []
+    for alias in run.aliases:
+        lines += verify_api_key(run.id, alias)
+    return lines
 
 
 @flow(name="verify", flow_run_name="verify-{run_id}")
 def verify_flow(params: MigrationParams, run_id: str | None = None) -> list[str]:
     run = ensure_run(params, run_id)
-    lines = []
-    for alias in run.aliases:
-        lines += verify_api_key(run.id, alias)
+    lines = verify(run)
     phase_done(run, PHASE, lines)
     return lines

@@ -14,6 +14,7 @@ from esremote.inventory import Inventory
 from esremote.params import MigrationParams
 from esremote.plan import (
     CLIENT_CA,
+    OUTAGE_PHASES,
     SERVER_P12,
     SERVER_P12_PASSWORD,
     AliasState,
@@ -90,9 +91,15 @@ def test_credentials_are_reloaded_from_8_13_so_no_local_restart_in_the_outage(no
     plan = build_plan(params(), facts(node_yml, version="8.15.0"))
     assert plan.outage.credentials == "reload" and plan.outage.restarts_in_window == []
     assert changes(plan, "reconnect", "reload") and not changes(plan, "reconnect", "restart")
-    keystores = changes(plan, "reconnect", "keystore")
+    # Keystores and roles are staged before the outage: inside it, no keystore write, no role update.
+    keystores = changes(plan, "stage_credentials", "keystore")
     assert [c.target for c in keystores] == ["local/local-0", "local/local-1"]
     assert all(f"cluster.remote.{ALIAS}.credentials" in c.summary for c in keystores)
+    assert [c.summary for c in changes(plan, "stage_credentials", "api")] == [
+        "PUT _security/role/ccs_role: add remote_indices"]
+    inside = [c for c in plan.changes if c.phase in OUTAGE_PHASES]
+    assert not [c for c in inside if c.kind in ("keystore", "restart") or "_security/role" in c.summary]
+    assert not any(c.disruptive for c in plan.changes if c.phase not in OUTAGE_PHASES)
 
 
 def test_before_8_13_the_local_nodes_restart_one_by_one(node_yml):
@@ -171,7 +178,7 @@ def test_a_static_alias_moves_in_every_local_yml_with_restarts(testdata, node_ym
     # es-fulfill:9443 is on 9443 already: no yml change for the alias, but the credentials of a
     # static alias are loaded by restarting (the yml is read only at start).
     assert changes(plan, "reconnect", "yml") == []
-    assert [c.target for c in changes(plan, "reconnect", "keystore")] == ["local/local-0", "local/local-1"]
+    assert [c.target for c in changes(plan, "stage_credentials", "keystore")] == ["local/local-0", "local/local-1"]
     assert plan.outage.restarts_in_window == ["local/local-0", "local/local-1"]
     # The yml had remote_cluster_client.ssl.enabled: false; staging turns it on in place.
     [stage] = changes(plan, "stage_local", "yml", "local/local-0")
