@@ -11,6 +11,7 @@ from prefect import flow
 from esremote.flows.common import phase_done, phase_noted
 from esremote.flows.reconnect import reconnect
 from esremote.flows.resume_cross_cluster_ops import resume_cross_cluster_ops
+from esremote.flows.stage_credentials import check_no_node_restarted
 from esremote.flows.stop_cross_cluster_ops import stop_cross_cluster_ops
 from esremote.flows.verify import verify
 from esremote.params import MigrationParams
@@ -24,6 +25,7 @@ OUTAGE_PHASES = (("stop_cross_cluster_ops", stop_cross_cluster_ops), ("reconnect
 def outage_flow(params: MigrationParams, run_id: str | None = None) -> list[str]:
     """Stop, reconnect, verify, resume; the names of the phases done (a failure raises)."""
     run = ensure_run(params, run_id)
+    check_no_node_restarted(run)
     reports = []
     try:
         for name, work in OUTAGE_PHASES:

@@ -20,6 +20,8 @@ rollback undoes them as before.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import flow
 
 from esremote.flows.common import locals_of, pending_aliases, phase_done, wait_all
@@ -27,6 +29,7 @@ from esremote.params import MigrationParams
 from esremote.plan import credentials_setting
 from esremote.tasks.cluster import credentials_file, facts_of, update_roles
 from esremote.tasks.nodes import keystore_add
+from esremote.tasks.common import run_logger
 from esremote.tasks.runtime import Run, ensure_run
 
 PHASE = "stage_credentials"
@@ -50,6 +53,26 @@ def stage_credentials(run: Run) -> list[str]:
         lines.append(f"{local}: credentials of {', '.join(aliases)} in the keystore of "
                      f"{len(nodes)} node(s), loaded at the outage's reload")
     return lines
+
+
+def check_no_node_restarted(run: Run) -> list[str]:
+    """Local nodes that started after their keystore got the credentials (named in the log): their
+    link already talks the API-key model to the transport port (module docstring)."""
+    restarted = []
+    for local in locals_of(run):
+        nodes = run.es(local).nodes.info(metric="jvm", filter_path="nodes.*.name,nodes.*.jvm.start_time_in_millis")
+        for info in (nodes.body.get("nodes") or {}).values():
+            written = run.journal.entries("done", KEYSTORE_STEP.format(node=f"{local}/{info['name']}"))
+            if written and info["jvm"]["start_time_in_millis"] / 1000 > _epoch(written[-1].time):
+                restarted.append(f"{local}/{info['name']}")
+    if restarted:
+        run_logger().warning("%s restarted after the credentials were staged: until the reconnect, their "
+                             "certificate-model link is down", ", ".join(restarted))
+    return restarted
+
+
+def _epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 @flow(name="stage-credentials", flow_run_name="stage-credentials-{run_id}")

@@ -52,6 +52,9 @@ def nodes_info(req: Request) -> dict:
                  "http": {"bound_address": [f"{n['ip']}:{n['http_port']}"], "publish_address": f"{n['ip']}:{n['http_port']}"},
                  "transport": {"bound_address": [f"{n['ip']}:{n['transport_port']}"],
                                "publish_address": f"{n['ip']}:{n['transport_port']}"}}
+        # The process, as the JVM section reports it: a restart is a new pid and start time.
+        entry["jvm"] = {"pid": n.get("pid"), "version": "21.0.2", "vm_name": "OpenJDK 64-Bit Server VM",
+                        "start_time_in_millis": n.get("started_at")}
         if n.get("remote_cluster_port"):
             address = f"{n['ip']}:{n['remote_cluster_port']}"
             entry["remote_cluster_server"] = {"bound_address": [address], "publish_address": address}
