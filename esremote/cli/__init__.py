@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             typer.echo("esremote: aborted", err=True)
             return 130
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
-            typer.echo(f"esremote: error: {exc.format_message()}", err=True)
+            # A group called without its command (click's NoArgsIsHelpError) has shown its help and
+            # carries no message of its own.
+            message = exc.format_message() or "a command is missing: give one of those listed above"
+            typer.echo(f"esremote: error: {message}", err=True)
             return exc.exit_code if isinstance(exc.exit_code, int) and exc.exit_code else 2
         if os.environ.get("ESREMOTE_DEBUG"):  # last resort: no traceback unless asked for
             raise

@@ -312,5 +312,7 @@ class Inventory(_Model):
 def field_name(loc: tuple) -> str:
     out = ""
     for part in loc:
+        if not isinstance(part, int) and not (str(part).isprintable() and str(part).strip()):
+            part = repr(str(part))  # a key with a line break (or blank) must not split the one-line error
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
