@@ -49,6 +49,10 @@ def up(
     remotes: Optional[int] = typer.Option(None, help="Remote clusters (remote, remote2, ...), one alias each."),
     net: Optional[int] = typer.Option(None, help="Addresses 127.NET.x.y (default 0), to run labs side by side."),
     seed: bool = typer.Option(True, "--seed/--no-seed", help="Seed users, the alias and cross-cluster work."),
+    files_only: Optional[bool] = typer.Option(
+        None, "--files-only/--with-nodes",
+        help="Homes and SSH endpoints only, no Elasticsearch process (nothing on 9200): for the per-node "
+             "steps on many nodes (up to 64 per cluster)."),
 ) -> None:
     """Build (or reuse) and start the lab; print the inventory's path."""
     from esremote.lab.ops import control  # noqa: PLC0415
@@ -57,12 +61,13 @@ def up(
                                    remote_version=remote_version, license=license,
                                    remote_license=remote_license, ssh=ssh, sudo=sudo, start_delay=start_delay,
                                    mode=mode, alias_in_yml=alias_in_yml, keystore_password=keystore_password,
-                                   remotes=remotes, net=net).items() if v is not None}
+                                   remotes=remotes, net=net, files_only=files_only).items() if v is not None}
     layout = control.up(dir, given, seed=seed)
     say_which_checks_are_off()
     clusters = ", ".join(f"{c.name} ({len(c.nodes)} node{'s' if len(c.nodes) != 1 else ''}, {c.version})"
                          for c in layout.clusters)
-    typer.echo(f"lab up: {clusters}; SSH {layout.options.ssh} on port {layout.nodes()[0].ssh_port}; "
+    only = ", files only (no Elasticsearch process)" if layout.options.files_only else ""
+    typer.echo(f"lab up: {clusters}{only}; SSH {layout.options.ssh} on port {layout.nodes()[0].ssh_port}; "
                f"details in {layout.lab_json}", err=True)
     typer.echo(str(layout.inventory))
 
@@ -91,7 +96,10 @@ def status(dir_arg: Optional[Path] = typer.Argument(None, metavar="[DIR]"),
     for cluster, state in health.items():
         typer.echo(f"cluster {cluster}: {state}")
         for node in (n for n in nodes if n.cluster == cluster):
-            state = f"up (pid {node.pid})" if node.up else "down"
+            if node.ssh is not None:
+                state = f"SSH {'up' if node.ssh else 'down'}"
+            else:
+                state = f"up (pid {node.pid})" if node.up else "down"
             typer.echo(f"  {node.name:<12} {node.ip:<12} {state}")
     if down_nodes := [n.name for n in nodes if not n.up]:
         raise NodesDown(f"{len(down_nodes)} of {len(nodes)} nodes are down: {', '.join(down_nodes)}")

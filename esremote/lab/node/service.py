@@ -11,6 +11,9 @@ stop     SIGTERM to the pid in the pid file, waits until the process is gone (SI
          30 s). Stopping a stopped node is a no-op.
 status   exit 0 when running, 3 when stopped (systemctl / LSB codes).
 
+A node of a files-only lab (`"files_only": true` in lib/lab-node.json) has nothing to run: start
+(and so restart) fails with exit 1 and says so; stop and status find it stopped.
+
 Stdlib only: this runs over SSH on every restart and must start fast.
 """
 
@@ -47,6 +50,7 @@ class NodeHome:
     start_delay: float
     passphrase_file: str | None
     user: str | None = None
+    files_only: bool = False  # a node of a files-only lab: home and SSH, nothing to start
 
     @property
     def pid_file(self) -> Path:
@@ -64,7 +68,8 @@ class NodeHome:
     def load(cls, home: Path) -> NodeHome:
         info = json.loads((home / "lib" / "lab-node.json").read_text())
         return cls(home=home, cluster=info["cluster"], start_delay=float(info.get("start_delay") or 0),
-                   passphrase_file=info.get("keystore_passphrase_file"), user=info.get("user"))
+                   passphrase_file=info.get("keystore_passphrase_file"), user=info.get("user"),
+                   files_only=bool(info.get("files_only")))
 
 
 def running_pid(node: NodeHome) -> int | None:
@@ -99,6 +104,10 @@ def status(node: NodeHome) -> int:
 
 
 def start(node: NodeHome, timeout: float = START_TIMEOUT) -> int:
+    if node.files_only:  # like a masked unit: refused, and said why
+        print(f"elasticsearch [{node.name}] cannot start: this lab node serves SSH and files only "
+              "(esremote lab up --files-only); it has no Elasticsearch to run", file=sys.stderr)
+        return EXIT_FAILED
     if (pid := running_pid(node)) is not None:
         print(f"elasticsearch [{node.name}] is already running (pid {pid})")
         return EXIT_OK

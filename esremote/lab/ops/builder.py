@@ -33,6 +33,7 @@ SSH_PORTS = {"embedded": 2222, "openssh": 2223}
 ELASTIC_USER = "elastic"
 LAB_USERS = ("ccs_user", "ccr_user")  # the local users that own the cross-cluster work (seed.py)
 MAX_NODES = 20
+MAX_FILES_ONLY_NODES = 64  # nodes with no Elasticsearch process: one SSH endpoint process serves them all
 MAX_REMOTES = 3
 P12_SETTINGS = ("xpack.security.http.ssl.keystore.secure_password",
                 "xpack.security.transport.ssl.keystore.secure_password",
@@ -58,13 +59,16 @@ class LabOptions:
     remotes: int = 1                       # remote clusters: remote, remote2, ... (aliases my_remote, my_remote2, ...)
     start_delay: float = 0.0               # seconds bin/elasticsearch-service waits before starting a node
     net: int = 0                           # addresses 127.<net>.<k+1>.<i+1>: labs side by side need their own
+    files_only: bool = False               # homes + SSH, no node process (no REST): for per-node steps
 
     def validate(self) -> LabOptions:
         """Raise ConfigError naming the first bad option; return self when all are good."""
+        most = MAX_FILES_ONLY_NODES if self.files_only else MAX_NODES
         for name in ("local_nodes", "remote_nodes"):
             value = getattr(self, name)
-            if not isinstance(value, int) or not 1 <= value <= MAX_NODES:
-                raise ConfigError(f"--{name.replace('_', '-')}: {value!r} is out of range; use 1 to {MAX_NODES}")
+            if not isinstance(value, int) or not 1 <= value <= most:
+                more = "" if self.files_only else f" (up to {MAX_FILES_ONLY_NODES} with --files-only)"
+                raise ConfigError(f"--{name.replace('_', '-')}: {value!r} is out of range; use 1 to {most}{more}")
         if not 1 <= self.remotes <= MAX_REMOTES:
             raise ConfigError(f"--remotes: {self.remotes!r} is out of range; use 1 to {MAX_REMOTES}")
         for name in ("version", "remote_version"):
@@ -364,7 +368,9 @@ def node_info(layout: Layout, cluster: ClusterSpec) -> dict:
             "start_delay": layout.options.start_delay,
             "keystore_passphrase_file": str(password_file) if password_file else None,
             # The service's `User=`: who the node runs as (root-run labs only, like a package install).
-            "user": package_layout.SERVICE_USER if package_layout.active() else None}
+            "user": package_layout.SERVICE_USER if package_layout.active() else None,
+            # A files-only lab's node has a home and an SSH endpoint but no process: the service refuses start.
+            **({"files_only": True} if layout.options.files_only else {})}
 
 
 def set_start_delay(layout: Layout, delay: float) -> None:

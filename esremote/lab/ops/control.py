@@ -27,6 +27,7 @@ from esremote.lab.ops.builder import LabOptions, Layout, NodeSpec
 FAULTS = ("node-fails-to-start", "slow-start", "remote-port-blocked", "ssh-drop", "api-key-invalidated",
           "http-overload", "wrong-credentials")
 HEALTH_TIMEOUT = 60.0
+FILES_ONLY = "files only"  # the `health` status says it of a files-only lab's clusters: no REST to ask
 STOP_TIMEOUT = 30.0
 _LAB_MODULES = ("esremote.lab.node", "esremote.lab.net.sshserver", "esremote.lab.ops.seed")
 
@@ -38,7 +39,10 @@ def up(lab_dir: str | os.PathLike, options: dict | None = None, *, seed: bool = 
        health_timeout: float = HEALTH_TIMEOUT) -> Layout:
     """Build (or reuse) the lab in `lab_dir`, start everything, wait for green, seed once.
 
-    `options` holds LabOptions fields; those left out keep the built lab's values (or the defaults)."""
+    `options` holds LabOptions fields; those left out keep the built lab's values (or the defaults).
+    A files-only lab (`files_only`) starts its SSH endpoints only: every node has its home (bin/,
+    config/ with elasticsearch.yml, keystore and certs, laid out like a package install when root)
+    and an SSH endpoint, and no Elasticsearch process, so nothing answers on 9200 or 9300."""
     layout = prepare(lab_dir, options or {})
     sshlab.prepare(layout)
     labfiles.write_lab_json(layout)
@@ -53,6 +57,9 @@ def up(lab_dir: str | os.PathLike, options: dict | None = None, *, seed: bool = 
 
 
 def _start(layout: Layout, seed: bool, health_timeout: float) -> None:
+    if layout.options.files_only:  # homes and SSH endpoints only: no node, no REST, nothing to seed
+        start_ssh(layout)
+        return
     with ThreadPoolExecutor(max_workers=1) as pool:  # SSH endpoints come up while the nodes start
         ssh = pool.submit(start_ssh, layout)
         start_nodes(layout)
@@ -302,19 +309,29 @@ class NodeStatus:
     cluster: str
     ip: str
     pid: int | None
+    ssh: bool | None = None  # a files-only lab's node: whether its SSH endpoint answers (it has no process)
 
     @property
     def up(self) -> bool:
-        return self.pid is not None
+        return self.pid is not None if self.ssh is None else self.ssh
 
 
 def status(lab_dir: str | os.PathLike) -> tuple[list[NodeStatus], dict[str, str]]:
-    """Each node's process state and each cluster's health (`unreachable` when no node answers)."""
+    """Each node's process state and each cluster's health (`unreachable` when no node answers).
+    A files-only lab's node is up when its SSH endpoint answers; its cluster's health is FILES_ONLY."""
     layout = labfiles.load_layout(lab_dir)
-    nodes = [NodeStatus(n.name, n.cluster, n.ip, service.running_pid(service.NodeHome.load(n.home)))
-             for n in layout.nodes()]
+    if layout.options.files_only:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            ssh = list(pool.map(lambda n: sshlab.port_open(n.ip, n.ssh_port), layout.nodes()))
+        nodes = [NodeStatus(n.name, n.cluster, n.ip, None, ssh=up) for n, up in zip(layout.nodes(), ssh)]
+    else:
+        nodes = [NodeStatus(n.name, n.cluster, n.ip, service.running_pid(service.NodeHome.load(n.home)))
+                 for n in layout.nodes()]
     health = {}
     for cluster in layout.clusters:
+        if layout.options.files_only:
+            health[cluster.name] = FILES_ONLY
+            continue
         try:
             health[cluster.name] = client(layout, cluster.name).get("/_cluster/health")["status"]
         except (ClusterError, KeyError):
