@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets as _random
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -57,7 +58,15 @@ class Journal:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.path = run_dir / "journal.jsonl"
-        self._entries: list[Entry] = list(self._read())
+        # Tasks of many nodes append at once: a lock keeps `seq` unique and in file order. The
+        # two indexes keep `is_done` and `first_intent`, which every step asks, from scanning the
+        # whole journal (a phase on N nodes would cost N^2).
+        self._lock = threading.Lock()
+        self._entries: list[Entry] = []
+        self._done: set[str] = set()
+        self._first_intents: dict[str, Entry] = {}
+        for entry in self._read():
+            self._index(entry)
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -118,17 +127,25 @@ class Journal:
         return (self.run_dir / "originals" / name).read_bytes()
 
     def _append(self, kind: str, step: str, data: dict[str, Any]) -> Entry:
-        entry = Entry(seq=len(self._entries), kind=kind, step=step, time=_now(), data=data)
-        line = json.dumps({"seq": entry.seq, "kind": kind, "step": step, "time": entry.time, "data": data},
-                          sort_keys=True, default=str)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, (line + "\n").encode())
-            os.fsync(fd)
+            with self._lock:  # the line and its seq in order; the fsync (the slow part) outside
+                entry = Entry(seq=len(self._entries), kind=kind, step=step, time=_now(), data=data)
+                line = json.dumps({"seq": entry.seq, "kind": kind, "step": step, "time": entry.time, "data": data},
+                                  sort_keys=True, default=str)
+                os.write(fd, (line + "\n").encode())
+                self._index(entry)
+            os.fsync(fd)  # returns once this line (and any written before it) is on disk
         finally:
             os.close(fd)
-        self._entries.append(entry)
         return entry
+
+    def _index(self, entry: Entry) -> None:
+        self._entries.append(entry)
+        if entry.kind == "done":
+            self._done.add(entry.step)
+        elif entry.kind == "intent":
+            self._first_intents.setdefault(entry.step, entry)
 
     # -- reading -------------------------------------------------------------------------------
     def _read(self) -> Iterator[Entry]:
@@ -146,11 +163,11 @@ class Journal:
         return [e for e in self._entries if (kind is None or e.kind == kind) and e.step.startswith(prefix)]
 
     def is_done(self, step: str) -> bool:
-        return any(e.kind == "done" and e.step == step for e in self._entries)
+        return step in self._done
 
     def first_intent(self, step: str) -> Entry | None:
         """The first intent of a step holds the true original, even after retries."""
-        return next((e for e in self._entries if e.kind == "intent" and e.step == step), None)
+        return self._first_intents.get(step)
 
     def started_steps(self, prefix: str = "") -> list[str]:
         """Steps with an intent, in the order they were first started (rollback undoes them in reverse)."""

@@ -202,11 +202,12 @@ class PreflightReport:
 
 def preflight(inventory: Inventory, alias: str, *, pool: SSHPool | None = None,
               clients: Mapping[str, Any] | None = None,
-              usage_finder: Callable[..., Any] | None = None) -> PreflightReport:
+              usage_finder: Callable[..., Any] | None = None, max_workers: int = 8) -> PreflightReport:
     """Run every check for `alias` (an entry of the inventory's `aliases:`). Changes nothing.
 
     `clients` maps cluster name -> elasticsearch client (default: `connect` from the inventory);
-    `usage_finder(es, cluster, alias)` overrides how cross-cluster work is found."""
+    `usage_finder(es, cluster, alias)` overrides how cross-cluster work is found; at most
+    `max_workers` nodes are checked over SSH at once."""
     link = inventory.aliases.get(alias)
     if link is None:
         raise ConfigError(f"alias {alias!r} is not in the inventory's `aliases:` (it has: "
@@ -219,7 +220,8 @@ def preflight(inventory: Inventory, alias: str, *, pool: SSHPool | None = None,
         for name in (link.local, link.remote):
             es = clients.get(name) or clients.setdefault(name, connect(inventory.cluster(name)))
             _cluster_checks(report, inventory, name, es)
-        _node_checks(report, inventory, pool, [*inventory.nodes(link.local), *inventory.nodes(link.remote)])
+        _node_checks(report, inventory, pool, [*inventory.nodes(link.local), *inventory.nodes(link.remote)],
+                     max_workers)
         _alias_checks(report, link.local, link.remote, clients[link.local])
         _usage(report, clients[link.local], link.local, usage_finder)
     finally:
@@ -290,11 +292,12 @@ def _licence(report: PreflightReport, found: ClusterFacts) -> None:
 # ---------------------------------------------------------------------------------------- per node
 
 
-def _node_checks(report: PreflightReport, inventory: Inventory, pool: SSHPool, nodes: list[ResolvedNode]) -> None:
+def _node_checks(report: PreflightReport, inventory: Inventory, pool: SSHPool, nodes: list[ResolvedNode],
+                 max_workers: int = 8) -> None:
     def check(node: ResolvedNode) -> NodeCheck:
         return _check_node(report, inventory, pool, node)
 
-    results = fan_out(nodes, check)
+    results = fan_out(nodes, check, max_workers=max_workers)
     for node, outcome in results.items():
         if isinstance(outcome, BaseException):  # a bug or an unexpected error: still a finding
             report.add("ssh", str(node), "block", f"node check failed: {outcome}", "see the error and retry")

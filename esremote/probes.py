@@ -60,14 +60,15 @@ class ProbeError(CertificateError):
 
 def probe_remote_cluster(inventory: Inventory, cluster: str, ca: bytes | str | Path, *,
                          addresses: Mapping[str, str] | None = None, timeout: float = 10.0,
-                         check: bool = True) -> list[ProbeResult]:
-    """Probe every node of `cluster` on its `remote_cluster_port`; `addresses` overrides a node's
-    address (node name -> the host the local cluster will use). Raises `ProbeError` when `check`."""
+                         check: bool = True, max_workers: int = 8) -> list[ProbeResult]:
+    """Probe every node of `cluster` on its `remote_cluster_port`, `max_workers` at a time;
+    `addresses` overrides a node's address (node name -> the host the local cluster will use).
+    Raises `ProbeError` when `check`."""
     port = inventory.cluster(cluster).remote_cluster_port
     ca_pem = _ca_pem(ca)
     nodes = inventory.nodes(cluster)
     results = fan_out(nodes, lambda n: probe_tls((addresses or {}).get(n.name, n.address), port, ca_pem,
-                                                 node=str(n), timeout=timeout))
+                                                 node=str(n), timeout=timeout), max_workers=max_workers)
     ordered = [results[n] for n in nodes]
     if check and not all(r.ok for r in ordered):
         raise ProbeError(ordered)

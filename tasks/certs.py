@@ -14,6 +14,7 @@ from pathlib import Path
 
 from prefect import task
 
+from esremote.fanout import fan_out
 from esremote.files import atomic_write
 from esremote.pki import CertificateAuthority, issue, to_pkcs12
 from esremote.plan import SERVER_CA
@@ -79,20 +80,30 @@ def make_certificates(run_id: str, cluster: str, nodes_needing: list[str]) -> st
         ensure_ca_known(run, cluster)
         return str(ca_cert_path(run, cluster))
     ca = _load_or_make_ca(run, cluster)
-    for key in nodes_needing:
-        node = run.node(key)
-        target = p12_path(run, cluster, node.name)
-        if target.exists():
-            continue
-        dns, ips = [node.name], []
-        try:
-            ips.append(str(ipaddress.ip_address(node.address)))
-        except ValueError:
-            dns.append(node.address)
-        cert = issue(ca, node.name, dns=dns, ips=ips)
-        _write(target, to_pkcs12(cert, ca, password, name=node.name))
-        log.info("certificate for %s (%s) signed by %s", node, ", ".join(dns + ips), ca.subject)
+    missing = [node for node in (run.node(key) for key in nodes_needing)
+               if not p12_path(run, cluster, node.name).exists()]
+    # One key pair and PKCS#12 per node, independent of the others: made side by side (the RSA key
+    # generation runs in OpenSSL, without the GIL), as many at once as the run handles nodes.
+    made = fan_out(missing, lambda node: _node_p12(run, cluster, ca, password, node),
+                   max_workers=run.params.max_parallel)
+    for error in made.failed.values():  # a local failure (disk, key): the first one, as it was raised
+        raise error
+    for node, names in made.items():  # logged here: a worker thread has no Prefect run logger
+        log.info("certificate for %s (%s) signed by %s", node, ", ".join(names), ca.subject)
     return str(ca_cert_path(run, cluster))
+
+
+def _node_p12(run: Run, cluster: str, ca: CertificateAuthority, password: str, node) -> list[str]:
+    """The node's certificate (its name and address as subject alternative names) in a PKCS#12
+    file of the run's directory; returns the names it holds."""
+    dns, ips = [node.name], []
+    try:
+        ips.append(str(ipaddress.ip_address(node.address)))
+    except ValueError:
+        dns.append(node.address)
+    cert = issue(ca, node.name, dns=dns, ips=ips)
+    _write(p12_path(run, cluster, node.name), to_pkcs12(cert, ca, password, name=node.name))
+    return dns + ips
 
 
 def ensure_ca_known(run: Run, cluster: str) -> Path:

@@ -212,7 +212,8 @@ def probe(run_id: str, cluster: str, ca_file: str) -> list[str]:
     run = get_run(run_id)
     from pathlib import Path  # noqa: PLC0415
 
-    results = probe_remote_cluster(run.inventory, cluster, Path(ca_file).read_bytes())
+    results = probe_remote_cluster(run.inventory, cluster, Path(ca_file).read_bytes(),
+                                   max_workers=run.params.max_parallel)
     return [str(r) for r in results]
 
 

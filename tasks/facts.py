@@ -34,7 +34,7 @@ def preflight_alias(run_id: str, alias: str) -> PreflightReport:
     run = get_run(run_id)
     link = run.link(alias)
     clients = {name: run.es(name) for name in (link.local, link.remote)}
-    report = preflight(run.inventory, alias, pool=run.pool, clients=clients)
+    report = preflight(run.inventory, alias, pool=run.pool, clients=clients, max_workers=run.params.max_parallel)
     log = run_logger()
     for finding in report.warnings:
         log.warning("%s", finding)
@@ -160,17 +160,34 @@ def preflight_allowing_resume(run: Run, report: PreflightReport) -> PreflightRep
 
 
 def collect_facts(run: Run) -> tuple[MigrationFacts, dict[str, PreflightReport]]:
-    """Facts without Prefect (the `esremote plan` command): the same task bodies, called directly."""
+    """Facts without Prefect (the `esremote plan` command): the same task bodies, called directly.
+    The aliases' preflights run side by side, then every node is read, then each alias's roles are
+    analysed side by side; nodes at most `max_parallel` at a time. A blocked preflight stops it
+    before any node is read (its node checks have already said what is wrong with the nodes)."""
     from esremote.fanout import fan_out  # noqa: PLC0415
 
-    reports = {}
-    for alias in run.aliases:
+    workers = run.params.max_parallel
+
+    def report_of(alias: str) -> PreflightReport:
         link = run.link(alias)
         clients = {name: run.es(name) for name in (link.local, link.remote)}
-        reports[alias] = preflight_allowing_resume(
-            run, preflight(run.inventory, alias, pool=run.pool, clients=clients))
-    nodes = fan_out(involved_nodes(run), lambda n: read_node.fn(run.id, n),
-                    max_workers=run.params.max_parallel).raise_if_failed()
-    access = {a: read_access.fn(run.id, a, owner_roles(reports[a])) for a in run.aliases}
-    facts = migration_facts(run, reports, [nodes[n] for n in involved_nodes(run)], access)
+        return preflight_allowing_resume(
+            run, preflight(run.inventory, alias, pool=run.pool, clients=clients, max_workers=workers))
+
+    reports = _each(run.aliases, report_of, workers)
+    keys = involved_nodes(run)
+    nodes = fan_out(keys, lambda n: read_node.fn(run.id, n), max_workers=workers).raise_if_failed()
+    access = _each(run.aliases, lambda a: read_access.fn(run.id, a, owner_roles(reports[a])), workers)
+    facts = migration_facts(run, reports, [nodes[n] for n in keys], access)
     return facts, reports
+
+
+def _each(aliases: list[str], fn, workers: int) -> dict[str, Any]:
+    """`fn` for every alias at once; the first alias's failure raised as it is (a PreconditionError
+    lists what to fix), as when they ran one after the other."""
+    from esremote.fanout import fan_out  # noqa: PLC0415
+
+    results = fan_out(aliases, fn, max_workers=workers)
+    for error in (results[a] for a in aliases if isinstance(results[a], BaseException)):
+        raise error
+    return dict(results.succeeded)

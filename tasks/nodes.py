@@ -93,9 +93,11 @@ def put_file(run_id: str, node: str, step: str, relative: str, source: str, mode
     original = None
     if before is not None:
         original = run.journal.save_original(f"{step}.file", conn.read_file(str(target), sudo=sudo))
+    dir_existed = before is not None or conn.exists(str(target.parent), sudo=sudo)
     run.journal.intent(step, node=node, path=str(target), existed=before is not None, original=original,
-                       mode=before.mode if before else None, dir_existed=conn.exists(str(target.parent), sudo=sudo))
-    conn.ensure_dir(str(target.parent), sudo=sudo)
+                       mode=before.mode if before else None, dir_existed=dir_existed)
+    if not dir_existed:
+        conn.ensure_dir(str(target.parent), sudo=sudo)
     result = conn.write_file(str(target), Path(source).read_bytes(), run_id=run.id, sudo=sudo,
                              mode=mode if before is None else None, inherit_owner=True)
     _check_service_user_reads(run, node, str(target))

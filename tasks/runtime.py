@@ -37,6 +37,7 @@ class Run:
     pool: SSHPool = field(default_factory=SSHPool)
     _clients: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _resolved: dict[str, dict[str, ResolvedNode]] = field(default_factory=dict)  # cluster -> name -> node
 
     @property
     def id(self) -> str:
@@ -52,13 +53,23 @@ class Run:
     def node(self, key: str) -> ResolvedNode:
         """`cluster/name` -> the node with its settings merged."""
         cluster, _, name = key.partition("/")
-        for node in self.inventory.nodes(cluster):
-            if node.name == name:
-                return node
-        raise ConfigError(f"no node {key!r} in {self.params.inventory}")
+        node = self._cluster_nodes(cluster).get(name)
+        if node is None:
+            raise ConfigError(f"no node {key!r} in {self.params.inventory}")
+        return node
 
     def nodes(self, cluster: str) -> list[ResolvedNode]:
-        return self.inventory.nodes(cluster)
+        return list(self._cluster_nodes(cluster).values())
+
+    def _cluster_nodes(self, cluster: str) -> dict[str, ResolvedNode]:
+        """The cluster's nodes, resolved once per run (the inventory does not change during a run):
+        every per-node task looks its node up, and resolving the whole cluster for each lookup made
+        a step on N nodes cost N^2 resolutions."""
+        with self._lock:
+            found = self._resolved.get(cluster)
+            if found is None:
+                found = self._resolved[cluster] = {n.name: n for n in self.inventory.nodes(cluster)}
+            return found
 
     def conn(self, node: ResolvedNode | str) -> SSHConnection:
         node = self.node(node) if isinstance(node, str) else node

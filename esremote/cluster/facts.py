@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from esremote.cluster.client import mapped_errors
+from esremote.fanout import fan_out
 
 __all__ = ["ClusterFacts", "NodeFacts", "Version", "flatten", "gather", "parse_version"]
 
@@ -101,17 +102,26 @@ class ClusterFacts:
 
 
 def gather(es, cluster: str) -> ClusterFacts:
-    """Ask the cluster for its facts (nodes info, licence, health, xpack info, cluster settings)."""
-    with mapped_errors(cluster, "GET _nodes"):
-        nodes_body = es.nodes.info().body
-    with mapped_errors(cluster, "GET _license"):
-        licence = es.license.get().body.get("license") or {}
-    with mapped_errors(cluster, "GET _cluster/health"):
-        health = es.cluster.health().body
-    with mapped_errors(cluster, "GET _xpack"):
-        xpack = es.xpack.info(categories="features").body
-    with mapped_errors(cluster, "GET _cluster/settings"):
-        settings = es.cluster.get_settings(flat_settings=True).body
+    """Ask the cluster for its facts (nodes info, licence, health, xpack info, cluster settings).
+
+    The five requests are independent reads: they are sent at once (the client is thread-safe), and
+    a failure is raised as when they were sent one by one: the first in this order."""
+    requests = {
+        "GET _nodes": lambda: es.nodes.info().body,
+        "GET _license": lambda: es.license.get().body.get("license") or {},
+        "GET _cluster/health": lambda: es.cluster.health().body,
+        "GET _xpack": lambda: es.xpack.info(categories="features").body,
+        "GET _cluster/settings": lambda: es.cluster.get_settings(flat_settings=True).body,
+    }
+
+    def ask(what: str) -> Any:
+        with mapped_errors(cluster, what):
+            return requests[what]()
+
+    answers = fan_out(requests, ask, max_workers=len(requests))
+    for error in (answers[what] for what in requests if isinstance(answers[what], BaseException)):
+        raise error
+    nodes_body, licence, health, xpack, settings = (answers[what] for what in requests)
     security = ((xpack.get("features") or {}).get("security") or {}).get("enabled", False)
     return ClusterFacts(
         cluster=cluster, cluster_name=str(nodes_body.get("cluster_name") or health.get("cluster_name") or ""),

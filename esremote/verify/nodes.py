@@ -21,7 +21,9 @@ __all__ = ["REMOTE_CLUSTER_CLIENT", "LocalNode", "check_every_node", "local_node
 
 REMOTE_CLUSTER_CLIENT = "remote_cluster_client"
 DEFAULT_HTTP_PORT = 9200
-MAX_PARALLEL_NODES = 8
+# Every node at once (up to this bound): verification runs inside the outage, which must not grow
+# with the node count; each node is one HTTPS client and a few reads.
+MAX_PARALLEL_NODES = 64
 
 NodeCheck = Callable[[Any, "LocalNode"], list[Check]]
 
