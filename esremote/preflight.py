@@ -33,6 +33,7 @@ from esremote.cluster.client import connect, mapped_errors
 from esremote.cluster.facts import ClusterFacts, NodeFacts
 from esremote.errors import ClusterError, ConfigError, EsRemoteError, KeystoreError, PreconditionError
 from esremote.esyml import EsYml
+from esremote.esyml import _decode as decode_yml
 from esremote.fanout import fan_out
 from esremote.inventory import Inventory, ResolvedNode
 from esremote.node_keystore import NodeKeystore
@@ -357,9 +358,10 @@ def _paths(report: PreflightReport, conn: SSHConnection, node: ResolvedNode, res
 
 def _read_yml(report: PreflightReport, conn: SSHConnection, node: ResolvedNode, result: NodeCheck,
               sudo: bool) -> None:
-    text = conn.read_file(str(node.yml_path), sudo=sudo).decode("utf-8", "replace")
-    try:
-        result.yml = EsYml.parse(text, source=f"{node}:{node.yml_path}").flat()
+    data = conn.read_file(str(node.yml_path), sudo=sudo)
+    source = f"{node}:{node.yml_path}"
+    try:  # not UTF-8 is refused here: Elasticsearch would not read it, and no edit could keep it
+        result.yml = EsYml.parse(decode_yml(data, source), source=source).flat()
     except ConfigError as exc:
         report.add("config", str(node), "block", str(exc), "fix elasticsearch.yml on this node")
 

@@ -89,7 +89,7 @@ class RemoteFiles:
             raise ValueError(f"run_id {run_id!r} must match {_RUN_ID.pattern}")
         p, b = shlex.quote(path), shlex.quote(_backup_path(path, run_id))
         result = self.run(f"set -eu\numask 077\n[ -e {p} ] || exit 3\n"
-                          f"if [ ! -e {b} ]; then cp -p -- {p} {b}.tmp && mv -f -- {b}.tmp {b}; fi\n",
+                          + _backup_step(p, b),
                           sudo=sudo, check=False, display=f"backup {path}")
         if result.exit_code == 3:
             return None
@@ -183,8 +183,7 @@ def _write_script(path: str, backup: str, before: FileStat | None, mode: int | N
     grp = group or (str(before.gid) if before else "")
     chown = f'chown {shlex.quote(user + (":" + grp if grp else ""))} "$t"\n' if user else (
         f'chgrp {shlex.quote(grp)} "$t"\n' if grp else "")
-    backup_step = (f'if [ ! -e {b} ]; then cp -p -- {p} {b}.tmp && mv -f -- {b}.tmp {b}; fi\n'
-                   if before is not None else "")
+    backup_step = _backup_step(p, b) if before is not None else ""
     return (
         "set -eu\numask 077\n"
         + backup_step
@@ -197,6 +196,14 @@ def _write_script(path: str, backup: str, before: FileStat | None, mode: int | N
         "trap - EXIT\n"
         f"sync -- {shlex.quote(directory or '/')} 2>/dev/null || true\n"
     )
+
+
+def _backup_step(p: str, b: str) -> str:
+    """Shell copying quoted `p` to quoted `b` through `b.tmp`, unless `b` exists. A failed copy (a
+    full disk) removes its partial file and stops the script: no stray file, and no write without
+    its backup (`cp || ...` in an `&&` list would not stop a `set -e` script)."""
+    return (f"if [ ! -e {b} ]; then cp -p -- {p} {b}.tmp || {{ rm -f -- {b}.tmp; exit 1; }}; "
+            f"mv -f -- {b}.tmp {b}; fi\n")
 
 
 def _backup_path(path: str, run_id: str) -> str:
