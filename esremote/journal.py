@@ -15,6 +15,7 @@ Step ids are stable names (`reconnect/keystore/local-0/my_remote`), so a re-run 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import secrets as _random
@@ -29,6 +30,9 @@ from esremote.errors import ConfigError
 from esremote.files import atomic_write
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Every entry is also a DEBUG record here (kind and step only, never data), so a terminal's progress
+# display and the run's log file can follow the run; off unless someone lowers this logger's level.
+_LOG = logging.getLogger("esremote.journal")
 
 
 def default_state_dir() -> Path:
@@ -138,6 +142,10 @@ class Journal:
             os.fsync(fd)  # returns once this line (and any written before it) is on disk
         finally:
             os.close(fd)
+        if _LOG.isEnabledFor(logging.DEBUG):
+            _LOG.debug("journal: %s %s", kind, step,
+                       extra={"esremote_journal": {"run_id": self.run_id, "kind": kind, "step": step,
+                                                   "time": entry.time}})
         return entry
 
     def _index(self, entry: Entry) -> None:
@@ -176,6 +184,83 @@ class Journal:
             if e.kind == "intent" and e.step.startswith(prefix):
                 seen.setdefault(e.step)
         return list(seen)
+
+
+# -- the measured outage ------------------------------------------------------------------------
+
+OUTAGE_START = "stop_cross_cluster_ops/stop/"
+ROLLBACK_STOP = "rollback/stop/"
+RESUME_STEPS = ("resume_cross_cluster_ops/resume/", "rollback/resume/")
+
+
+@dataclass(frozen=True)
+class Outage:
+    """The outage a run caused, as its journal timed it: from the first work stopped (the intent of
+    the first stop step) to all work resumed (the `done` of the last resume step, after the migration
+    or its rollback). `ended` is None while some alias's work is still stopped."""
+
+    started: str
+    ended: str | None
+    expected: str = ""          # the plan's estimate, when the run has a plan
+
+    @property
+    def seconds(self) -> float | None:
+        if self.ended is None:
+            return None
+        return round((_parse(self.ended) - _parse(self.started)).total_seconds(), 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"started": self.started, "ended": self.ended, "seconds": self.seconds, "expected": self.expected}
+
+    def describe(self) -> str:
+        start = _clock(self.started)
+        if self.ended is None:
+            text = f"not over: work stopped at {start} and not resumed yet"
+        else:
+            text = f"{self.seconds:.1f}s (first work stopped {start}, all work resumed {_clock(self.ended)})"
+        return text + (f"; the plan expected {self.expected}" if self.expected else "")
+
+
+def measured_outage(journal: Journal) -> Outage | None:
+    """The run's last outage window (a run that was later rolled back by hand has two: the migration's
+    and the rollback's), or None when no work was ever stopped. Entries are in the order they were
+    written; per alias, work counts as stopped from its stop step until a resume step is done."""
+    stopped: set[str] = set()
+    started: str | None = None
+    windows: list[tuple[str, str | None]] = []
+    for entry in journal.entries():
+        step = entry.step
+        if entry.kind == "intent" and (step.startswith(OUTAGE_START)
+                                       or (step.startswith(ROLLBACK_STOP) and entry.data.get("calls"))):
+            if not stopped:
+                started = entry.time
+            stopped.add(step.rsplit("/", 1)[-1])
+        elif entry.kind == "done" and step.startswith(RESUME_STEPS) and stopped:
+            stopped.discard(step.rsplit("/", 1)[-1])
+            if not stopped and started is not None:
+                windows.append((started, entry.time))
+                started = None
+    if started is not None:
+        windows.append((started, None))
+    if not windows:
+        return None
+    return Outage(*windows[-1], expected=_expected_outage(journal.run_dir))
+
+
+def _expected_outage(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "plan.json").read_text())["outage"]["estimate"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp)
+
+
+def _clock(stamp: str) -> str:
+    """`20:59:45.034 UTC`"""
+    return _parse(stamp).strftime("%H:%M:%S.%f")[:-3] + " UTC"
 
 
 def _now() -> str:

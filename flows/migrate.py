@@ -149,6 +149,7 @@ def _brief(exc: BaseException) -> str:
 
 
 def _finish(run, summary: Summary) -> Summary:
+    summary.measure_outage(run.journal)
     reports.save(run.journal.run_dir, "summary.json", summary.to_dict())
     reports.markdown(reports.run_key(run, "summary"), summary.to_markdown(), description="Migration summary")
     run.journal.note("summary", status=summary.status)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
+
+from esremote.journal import Journal, Outage, measured_outage
 
 Status = Literal["planned", "migrated", "rolled-back", "failed", "rollback-failed"]
 EXIT_CODES = {"planned": 0, "migrated": 0, "rolled-back": 3, "failed": 1, "rollback-failed": 1}
@@ -21,6 +23,9 @@ class Summary:
     phases: list[str] = field(default_factory=list)       # phases completed, in order
     plan_file: str = ""
     journal_dir: str = ""
+    # The measured outage (esremote.journal.Outage.to_dict()): first work stopped to all work
+    # resumed, from the journal's timestamps; None when no work was stopped.
+    outage: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -31,13 +36,27 @@ class Summary:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Summary:
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def measure_outage(self, journal: Journal) -> Summary:
+        """Set `outage` from the run's journal (the journal is the truth, whoever wrote the summary)."""
+        outage = measured_outage(journal)
+        self.outage = outage.to_dict() if outage is not None else None
+        return self
+
+    @property
+    def outage_text(self) -> str:
+        if not self.outage:
+            return "none (no cross-cluster work was stopped)"
+        return Outage(self.outage["started"], self.outage.get("ended"), self.outage.get("expected", "")).describe()
 
     def to_markdown(self) -> str:
         lines = [f"# Migration {self.status}: {', '.join(self.aliases)}", "",
                  f"- run id: `{self.run_id}`", f"- phases done: {', '.join(self.phases) or 'none'}"]
         if self.message:
             lines.append(f"- {self.message}")
+        lines.append(f"- measured outage: {self.outage_text}")
         for title, info in (("before", self.remote_info_before), ("after", self.remote_info_after)):
             lines += ["", f"## `_remote/info` {title}", "", "```json", json.dumps(info, indent=2, sort_keys=True),
                       "```"]
@@ -48,6 +67,7 @@ class Summary:
                  f"phases done: {', '.join(self.phases) or 'none'}"]
         if self.message:
             lines.append(f"message: {self.message}")
+        lines.append(f"outage: {self.outage_text}")
         for alias in self.aliases:
             before = _link(self.remote_info_before.get(alias))
             after = _link(self.remote_info_after.get(alias))

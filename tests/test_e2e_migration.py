@@ -34,6 +34,7 @@ from esremote.esyml import BEGIN_MARK
 from esremote.keystore import Keystore
 from esremote.lab.ops import control
 from tests.fixtures.lab import Lab
+from tests.test_cli_progress import OUTAGE_LINE, assert_progress_display
 from tests.test_flows import shared_prefect_api
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -164,11 +165,21 @@ def test_dynamic_proxy_alias_on_8_15_migrates_with_reload_only_and_resumes_after
     assert ALIAS not in lab.es("local").cluster.remote_info()
     # ... and `--resume` finishes the run from its journal.
     [run_id] = [p.name for p in (tmp_path / "runs").iterdir()]
-    result = esremote("migrate", "--inventory", str(lab.inventory), "--yes", "--resume", run_id,
+    result = esremote("migrate", "--inventory", str(lab.inventory), "--yes", "--resume", run_id, "--output", "json",
                       prefect_api=prefect_api, state_dir=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "done in an earlier attempt, skipped" in result.stderr
-    assert "status: migrated" in result.stdout
+    # The terminal: the progress display, no Prefect log line; stdout: the summary as JSON alone,
+    # with the outage measured from the first attempt's first stop; the full log of both attempts
+    # in the run's directory.
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "migrated" and summary["run_id"] == run_id
+    assert summary["outage"]["seconds"] > 0 and summary["outage"]["started"] < summary["outage"]["ended"]
+    assert_progress_display(result.stderr, "reconnect", "verify", "resume_cross_cluster_ops")
+    assert "✓ outage over: all work resumed after" in result.stderr
+    log = Path(summary["log_file"])
+    assert log == tmp_path / "runs" / run_id / "run.log" and log.stat().st_mode & 0o777 == 0o600
+    assert "done in an earlier attempt, skipped" in log.read_text()
+    assert log.read_text().count("Beginning flow run 'migrate-") == 2  # the crashed attempt, then this one
 
     local = lab.es("local")
     info = local.cluster.remote_info()[ALIAS]
@@ -194,7 +205,7 @@ def test_dynamic_proxy_alias_on_8_15_migrates_with_reload_only_and_resumes_after
     assert stored["kind"] == "prefect"
     run_dir = next((tmp_path / "runs").iterdir())
     texts = [result.stdout, result.stderr] + [p.read_text() for p in run_dir.glob("*.json*")] + [
-        (run_dir / "plan.md").read_text()]
+        (run_dir / "plan.md").read_text(), (run_dir / "run.log").read_text()]
     raw = __import__("base64").b64decode(encoded).decode().split(":", 1)[1]
     assert not [t for t in texts if encoded in t or raw in t]
     # The plan and the summary are artifacts in Prefect, under stable keys, without the key either.
@@ -259,6 +270,11 @@ def test_invalidated_key_fails_verification_and_everything_is_rolled_back(lab_fa
     assert process.returncode == 3, stdout[-3000:] + stderr[-3000:]
     assert "status: rolled-back" in stdout
     assert "verification of alias my_remote" in stdout + stderr
+    # The summary names the measured outage (first work stopped to all work resumed by the
+    # rollback); the terminal shows the progress display, the failure and the rollback.
+    assert OUTAGE_LINE.search(stdout), stdout
+    assert_progress_display(stderr, "verify", "rollback")
+    assert "✗ verify failed" in stderr and "✓ outage over: all work resumed after" in stderr
 
     after = local.cluster.remote_info()[ALIAS]
     assert after["connected"] and "cluster_credentials" not in after

@@ -16,6 +16,12 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Migrate Elasticsearch remote clusters to API-key security, in place.")
 
 
+@app.callback()
+def _root() -> None:
+    """Keeps `esremote` a group of commands even when a module registers a single command (typer
+    would otherwise run that command for any argument list)."""
+
+
 # Sub-command groups: name -> (module, help). Each module holds a typer app `app`, or a
 # `register(app)` function when it adds several commands. Only the group a command line names is
 # imported, so `esremote keystore list` does not pay for Prefect or the lab.
@@ -28,6 +34,7 @@ GROUPS = {
 # Top-level commands registered by one module (the migration's own verbs).
 COMMANDS = {name: "esremote.cli.migrate" for name in ("plan", "migrate", "rollback", "verify", "demo")}
 COMMANDS.update({name: "esremote.cli.keys" for name in ("keys", "rotate")})  # the key's life afterwards
+COMMANDS["diagnose"] = "esremote.cli.diagnose"
 
 
 def _register(argv: list[str]) -> None:

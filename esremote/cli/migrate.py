@@ -36,6 +36,10 @@ def _exit(code: int, message: str) -> None:
 
 INVENTORY = typer.Option(..., "--inventory", "-i", help="Inventory file (clusters, nodes, aliases).")
 ALIASES = typer.Option(None, "--alias", "-a", help="Alias to migrate (repeatable; default: every alias).")
+VERBOSE = typer.Option(False, "--verbose", "-v",
+                       help="Show the full log live (Prefect's own lines) besides the progress display.")
+OUTPUT = typer.Option("text", "--output", "-o", metavar="FORMAT",
+                      help="The summary as text, or as json (then stdout holds only the JSON).")
 
 
 def _prefect_environment() -> None:
@@ -114,10 +118,16 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
             key_expiration: Optional[str] = typer.Option(
                 None, "--key-expiration", help="Expiration of the cross-cluster API key this run creates, an "
                                                "Elasticsearch duration such as 90d (default: never)."),
+            verbose: bool = VERBOSE, output: str = OUTPUT,
             ) -> None:
-    """Migrate the aliases to API-key security; roll back by itself if reconnect, verify or resume fails."""
-    from esremote.cli.keys import check_key_expiration  # noqa: PLC0415
+    """Migrate the aliases to API-key security; roll back by itself if reconnect, verify or resume fails.
 
+    The terminal shows the progress (phase, node, what the run waits for); the full log is in the
+    run's directory (run.log), live with --verbose."""
+    from esremote.cli.keys import check_key_expiration  # noqa: PLC0415
+    from esremote.cli.progress import check_output, run_in_terminal  # noqa: PLC0415
+
+    check_output(output)
     params = _params(inventory, alias, dry_run=dry_run, run_id=resume, connection_mode=connection_mode,
                      restart_strategy=restart_strategy, link_timeout_s=link_timeout,
                      retire_trust=retire_trust, key_expiration=check_key_expiration(key_expiration))
@@ -128,8 +138,7 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
     _prefect_environment()
     from esremote.flows.migrate import run_migration  # noqa: PLC0415
 
-    summary = run_migration(params)
-    _print_summary(summary)
+    summary, _ = run_in_terminal(run_migration, params, "migrate", verbose=verbose, output=output)
     _exit(summary.exit_code, f"migration {summary.status} (run {summary.run_id}): {summary.message}")
 
 
@@ -156,19 +165,18 @@ def _confirm(params) -> None:
         raise typer.Abort()
 
 
-def _print_summary(summary) -> None:
-    typer.echo(summary.to_text())
-
-
 def rollback(inventory: Path = INVENTORY,
-             run_id: str = typer.Argument(..., metavar="RUN_ID", help="The run to roll back.")) -> None:
+             run_id: str = typer.Argument(..., metavar="RUN_ID", help="The run to roll back."),
+             verbose: bool = VERBOSE, output: str = OUTPUT) -> None:
     """Undo a run from its journal: certificate-model link and work back, then every node's files."""
+    from esremote.cli.progress import check_output, run_in_terminal  # noqa: PLC0415
+
+    check_output(output)
     params = _resumed(_params(inventory, None, run_id=run_id), run_id)
     _prefect_environment()
     from esremote.flows.rollback import run_rollback  # noqa: PLC0415
 
-    summary = run_rollback(params)
-    _print_summary(summary)
+    summary, _ = run_in_terminal(run_rollback, params, "rollback", verbose=verbose, output=output)
     _exit(0 if summary.status == "rolled-back" else 1, f"rollback of run {run_id} failed: {summary.message}")
 
 
@@ -206,31 +214,70 @@ def _free_net() -> int:
     raise ConfigError("no free 127.NET address range for the lab; stop other labs (esremote lab down)")
 
 
-def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab running afterwards."),
+def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab and a local Prefect server running "
+                                                        "afterwards, and print where to look at the run."),
          lab_dir: Optional[Path] = typer.Option(None, "--dir", help="Lab directory (default: a temporary one)."),
+         verbose: bool = VERBOSE, output: str = OUTPUT,
          ) -> None:
-    """A full rehearsal on the lab: lab up, migrate --yes, summary, lab down (always)."""
+    """A full rehearsal on the lab: lab up, migrate --yes, summary, lab down (unless --keep)."""
+    from esremote.cli.prefect_server import LocalServer  # noqa: PLC0415
+    from esremote.cli.progress import check_output, run_in_terminal  # noqa: PLC0415
     from esremote.lab.ops import control  # noqa: PLC0415
+
+    check_output(output)
+
+    def say(text: str) -> None:
+        typer.echo(f"esremote demo: {text}", err=True)
 
     owned = lab_dir is None
     directory = Path(tempfile.mkdtemp(prefix="esremote-demo-")) if owned else lab_dir
+    directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o755)
-    typer.echo(f"esremote demo: starting the lab in {directory} (2 local + 2 remote nodes)")
-    code, message = 1, "the rehearsal did not finish"
+    server = None
+    if keep and not os.environ.get("PREFECT_API_URL"):
+        # Started first: it migrates its database while the lab starts.
+        server = LocalServer.start(directory / "prefect")
+        say(f"starting a Prefect server on {server.url} (it stays up afterwards; log {server.log_file})")
+    say(f"starting the lab in {directory}")
+    code, message, out = 1, "the rehearsal did not finish", None
     try:
         layout = control.up(directory, {} if (directory / "lab.json").exists() else {"net": _free_net()})
-        typer.echo(f"esremote demo: lab up; inventory {layout.inventory}")
+        say(f"lab up; inventory {layout.inventory}")
         params = _params(Path(layout.inventory), None, state_dir=directory / "state")
+        if server is not None:
+            server.wait_ready()
+            os.environ["PREFECT_API_URL"] = server.api_url  # before Prefect is imported here
         _prefect_environment()
         from esremote.flows.migrate import run_migration  # noqa: PLC0415
 
-        summary = run_migration(params)
-        _print_summary(summary)
+        summary, out = run_in_terminal(run_migration, params, "demo", verbose=verbose, output=output)
         code, message = summary.exit_code, f"migration {summary.status}: {summary.message}"
     except EsRemoteError as exc:
         code, message = exc.exit_code, str(exc)
+        if server is not None and not server.healthy():
+            server.stop()
+            server = None
     finally:
         if not keep:
             stopped = control.down(directory)
-            typer.echo(f"esremote demo: lab down ({len(stopped)} process(es) stopped)")
+            say(f"lab down ({len(stopped)} process(es) stopped)")
+    if keep:
+        _say_kept(directory, server, out, to_stderr=output == "json")
     _exit(code, message)
+
+
+def _say_kept(directory: Path, server, out, *, to_stderr: bool) -> None:
+    """Where the kept rehearsal can be looked at, and how to stop it."""
+    from esremote.cli.progress import prefect_run_url  # noqa: PLC0415
+
+    url = prefect_run_url(out.flow_run_id) if out is not None else None
+    lines = ["esremote demo: the lab is still running: esremote lab status " + str(directory)]
+    if url:
+        lines.append(f"esremote demo: look at the run in the Prefect UI: {url}")
+    elif server is not None:
+        lines.append(f"esremote demo: the Prefect UI: {server.url}")
+    stop = f"esremote lab down {directory}"
+    if server is not None:
+        stop += f"; kill {server.pid}  # the Prefect server"
+    lines.append(f"esremote demo: stop it all with: {stop}")
+    typer.echo("\n".join(lines), err=to_stderr)

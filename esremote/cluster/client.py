@@ -13,6 +13,7 @@ deadline passes, riding out transient errors (a node restarting, a 503) on the w
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -22,6 +23,10 @@ from esremote.errors import ClusterError, ClusterHTTPError, EsRemoteError, is_tr
 __all__ = ["PollTimeout", "connect", "connect_node", "es_error_parts", "mapped_errors", "poll", "retry_transient"]
 
 T = TypeVar("T")
+# A wait that does not end at the first answer says what it waits for (DEBUG records, off unless a
+# terminal's progress display or log file asks for them): `esremote_wait` is `what`, and
+# `esremote_wait_over` marks its end.
+_WAIT_LOG = logging.getLogger("esremote.progress")
 
 
 def es_error_parts(body: Any) -> tuple[str | None, str]:
@@ -108,21 +113,29 @@ def poll(probe: Callable[[], T | None], *, timeout: float, what: str, cluster: s
     propagates at once. `describe(last)` renders the last answer for the timeout message."""
     deadline = time.monotonic() + timeout
     last: Any = "no answer yet"
-    while True:
-        try:
-            answer = probe()
-            if answer is not None and answer is not False:
-                return answer
-            last = answer
-        except EsRemoteError as exc:
-            if not exc.transient:
-                raise
-            last = exc
-        if time.monotonic() >= deadline:
-            shown = str(last) if isinstance(last, BaseException) else describe(last)
-            raise PollTimeout(f"{what}: not done after {timeout:g}s (last: {shown})", cluster=cluster,
-                              last=last)
-        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+    waiting = False
+    try:
+        while True:
+            try:
+                answer = probe()
+                if answer is not None and answer is not False:
+                    return answer
+                last = answer
+            except EsRemoteError as exc:
+                if not exc.transient:
+                    raise
+                last = exc
+            if time.monotonic() >= deadline:
+                shown = str(last) if isinstance(last, BaseException) else describe(last)
+                raise PollTimeout(f"{what}: not done after {timeout:g}s (last: {shown})", cluster=cluster,
+                                  last=last)
+            if not waiting and _WAIT_LOG.isEnabledFor(logging.DEBUG):
+                waiting = True
+                _WAIT_LOG.debug("waiting for %s (up to %gs)", what, timeout, extra={"esremote_wait": what})
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+    finally:
+        if waiting:
+            _WAIT_LOG.debug("done waiting for %s", what, extra={"esremote_wait_over": what})
 
 
 def retry_transient(fn: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.5) -> T:
