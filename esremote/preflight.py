@@ -143,9 +143,16 @@ class PreflightReport:
     nodes: dict[str, NodeCheck] = field(default_factory=dict)   # "cluster/node" -> check
     definition: AliasDefinition | None = None
     usage: Any = None
+    # Checks that failed on a transient error (a 429/503 burst, a node restarting): the report is
+    # not to be trusted, and asking again may give a true one (`raise_if_blocked` says so).
+    retryable: list[str] = field(default_factory=list)
 
     def add(self, check: str, where: str, status: Status, detail: str, fix: str = "") -> None:
         self.findings.append(Finding(check, where, status, detail, fix))
+
+    def failed_check(self, exc: BaseException, check: str, where: str) -> None:
+        if getattr(exc, "transient", False):
+            self.retryable.append(f"{where}: {check}: {exc}")
 
     @property
     def blocking(self) -> list[Finding]:
@@ -163,6 +170,12 @@ class PreflightReport:
         return [f for f in self.findings if f.check == check]
 
     def raise_if_blocked(self) -> PreflightReport:
+        """PreconditionError listing the blocking findings; a transient one (retrying may help) when a
+        check failed on a transient error, so that the preflight task is retried (429/503 bursts)."""
+        if self.retryable:
+            lines = "\n".join(f"- {f}" for f in self.blocking) or "\n".join(f"- {r}" for r in self.retryable)
+            raise PreconditionError(f"preflight for alias {self.alias}: {len(self.retryable)} check(s) failed on a "
+                                    f"transient error (retrying may help):\n{lines}", transient=True)
         if self.blocking:
             lines = "\n".join(f"- {f}" for f in self.blocking)
             raise PreconditionError(f"preflight for alias {self.alias} found {len(self.blocking)} blocking "
@@ -235,6 +248,7 @@ def _cluster_checks(report: PreflightReport, inventory: Inventory, name: str, es
     try:
         found = cluster_facts.gather(es, name)
     except ClusterError as exc:
+        report.failed_check(exc, "reachable", name)
         report.add("reachable", name, "block", str(exc),
                    "check the cluster's urls, ca_cert and auth in the inventory, and that it is up")
         return
@@ -451,6 +465,7 @@ def _alias_checks(report: PreflightReport, local: str, remote: str, es) -> None:
             with mapped_errors(local, "GET _remote/info"):
                 info = es.cluster.remote_info().body.get(alias)
         except ClusterError as exc:
+            report.failed_check(exc, "alias", local)
             report.add("alias", f"{local}", "warn", f"_remote/info failed: {exc}", "")
     definition = AliasDefinition(
         alias=alias, local=local, remote=remote,
@@ -536,6 +551,7 @@ def _usage(report: PreflightReport, es, local: str, usage_finder: Callable[..., 
     try:
         report.usage = finder(es, local, report.alias)
     except EsRemoteError as exc:
+        report.failed_check(exc, "usage", where)
         report.add("usage", where, "block", f"could not list the work using the alias: {exc}",
                    "see the error; the inventory's user needs monitor, read_ccr, monitor_transform and monitor_ml")
         return
