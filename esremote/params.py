@@ -13,6 +13,7 @@ are the parameters of the flows that live with the keys after the migration.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -61,8 +62,24 @@ class MigrationParams(BaseModel):
                                                        "never the key itself.")
     retire_trust: bool = Field(False, description="After a verified migration, ask for approval to "
                                                   "retire certificate trust (irreversible).")
-    retire: RetireOptions = Field(default_factory=RetireOptions)
-    approval_timeout_s: int = Field(3600, ge=1, description="How long the approval gate waits.")
+    retire: RetireOptions = Field(
+        default_factory=RetireOptions,
+        description="What the retirement may do; the approval form offers the same choices again.")
+    approval_timeout_s: int = Field(
+        3600, ge=1, description="Seconds the approval gate waits for an answer in the Prefect UI; no answer "
+                                "in time counts as a refusal (the migration stays done, nothing is retired).")
+    window_end: datetime | None = Field(
+        None, description="End of the maintenance window (ISO 8601 with its time zone, e.g. "
+                          "2026-12-12T06:00:00+01:00; without one it is UTC). Before each disruptive phase the "
+                          "run checks that the rest of the plan fits in the time left, and otherwise stops "
+                          "before disrupting anything. Never checked once cross-cluster work is stopped.")
+    window_minutes: int | None = Field(
+        None, ge=1, le=10080, description="Length of the maintenance window in minutes, from the run's "
+                                          "scheduled start (a scheduled deployment's slot, else when the run "
+                                          "was created); instead of window_end.")
+    no_wait: bool = Field(
+        False, description="When another run is migrating the same cluster pair, end at once naming that run "
+                           "instead of waiting for it to finish.")
     dry_run: bool = Field(False, description="Plan only: gather facts, publish the plan, change nothing.")
     max_parallel: int = Field(4, ge=1, le=64, description="Nodes handled at once by non-disruptive steps.")
     node_timeout_s: float = Field(180.0, gt=0, description="How long a restarted node may take to rejoin.")
@@ -84,6 +101,12 @@ class MigrationParams(BaseModel):
     @classmethod
     def _duration(cls, value: str | None) -> str | None:
         return _key_expiration(value)
+
+    @model_validator(mode="after")
+    def _one_window(self) -> MigrationParams:
+        if self.window_end is not None and self.window_minutes is not None:
+            raise ValueError("give the maintenance window as window_end or as window_minutes, not both")
+        return self
 
     @model_validator(mode="after")
     def _ca_files(self) -> MigrationParams:
@@ -109,6 +132,38 @@ class MigrationParams(BaseModel):
     def public(self) -> dict:
         """What the journal and artifacts record (there is no secret in the parameters)."""
         return self.model_dump(mode="json")
+
+
+class FleetParams(BaseModel):
+    """Parameters of `migrate-fleet`: one migration run per cluster pair of the inventories (a
+    deployment run of `deployment` each), at most `max_running` at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inventories: list[Path] = Field(
+        min_length=1, description="Inventory files; each pair of clusters linked by an alias (local, remote) "
+                                  "is one migration, with every alias of that pair.")
+    max_running: int = Field(2, ge=1, le=64, description="Migrations running at once, over the whole fleet.")
+    deployment: str = Field("migrate-remote-cluster/manual",
+                            description="The deployment each pair's migration runs as (flow/deployment).")
+    dry_run: bool = Field(False, description="Plan only: every pair gathers facts and publishes its plan.")
+    connection_mode: ConnectionMode = Field("keep", description="Mode of each re-added alias (see the migration).")
+    restart_strategy: RestartStrategy = Field("auto", description="How local nodes load the new credentials: "
+                                                                  "auto, reload, restart.")
+    window_end: datetime | None = Field(
+        None, description="End of the maintenance window for every pair (ISO 8601 with its time zone).")
+    window_minutes: int | None = Field(
+        None, ge=1, le=10080, description="Window length in minutes from the fleet run's scheduled start; every "
+                                          "pair gets the same end (instead of window_end).")
+    no_wait: bool = Field(False, description="A pair that another run is migrating ends at once instead of waiting.")
+    state_dir: Path | None = Field(None, description="Where each migration keeps its journal, on the worker "
+                                                     "that runs it (default: ESREMOTE_STATE_DIR there).")
+
+    @model_validator(mode="after")
+    def _one_window(self) -> FleetParams:
+        if self.window_end is not None and self.window_minutes is not None:
+            raise ValueError("give the maintenance window as window_end or as window_minutes, not both")
+        return self
 
 
 def _distinct_aliases(aliases: list[str]) -> list[str]:

@@ -1,19 +1,31 @@
 """`migrate-remote-cluster`: the parent flow. Preflight and plan, then the non-disruptive phases
 (prepare_remote, stage_local), then the outage (stop work, reconnect, verify, resume); if any of
 those four fails, the rollback subflow runs by itself and the run ends "rolled back" (exit 3).
-After a verified migration, `retire_certificate_trust` runs only when asked for and approved.
+After a verified migration, `retire_certificate_trust` runs only when asked for and approved (this
+run pauses for the approval in the Prefect UI; no answer in time is a refusal).
+
+Operating rules (DESIGN.md "Operating it"): a run that changes anything holds its cluster pairs'
+concurrency limits from before preflight to its end (`pair_lock`: a second run waits, or with
+`no_wait` ends at once naming the holder); with a maintenance window, the time left is checked
+against the plan before prepare_remote, stage_local and the outage (`esremote.window`), never inside
+the outage. Both of those endings (status `busy`, `out-of-window`) change nothing on the clusters
+and end the flow run Failed with the reason as its message.
 
     summary = run_migration(MigrationParams(inventory="inventory.yml"))   # the CLI's entry point
 """
 
 from __future__ import annotations
 
+import contextlib
+
 from prefect import flow
+from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from esremote.errors import EsRemoteError, RollbackError
 from esremote.params import MigrationParams
 from esremote.flows.common import remote_info
+from esremote.flows.pair_lock import PairBusy, pair_lock
 from esremote.flows.summary import Summary
 from esremote.tasks import reports
 from esremote.tasks.common import install_redaction, run_logger
@@ -51,7 +63,14 @@ def migrate_remote_cluster(params: MigrationParams) -> dict:
     summary = Summary(run_id=run.id, status="failed", aliases=run.aliases,
                       journal_dir=str(run.journal.run_dir), plan_file=str(run.journal.run_dir / "plan.md"))
     try:
-        return _migrate(run, summary).to_dict()
+        with contextlib.ExitStack() as held:
+            if not params.dry_run:  # a dry run changes nothing: it needs no lock
+                held.enter_context(pair_lock(run, no_wait=params.no_wait))
+            _migrate(run, summary)
+    except PairBusy as exc:
+        summary.status, summary.message = "busy", str(exc)
+        _finish(run, summary)
+        return Failed(message=summary.message)
     except (MigrationRolledBack, RollbackError):
         raise
     except Exception as exc:  # before the outage: nothing to roll back, the summary says where it stopped
@@ -61,6 +80,9 @@ def migrate_remote_cluster(params: MigrationParams) -> dict:
         raise
     finally:
         close_run(run.id)
+    if summary.status == "out-of-window":
+        return Failed(message=summary.message)
+    return summary.to_dict()
 
 
 def _migrate(run, summary: Summary) -> Summary:
@@ -102,10 +124,16 @@ def _apply(run, summary: Summary) -> Summary:
 
     params = run.params
     for name, fn in (("prepare_remote", prepare_remote_flow), ("stage_local", stage_local_flow)):
+        if not _window_allows(run, summary, name):
+            return summary
         _phase(fn, params, run.id)
         summary.phases.append(name)
     outage = {"stop_cross_cluster_ops": stop_cross_cluster_ops_flow, "reconnect": reconnect_flow,
               "verify": verify_flow, "resume_cross_cluster_ops": resume_cross_cluster_ops_flow}
+    if not _window_allows(run, summary, OUTAGE_PHASES[0]):
+        return summary
+    # From here to the end of the outage the window is not looked at: stopping half-way would leave
+    # cross-cluster work stopped and the alias half-moved (esremote.window).
     try:
         for name in OUTAGE_PHASES:
             _phase(outage[name], params, run.id)
@@ -117,10 +145,54 @@ def _apply(run, summary: Summary) -> Summary:
     summary.remote_info_after = remote_info(run)
     _finish(run, summary)
     if params.retire_trust:
-        _phase(retire_certificate_trust_flow, params, run.id)
+        from esremote.flows.retire_certificate_trust import ask_approval  # noqa: PLC0415
+
+        answer = ask_approval(run)  # this run pauses here: the operator answers on the run they started
+        runner = ThreadPoolTaskRunner(max_workers=params.max_parallel)
+        lines = retire_certificate_trust_flow.with_options(task_runner=runner)(
+            params, run.id, approval=answer.to_dict())
         summary.phases.append("retire_certificate_trust")
+        summary.message += ("; certificate trust retired: " + "; ".join(lines) if answer.approve and lines
+                            else "; retirement approved, nothing was chosen to retire" if answer.approve
+                            else f"; {answer.refusal}")
         _finish(run, summary)
     return summary
+
+
+def _window_allows(run, summary: Summary, phase: str) -> bool:
+    """Before a disruptive phase: True when the run has no window or the rest of the plan fits in
+    what is left of it; otherwise the summary and a `window` artifact say why the run stops here."""
+    from prefect.runtime import flow_run  # noqa: PLC0415
+
+    from esremote import window  # noqa: PLC0415
+
+    end = window.window_end(run.params, flow_run.scheduled_start_time)
+    if end is None:
+        return True
+    plan = reports.load(run.journal.run_dir, "plan.json") or {}
+    check = window.check(phase, plan.get("changes", []), run.journal, end)
+    log = run_logger()
+    run.journal.note(f"window/{phase}", fits=check.fits, left_s=round(check.left_s), needed_s=round(check.needed_s))
+    if check.fits:
+        log.info("%s", check.message)
+        return True
+    done = ", ".join(summary.phases)
+    check.notes.append("nothing of the outage has started: every alias is still on its certificate-model link "
+                       "and no cross-cluster work was stopped")
+    if phase != "prepare_remote":
+        check.notes.append(f"done before stopping: {done} (no cross-cluster work stopped; resume this run in the "
+                           f"next window with run_id {run.id}, done steps are skipped)")
+    log.warning("%s", check.message)
+    reports.markdown(reports.run_key(run, "window"), check.to_markdown(), description="Maintenance window check")
+    summary.status = "out-of-window"
+    summary.message = (f"stopped before {phase}: the maintenance window ends "
+                       f"{check.end.isoformat(timespec='seconds')}, {max(0, round(check.left_s))} s left, and the rest "
+                       f"of the migration needs about {round(check.needed_s)} s; nothing of the outage was started "
+                       f"and the clusters are as " + ("they were" if phase == "prepare_remote"
+                                                      else f"{done} left them (certificate-model links unchanged)"))
+    summary.remote_info_after = remote_info(run)
+    _finish(run, summary)
+    return False
 
 
 def _roll_back(run, summary: Summary, cause: BaseException) -> Summary:

@@ -8,15 +8,29 @@ Prefect UI (the flow pauses with a form that carries the plan), close the certif
 
 Irreversible in effect: the originals (filter settings, role definitions) are journaled so a person
 can restore them by hand, but no rollback runs.
+
+The approval gate (`ask_approval`) pauses the flow run that asks: the parent migration when it runs
+the retirement, so the operator answers on the run they started. The form's description is the
+retirement plan; "approve" unticked, or no answer within `approval_timeout_s`, is a refusal: the
+migration stays done and nothing is retired, and the phase report and the summary say which of the
+two it was.
+
+    answer = ask_approval(run)                            # pauses this flow run until answered
+    retire_certificate_trust_flow(params, run.id, approval=answer.to_dict())
 """
 
 from __future__ import annotations
 
 import json
+import threading
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
 
 from prefect import flow, task
+from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from pydantic import Field, create_model
 
 from esremote.cluster.remote_settings import ApiCall, perform, segment
 from esremote.errors import ClusterHTTPError
@@ -34,10 +48,127 @@ FILTER_DENY = "xpack.security.transport.filter.deny"
 class RetireApproval(RunInput):
     """The approval form: the plan is its description; nothing happens unless `approve` is ticked."""
 
-    approve: bool = False
+    approve: bool = Field(False, description="Retire certificate trust as ticked below (irreversible). "
+                                             "Unticked, submitting refuses: nothing is retired.")
+    transport_ip_filter: bool = Field(False, description="Transport IP filter on each remote cluster: only its "
+                                                         "own nodes may connect on 9300.")
+    ca_rotation_plan: bool = Field(True, description="Publish a plan for rotating each remote's transport CA "
+                                                     "(changes nothing).")
+    delete_cross_cluster_roles: bool = Field(False, description="Delete the remote roles listed above, which only "
+                                                                "served cross-cluster access.")
+
+
+# Prefect's own pause timeout is the gate's plus this margin: the gate's watchdog answers "no" at
+# approval_timeout_s itself, so the server's pause expiry (which fails the run) only fires when the
+# process that waits died.
+PAUSE_GRACE_S = 60
+
+
+@dataclass
+class Answer:
+    """What the gate got: the form's choices, and how it was answered (ui, timeout)."""
+
+    approve: bool
     transport_ip_filter: bool = False
-    ca_rotation_plan: bool = True
+    ca_rotation_plan: bool = False
     delete_cross_cluster_roles: bool = False
+    how: str = "ui"                     # "ui": a person answered; "timeout": nobody did in time
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def refusal(self) -> str:
+        """Why nothing is retired, for the phase report and the summary."""
+        if self.how == "timeout":
+            return (f"no answer to the approval request {self.detail}: treated as a refusal, certificate trust "
+                    "left in place")
+        return "not approved in the Prefect UI: certificate trust left in place"
+
+
+def ask_approval(run: Run) -> Answer:
+    """Publish the retirement plan and pause the current flow run with the approval form.
+
+    Pause, not suspend (prefect-notes §7): a paused run keeps its process, so the migration's
+    concurrency slots (one run per cluster pair) stay held while the operator decides, and the run
+    carries on with the same in-memory run (SSH pool, clients) and journal. A suspended run exits its
+    process: it would release the pair for another migration in the middle of this one, and be
+    re-run from the top by the worker when resumed. The price of pausing, one worker process blocked
+    for up to approval_timeout_s, is small next to that."""
+    params = run.params
+    plan = retire_plan(run)
+    reports.markdown(reports.run_key(run, "retire-plan"), plan, description="Retire certificate trust: the plan")
+    deadline = datetime.now(timezone.utc) + timedelta(seconds=params.approval_timeout_s)
+    footer = (f"\n\nTick **approve** and submit to retire. Unticked, or no answer by "
+              f"{deadline.isoformat(timespec='seconds')} ({params.approval_timeout_s} s), is a refusal: the "
+              "migration stays done and nothing is retired.\n")
+    form = _form(plan + footer, approve=False, **params.retire.model_dump())
+    log = run_logger()
+    log.info("waiting up to %d s for approval to retire certificate trust: resume this flow run in the "
+             "Prefect UI and answer the form", params.approval_timeout_s)
+    timed_out = _Watchdog(params.approval_timeout_s)
+    timed_out.start()
+    try:
+        answer = pause_flow_run(wait_for_input=form, timeout=params.approval_timeout_s + PAUSE_GRACE_S,
+                                poll_interval=2, key=f"retire-approval-{run.id}")
+    except FlowPauseTimeout:
+        timed_out.fired = True
+        answer = None
+    finally:
+        timed_out.stop()
+    if timed_out.fired or answer is None:
+        result = Answer(approve=False, how="timeout", detail=f"within {params.approval_timeout_s} s "
+                                                             f"(approval_timeout_s)")
+    else:
+        result = Answer(approve=answer.approve, transport_ip_filter=answer.transport_ip_filter,
+                        ca_rotation_plan=answer.ca_rotation_plan,
+                        delete_cross_cluster_roles=answer.delete_cross_cluster_roles)
+    log.info("approval answer: %s", "approved" if result.approve else result.refusal)
+    return result
+
+
+def _form(description: str, **defaults: bool) -> type[RetireApproval]:
+    """The form with this run's defaults, keeping each field's description (Prefect's
+    `with_initial_data` drops the descriptions of the fields it gives new defaults)."""
+    fields = {name: (bool, Field(value, description=RetireApproval.model_fields[name].description))
+              for name, value in defaults.items()}
+    model = create_model(RetireApproval.__name__, __base__=RetireApproval, **fields)
+    model._description = description
+    return model
+
+
+class _Watchdog(threading.Thread):
+    """At the gate's deadline, resume the paused run with a refusal (and remember it did): the pause
+    ends on the run's own terms instead of the server failing a paused run that never resumed."""
+
+    def __init__(self, seconds: float) -> None:
+        from prefect.runtime import flow_run  # noqa: PLC0415
+
+        super().__init__(name="esremote-approval-timeout", daemon=True)
+        self.seconds, self.flow_run_id, self.fired = seconds, flow_run.id, False
+        self._done = threading.Event()
+
+    def stop(self) -> None:
+        self._done.set()
+
+    def run(self) -> None:
+        from prefect.exceptions import NotPausedError  # noqa: PLC0415
+        from prefect.flow_runs import resume_flow_run  # noqa: PLC0415
+
+        if self.flow_run_id is None or self._done.wait(self.seconds):
+            return
+        while not self._done.is_set():
+            try:
+                resume_flow_run(self.flow_run_id, run_input={"approve": False})
+                self.fired = True
+                return
+            except NotPausedError:   # answered this very moment, or not paused yet: look again
+                pass
+            except Exception as exc:  # noqa: BLE001 - the server's own pause expiry is the fallback
+                run_logger().warning("could not end the approval wait at its deadline: %s", exc)
+            if self._done.wait(1.0):
+                return
 
 
 def ip_filter_body(run: Run, remote: str) -> dict:
@@ -116,16 +247,15 @@ def delete_role(run_id: str, remote: str, role: str) -> str:
 
 
 @flow(name="retire-certificate-trust", flow_run_name="retire-certificate-trust-{run_id}")
-def retire_certificate_trust_flow(params: MigrationParams, run_id: str | None = None) -> list[str]:
-    """Pause for approval (the form shows the plan), then do what was approved."""
+def retire_certificate_trust_flow(params: MigrationParams, run_id: str | None = None,
+                                  approval: dict | None = None) -> list[str]:
+    """Do what was approved. `approval` is the parent's answer (`Answer.to_dict()`); without one this
+    run pauses for it itself (the form shows the plan)."""
     run = ensure_run(params, run_id)
-    plan = retire_plan(run)
-    reports.markdown(reports.run_key(run, "retire-plan"), plan, description="Retire certificate trust: the plan")
-    form = RetireApproval.with_initial_data(description=plan, approve=False, **params.retire.model_dump())
-    answer = pause_flow_run(wait_for_input=form, timeout=params.approval_timeout_s, poll_interval=2)
+    answer = Answer(**approval) if approval is not None else ask_approval(run)
     if not answer.approve:
-        phase_done(run, PHASE, ["not approved: certificate trust left in place"])
-        return ["not approved"]
+        phase_done(run, PHASE, [answer.refusal])
+        return [answer.refusal]
     lines = []
     for remote in remotes_of(run):
         if answer.transport_ip_filter:
@@ -137,5 +267,6 @@ def retire_certificate_trust_flow(params: MigrationParams, run_id: str | None = 
         if answer.delete_cross_cluster_roles:
             lines += [delete_role(run.id, remote, role) for role in cross_cluster_only_roles(run, remote)]
     run_logger().info("retired: %s", "; ".join(lines) or "nothing")
-    phase_done(run, PHASE, lines)
+    phase_done(run, PHASE, ["approved in the Prefect UI", *lines] if lines else
+               ["approved in the Prefect UI; nothing was chosen to retire"])
     return lines

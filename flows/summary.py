@@ -8,8 +8,12 @@ from typing import Any, Literal
 
 from esremote.journal import Journal, Outage, measured_outage
 
-Status = Literal["planned", "migrated", "rolled-back", "failed", "rollback-failed"]
-EXIT_CODES = {"planned": 0, "migrated": 0, "rolled-back": 3, "failed": 1, "rollback-failed": 1}
+# out-of-window: stopped before a disruptive phase because the rest did not fit the maintenance
+# window; busy: another run holds the cluster pair and this one was told not to wait. Neither
+# stopped any cross-cluster work.
+Status = Literal["planned", "migrated", "rolled-back", "failed", "rollback-failed", "out-of-window", "busy"]
+EXIT_CODES = {"planned": 0, "migrated": 0, "rolled-back": 3, "failed": 1, "rollback-failed": 1,
+              "out-of-window": 4, "busy": 5}
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 `plan` works without Prefect (facts and the plan, nothing changes). `migrate` and `rollback` run
 the Prefect flows: an ephemeral Prefect (a temporary local server) unless PREFECT_API_URL names a
-server. Exit codes of `migrate`: 0 migrated and verified, 3 rolled back, 1 otherwise (2: bad input).
+server. Exit codes of `migrate`: 0 migrated and verified, 3 rolled back, 4 stopped before any
+disruption because the rest did not fit the maintenance window, 5 another run holds the cluster pair
+(--no-wait), 1 otherwise (2: bad input).
 """
 
 from __future__ import annotations
@@ -112,6 +114,9 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
             connection_mode: str = typer.Option("keep", help="Mode of the re-added alias: keep, proxy, sniff."),
             restart_strategy: str = typer.Option("auto", help="Credentials: auto, reload, restart."),
             link_timeout: float = typer.Option(60.0, help="Seconds a re-added alias may take to connect."),
+            no_wait: bool = typer.Option(False, "--no-wait",
+                                         help="If another run is migrating the same cluster pair, stop at once "
+                                              "(exit 5) naming it, instead of waiting for it."),
             retire_trust: bool = typer.Option(False, "--retire-trust",
                                               help="Afterwards, pause for approval (Prefect UI) to retire "
                                                    "certificate trust."),
@@ -129,7 +134,7 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
 
     check_output(output)
     params = _params(inventory, alias, dry_run=dry_run, run_id=resume, connection_mode=connection_mode,
-                     restart_strategy=restart_strategy, link_timeout_s=link_timeout,
+                     restart_strategy=restart_strategy, link_timeout_s=link_timeout, no_wait=no_wait,
                      retire_trust=retire_trust, key_expiration=check_key_expiration(key_expiration))
     if resume:
         params = _resumed(params, resume)
