@@ -24,11 +24,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-# Phases before which the window is checked, and every phase the rest of the migration runs.
-CHECKPOINTS = ("prepare_remote", "stage_local", "stop_cross_cluster_ops")
-PHASES = ("prepare_remote", "stage_local", "stop_cross_cluster_ops", "reconnect", "verify",
-          "resume_cross_cluster_ops")
-OUTAGE = PHASES[2:]
+from esremote.plan import OUTAGE_PHASES, PHASES
+
+# Phases before which the window is checked, and every phase the rest of the migration runs (the
+# plan's). The last checkpoint is before the credentials are staged: from there on the run goes
+# through the outage without looking at the window (stage_credentials leaves keystores that only a
+# finished migration or a rollback may leave).
+CHECKPOINTS = ("prepare_remote", "stage_local", "stage_credentials")
+OUTAGE = OUTAGE_PHASES
 
 # Seconds per change kind when this run has measured nothing better. A restart is a whole rolling
 # step of one node: shards moved off, stop, start, rejoin, cluster green again.

@@ -1,14 +1,15 @@
 """`migrate-remote-cluster`: the parent flow. Preflight and plan, then the non-disruptive phases
-(prepare_remote, stage_local), then the outage (stop work, reconnect, verify, resume); if any of
-those four fails, the rollback subflow runs by itself and the run ends "rolled back" (exit 3).
+(prepare_remote, stage_local, stage_credentials), then the outage as one flow run (stop work,
+reconnect, verify, resume); if the staging or any of those four fails, the rollback subflow runs by
+itself and the run ends "rolled back" (exit 3).
 After a verified migration, `retire_certificate_trust` runs only when asked for and approved (this
 run pauses for the approval in the Prefect UI; no answer in time is a refusal).
 
 Operating rules (DESIGN.md "Operating it"): a run that changes anything holds its cluster pairs'
 concurrency limits from before preflight to its end (`pair_lock`: a second run waits, or with
 `no_wait` ends at once naming the holder); with a maintenance window, the time left is checked
-against the plan before prepare_remote, stage_local and the outage (`esremote.window`), never inside
-the outage. Both of those endings (status `busy`, `out-of-window`) change nothing on the clusters
+against the plan before prepare_remote, stage_local and stage_credentials (`esremote.window`), never
+after that. Both of those endings (status `busy`, `out-of-window`) change nothing on the clusters
 and end the flow run Failed with the reason as its message.
 
     summary = run_migration(MigrationParams(inventory="inventory.yml"))   # the CLI's entry point
@@ -24,6 +25,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from esremote.errors import EsRemoteError, RollbackError
 from esremote.params import MigrationParams
+from esremote.plan import OUTAGE_PHASES
 from esremote.flows.common import remote_info
 from esremote.flows.pair_lock import PairBusy, pair_lock
 from esremote.flows.summary import Summary
@@ -31,7 +33,6 @@ from esremote.tasks import reports
 from esremote.tasks.common import install_redaction, run_logger
 from esremote.tasks.runtime import close_run, open_run
 
-OUTAGE_PHASES = ("stop_cross_cluster_ops", "reconnect", "verify", "resume_cross_cluster_ops")
 
 
 class MigrationRolledBack(EsRemoteError):
@@ -115,12 +116,10 @@ def _first_remote_info(run, facts) -> dict:
 
 def _apply(run, summary: Summary) -> Summary:
     from esremote.flows.prepare_remote import prepare_remote_flow  # noqa: PLC0415
-    from esremote.flows.reconnect import reconnect_flow  # noqa: PLC0415
-    from esremote.flows.resume_cross_cluster_ops import resume_cross_cluster_ops_flow  # noqa: PLC0415
+    from esremote.flows.outage import outage_flow  # noqa: PLC0415
     from esremote.flows.retire_certificate_trust import retire_certificate_trust_flow  # noqa: PLC0415
     from esremote.flows.stage_local import stage_local_flow  # noqa: PLC0415
-    from esremote.flows.stop_cross_cluster_ops import stop_cross_cluster_ops_flow  # noqa: PLC0415
-    from esremote.flows.verify import verify_flow  # noqa: PLC0415
+    from esremote.flows.stage_credentials import stage_credentials_flow  # noqa: PLC0415
 
     params = run.params
     for name, fn in (("prepare_remote", prepare_remote_flow), ("stage_local", stage_local_flow)):
@@ -128,17 +127,17 @@ def _apply(run, summary: Summary) -> Summary:
             return summary
         _phase(fn, params, run.id)
         summary.phases.append(name)
-    outage = {"stop_cross_cluster_ops": stop_cross_cluster_ops_flow, "reconnect": reconnect_flow,
-              "verify": verify_flow, "resume_cross_cluster_ops": resume_cross_cluster_ops_flow}
-    if not _window_allows(run, summary, OUTAGE_PHASES[0]):
+    if not _window_allows(run, summary, "stage_credentials"):
         return summary
     # From here to the end of the outage the window is not looked at: stopping half-way would leave
-    # cross-cluster work stopped and the alias half-moved (esremote.window).
+    # credentials staged, cross-cluster work stopped or the alias half-moved (esremote.window).
+    # The outage is one flow run (flows/outage.py): no subflow start-up between its phases.
     try:
-        for name in OUTAGE_PHASES:
-            _phase(outage[name], params, run.id)
-            summary.phases.append(name)
-    except Exception as exc:  # noqa: BLE001 - any failure in the outage window means: roll back
+        _phase(stage_credentials_flow, params, run.id)
+        summary.phases.append("stage_credentials")
+        summary.phases += _phase(outage_flow, params, run.id)
+    except Exception as exc:  # noqa: BLE001 - any failure from the staging on means: roll back
+        summary.phases += [p for p in OUTAGE_PHASES if run.journal.entries("note", f"phase/{p}")]
         return _roll_back(run, summary, exc)
     summary.status = "migrated"
     summary.message = "every alias is connected with a cross-cluster API key and verified"

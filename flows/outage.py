@@ -17,8 +17,8 @@ from esremote.flows.verify import verify
 from esremote.params import MigrationParams
 from esremote.tasks.runtime import ensure_run
 
-OUTAGE_PHASES = (("stop_cross_cluster_ops", stop_cross_cluster_ops), ("reconnect", reconnect),
-                 ("verify", verify), ("resume_cross_cluster_ops", resume_cross_cluster_ops))
+OUTAGE_WORK = (("stop_cross_cluster_ops", stop_cross_cluster_ops), ("reconnect", reconnect),
+              ("verify", verify), ("resume_cross_cluster_ops", resume_cross_cluster_ops))
 
 
 @flow(name="cross-cluster-outage", flow_run_name="outage-{run_id}")
@@ -28,7 +28,7 @@ def outage_flow(params: MigrationParams, run_id: str | None = None) -> list[str]
     check_no_node_restarted(run)
     reports = []
     try:
-        for name, work in OUTAGE_PHASES:
+        for name, work in OUTAGE_WORK:
             lines = work(run)
             phase_noted(run, name, lines)
             reports.append((name, lines))

@@ -21,7 +21,7 @@ def changes(*rows: tuple[str, str]) -> list[dict]:
 
 PLAN = changes(("prepare_remote", "file"), ("prepare_remote", "yml"), ("prepare_remote", "restart"),
                ("prepare_remote", "restart"), ("stage_local", "yml"), ("stage_local", "restart"),
-               ("stop_cross_cluster_ops", "api"), ("reconnect", "keystore"), ("reconnect", "reload"),
+               ("stage_credentials", "keystore"), ("stop_cross_cluster_ops", "api"), ("reconnect", "reload"),
                ("verify", "probe"), ("resume_cross_cluster_ops", "api"))
 
 
@@ -45,8 +45,8 @@ def test_before_any_restart_the_plan_is_priced_with_the_defaults(tmp_path):
     assert list(result.breakdown) == list(window.PHASES)
     assert result.breakdown["prepare_remote"] == (window.PHASE_OVERHEAD_SECONDS + 2 * window.DEFAULT_STEP_SECONDS
                                                   + 2 * restart)
-    assert result.breakdown["reconnect"] == (window.PHASE_OVERHEAD_SECONDS + window.DEFAULT_STEP_SECONDS
-                                             + window.DEFAULT_SECONDS["reload"])
+    assert result.breakdown["reconnect"] == window.PHASE_OVERHEAD_SECONDS + window.DEFAULT_SECONDS["reload"]
+    assert result.breakdown["stage_credentials"] == window.PHASE_OVERHEAD_SECONDS + window.DEFAULT_STEP_SECONDS
     assert result.fits and result.message.endswith(": it fits")
 
 
@@ -74,12 +74,12 @@ def test_later_checks_use_the_restarts_this_run_measured_and_only_what_is_left(t
     assert list(result.breakdown) == list(window.PHASES[1:])
     assert result.fits, result.message   # with the default (120 s a restart) it would not
     assert "measured in this run" in result.message
-    outage = window.check("stop_cross_cluster_ops", PLAN, journal, T0 + timedelta(minutes=2), now=T0)
-    assert list(outage.breakdown) == list(window.OUTAGE)
+    last = window.check("stage_credentials", PLAN, journal, T0 + timedelta(minutes=2), now=T0)
+    assert list(last.breakdown) == ["stage_credentials", *window.OUTAGE]
 
 
 def test_the_window_is_never_checked_inside_the_outage(tmp_path):
     journal = Journal.create("w4", state_dir=tmp_path)
-    for phase in ("reconnect", "verify", "resume_cross_cluster_ops"):
-        with pytest.raises(ValueError, match="only checked before prepare_remote, stage_local, stop_cross_cluster_ops"):
+    for phase in ("stop_cross_cluster_ops", "reconnect", "verify", "resume_cross_cluster_ops"):
+        with pytest.raises(ValueError, match="only checked before prepare_remote, stage_local, stage_credentials"):
             window.check(phase, PLAN, journal, T0, now=T0)
