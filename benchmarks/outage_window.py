@@ -247,9 +247,16 @@ def timed_window(lab: dict, args, label: str, work) -> tuple[float, object, list
               f"(max {max(spacing) * 1000:.0f} ms)", flush=True)
     print(f"[{label}] work {end - start:.2f} s; baseline {'all good' if all(o.ok for o in baseline) else 'NOT all good'}",
           flush=True)
-    for begun, ended, bads in before:
-        print(f"[{label}] before the outage: {ended - begun:.2f} s bad from +{begun - start:.2f} s "
-              f"({len(bads)} bad observations; {bads[0].why})", flush=True)
+    if before:  # bad spans before the outage, summed up per cause (the first bad observation's)
+        causes: dict[str, list] = {}
+        for begun, ended, bads in before:
+            causes.setdefault(bads[0].why.split(":")[0] + ": " + bads[0].why.split(":")[1].split(",")[0].strip()
+                              if ":" in bads[0].why else bads[0].why, []).append((begun, ended))
+        for cause, spans in causes.items():
+            longest = max(spans, key=lambda s: s[1] - s[0])
+            print(f"[{label}] before the outage, {cause}: {len(spans)} bad spans, {sum(e - b for b, e in spans):.2f} s "
+                  f"in all, from +{spans[0][0] - start:.1f} s to +{spans[-1][1] - start:.1f} s; longest "
+                  f"{longest[1] - longest[0]:.2f} s at +{longest[0] - start:.1f} s", flush=True)
     if first is not None:
         bads = [o for o in obs if not o.ok and first <= o.start <= back]
         print(f"[{label}] outage seen from outside: {seconds:.2f} s (from +{first - start:.2f} s to "
