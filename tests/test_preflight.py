@@ -14,6 +14,7 @@ from esremote.cluster.restart import rolling_restart
 from esremote.errors import ConfigError, PreconditionError
 from esremote.esyml import EsYml
 from esremote.inventory import Inventory, load_inventory
+from esremote.keystore import Keystore
 from esremote.preflight import preflight
 from esremote.secrets import SecretRef
 from esremote.ssh import SSHPool
@@ -169,6 +170,12 @@ def test_an_old_node_and_an_alias_in_one_nodes_yml_block(bad, pool):
     data = json.loads(remote_conn.read_file(node_json))
     data["version"] = "8.9.0"
     remote_conn.write_file(node_json, json.dumps(data).encode(), run_id="test-preflight")
+    # An 8.9 node reads keystore format 5 at most: the format 6 that 8.17 wrote it refuses as too
+    # new (a downgrade), so the keystore goes back to format 5 too.
+    keystore_path = str(remote_node.keystore_path)
+    password = remote_node.keystore_password.resolve().get_secret_value() if remote_node.keystore_password else ""
+    store = Keystore.from_bytes(remote_conn.read_file(keystore_path), password)
+    remote_conn.write_file(keystore_path, store.to_bytes(password, version=5), run_id="test-preflight")
     rolling_restart(inventory, "local", pool=pool, nodes=["local-1"])
     rolling_restart(inventory, "remote", pool=pool)
 
