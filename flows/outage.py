@@ -6,6 +6,8 @@ and the rollback read); its report artifact is written once the work runs again.
 
 from __future__ import annotations
 
+import logging
+
 from prefect import flow
 
 from esremote.flows.common import phase_done, phase_noted
@@ -17,8 +19,16 @@ from esremote.flows.verify import verify
 from esremote.params import MigrationParams
 from esremote.tasks.runtime import ensure_run
 
+_PROGRESS = logging.getLogger("esremote.progress")
 OUTAGE_WORK = (("stop_cross_cluster_ops", stop_cross_cluster_ops), ("reconnect", reconnect),
               ("verify", verify), ("resume_cross_cluster_ops", resume_cross_cluster_ops))
+
+
+def _announce(phase: str, event: str) -> None:
+    """A phase began or ended inside this flow run, for the terminal's progress display (which
+    otherwise follows subflows); a debug record, off unless a display listens."""
+    if _PROGRESS.isEnabledFor(logging.DEBUG):
+        _PROGRESS.debug("phase %s: %s", phase, event, extra={"esremote_phase": {"phase": phase, "event": event}})
 
 
 @flow(name="cross-cluster-outage", flow_run_name="outage-{run_id}")
@@ -29,8 +39,14 @@ def outage_flow(params: MigrationParams, run_id: str | None = None) -> list[str]
     reports = []
     try:
         for name, work in OUTAGE_WORK:
-            lines = work(run)
+            _announce(name, "begin")
+            try:
+                lines = work(run)
+            except BaseException:
+                _announce(name, "failed")
+                raise
             phase_noted(run, name, lines)
+            _announce(name, "end")
             reports.append((name, lines))
     finally:
         for name, lines in reports:

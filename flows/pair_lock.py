@@ -37,6 +37,7 @@ from esremote.tasks.common import run_logger
 
 LEASE_SECONDS = 300          # renewed at 3/4 of it while the run lives; taken back this long after it dies
 TAG_PREFIX = "esremote-lock:"
+LEASE_STEP = "lock/lease"    # journal note: the lease a run holds its limits with
 
 
 class PairBusy(EsRemoteError):
@@ -160,10 +161,52 @@ def _locked(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
+def _leased(run, names: list[str], holder, wait: bool) -> Iterator[None]:
+    """Prefect's `concurrency()`, with the lease id in the journal so that a resumed run can give
+    back what its killed attempt held (prefect.concurrency.sync.concurrency does not expose it)."""
+    from prefect.concurrency._leases import maintain_concurrency_lease  # noqa: PLC0415
+    from prefect.concurrency._sync import (  # noqa: PLC0415
+        acquire_concurrency_slots_with_lease,
+        release_concurrency_slots_with_lease,
+    )
+
+    # strict: a limit deleted meanwhile is an error, not a silent pass.
+    lease = acquire_concurrency_slots_with_lease(names, 1, max_retries=None if wait else 0,
+                                                 lease_duration=LEASE_SECONDS, strict=True, holder=holder)
+    run.journal.note(LEASE_STEP, lease_id=str(lease.lease_id), limits=names)
+    try:
+        # A failed lease renewal (a server hiccup) must not kill a run in the middle of its outage.
+        with maintain_concurrency_lease(lease.lease_id, LEASE_SECONDS, raise_on_lease_renewal_failure=False):
+            yield
+    finally:
+        release_concurrency_slots_with_lease(lease.lease_id)
+
+
+def release_stale_leases(run) -> list[str]:
+    """Give back the slots an earlier attempt of this run held: its orchestrator died holding them
+    (`migrate --resume` after a crash), and the server would keep them up to LEASE_SECONDS more.
+    Every lease in the journal is an earlier attempt's: this one has taken none yet."""
+    from uuid import UUID  # noqa: PLC0415
+
+    from prefect.concurrency._sync import release_concurrency_slots_with_lease  # noqa: PLC0415
+
+    released = []
+    for entry in run.journal.entries("note", LEASE_STEP):
+        try:
+            release_concurrency_slots_with_lease(UUID(entry.data["lease_id"]))
+            released.append(entry.data["lease_id"])
+        except Exception:  # noqa: BLE001 - expired or released already: nothing is held
+            pass
+    if released:
+        run_logger().info("gave back the concurrency slots of this run's earlier attempt (lease %s)",
+                          ", ".join(released))
+    return released
+
+
+@contextlib.contextmanager
 def pair_lock(run, no_wait: bool = False) -> Iterator[list[Lock]]:
     """Hold every limit of the run's pairs and clusters for the duration of the block."""
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder  # noqa: PLC0415
-    from prefect.concurrency.sync import concurrency  # noqa: PLC0415
     from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError  # noqa: PLC0415
     from prefect.runtime import flow_run  # noqa: PLC0415
 
@@ -176,10 +219,9 @@ def pair_lock(run, no_wait: bool = False) -> Iterator[list[Lock]]:
     pairs = ", ".join(lock.what for lock in locks if lock.name.startswith("esremote-pair-"))
 
     def take(wait: bool):
-        # strict: a limit deleted meanwhile is an error, not a silent pass; a failed lease renewal
-        # (a server hiccup) must not kill a run in the middle of its outage.
-        return concurrency(names, occupy=1, max_retries=None if wait else 0, lease_duration=LEASE_SECONDS,
-                           strict=True, holder=holder, raise_on_lease_renewal_failure=False)
+        return _leased(run, names, holder, wait)
+
+    release_stale_leases(run)
 
     with contextlib.ExitStack() as stack:
         try:

@@ -236,6 +236,8 @@ class ProgressHandler(logging.Handler):
         data = record.__dict__
         if "esremote_journal" in data:
             return self._journal(data["esremote_journal"], record.created)
+        if "esremote_phase" in data:
+            return self._phase_event(data["esremote_phase"], record.created)
         if "esremote_wait" in data:
             self.progress.waits[record.thread] = data["esremote_wait"]
             return self.display.show(f"waiting for {data['esremote_wait']}", record.created)
@@ -265,24 +267,12 @@ class ProgressHandler(logging.Handler):
                 p.flow_run_id = p.flow_run_id or record.__dict__.get("flow_run_id")
                 p.status = "running"
                 return None
-            p.phases[phase] = Phase(phase, created)
-            p.current, p.step = phase, ""
-            self.display.say(f"▶ {phase}: {PHASES.get(phase, flow_name)}", created, style="bold")
-            return None
+            return self._phase_began(phase, created, PHASES.get(phase, flow_name))
         finished = _FINISHED.match(message)
         if finished:
             if phase is None or phase not in p.phases:
                 return None
-            entry = p.phases[phase]
-            entry.ended = created
-            entry.state = "done" if finished["state"] in ("Completed",) else "failed"
-            took = _seconds(created - entry.started)
-            p.step, p.current, p.status = "", None, "working"
-            if entry.state == "done":
-                self.display.say(f"✓ {phase} ({took})", created, style="green")
-            else:
-                self.display.say(f"✗ {phase} {finished['state'].lower()} ({took})", created, style="bold red")
-            return None
+            return self._phase_ended(phase, created, finished["state"])
         failed = _FLOW_FAILED.match(message)
         if failed and phase is not None:  # the parent's own failure is the summary's message
             return self._problem(exception_text(failed["error"]), created)
@@ -294,6 +284,33 @@ class ProgressHandler(logging.Handler):
             p.step = "paused: waiting for an approval in the Prefect UI"
             return self.display.say("⏸ waiting for an approval in the Prefect UI", created, style="bold yellow")
         return self._note(record, message)
+
+    def _phase_began(self, phase: str, created: float, what: str) -> None:
+        p = self.progress
+        p.phases[phase] = Phase(phase, created)
+        p.current, p.step = phase, ""
+        self.display.say(f"▶ {phase}: {what}", created, style="bold")
+
+    def _phase_ended(self, phase: str, created: float, state: str) -> None:
+        p = self.progress
+        entry = p.phases[phase]
+        entry.ended = created
+        entry.state = "done" if state == "Completed" else "failed"
+        took = _seconds(created - entry.started)
+        p.step, p.current, p.status = "", None, "working"
+        if entry.state == "done":
+            self.display.say(f"✓ {phase} ({took})", created, style="green")
+        else:
+            self.display.say(f"✗ {phase} {state.lower()} ({took})", created, style="bold red")
+
+    def _phase_event(self, event: dict, created: float) -> None:
+        """A phase inside one flow run (the outage's): what a subflow's begin and end would say."""
+        phase = event["phase"]
+        if event["event"] == "begin":
+            return self._phase_began(phase, created, PHASES.get(phase, phase))
+        if phase in self.progress.phases:
+            self._phase_ended(phase, created, "Completed" if event["event"] == "end" else "Failed")
+        return None
 
     def _task(self, record: logging.LogRecord, message: str) -> None:
         created, task = record.created, record.__dict__.get("task_run_name", "task")
