@@ -148,7 +148,7 @@ def test_records_become_phases_steps_waits_retries_and_problems():
     lines = [line.split(" ", 1)[1] for line in text.splitlines()]
     assert lines == [
         "  starting a temporary Prefect server (http://127.0.0.1:8921)",
-        "▶ reconnect: API key into the keystores, alias re-added on the remote cluster port",
+        "▶ reconnect: alias removed, credentials reloaded, alias re-added on the remote cluster port",
         "⚠ outage started: cross-cluster work is being stopped",
         "  stop the work using my_remote",
         "  restart local/local-0",
@@ -177,8 +177,8 @@ def test_the_live_view_shows_the_phase_its_step_the_waits_and_the_outage_clock()
     console = Console(file=out, width=160, force_terminal=True, color_system=None)
     console.print(Display(console, progress, live=True))
     lines = out.getvalue().splitlines()
-    assert re.fullmatch(r". reconnect 1[23]\.\ds  API key into the keystores, alias re-added on the remote cluster "
-                        r"port   outage 3[01]\.\ds *", lines[0]), lines
+    assert re.fullmatch(r". reconnect 1[23]\.\ds  alias removed, credentials reloaded, alias re-added on the "
+                        r"remote cluster port   outage 3[01]\.\ds *", lines[0]), lines
     assert lines[1:] == ["  reload secure settings on local", "  waiting for alias my_remote connected on node local-0"]
 
 
