@@ -17,6 +17,7 @@ import pytest
 from esremote.cli import main as cli_main
 from esremote.inventory import load_inventory
 from esremote.lab.ops import control
+from tests.lab_inprocess import node_env
 from tests.fixtures.lab import Lab
 from tests.test_lab_up import check_es_client, esremote
 
@@ -153,9 +154,10 @@ def test_up_again_reuses_the_lab_and_down_finds_untracked_nodes(small):
     # A node started by hand, outside the service's pid file, is found and stopped too.
     assert service(small, "local-0", "stop").returncode == 0
     passphrase = load_inventory(small.inventory).clusters["local"].keystore_password.file.read_bytes()
-    subprocess.run([str(home / "bin/elasticsearch"), "-d", "-p", str(home / "by-hand.pid")], input=passphrase,
-                   check=True, capture_output=True, timeout=60)
-    by_hand = int((home / "by-hand.pid").read_text())
+    # As root, by hand means as the service does it: as the service user (never as root).
+    subprocess.run([str(home / "bin/elasticsearch"), "-d", "-p", str(home / "run" / "by-hand.pid")],
+                   input=passphrase, check=True, capture_output=True, timeout=60, env=node_env())
+    by_hand = int((home / "run" / "by-hand.pid").read_text())
     assert control.pid_alive(by_hand)
     stopped = small.down()
     assert any(f"pid {by_hand}, untracked" in s for s in stopped), stopped

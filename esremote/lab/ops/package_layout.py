@@ -76,7 +76,7 @@ def _run(argv: list[str]) -> None:
 
 def check_reachable(path: Path, account: ServiceAccount) -> None:
     """Refuse a lab directory the service user cannot reach: every node would fail to start."""
-    for directory in [d for d in (path, *path.parents) if d.exists()]:
+    for directory in [d for d in (path, *path.parents) if d.is_dir()]:  # a file in the way: mkdir says so
         info = directory.stat()
         if not _can_search(info, account):
             raise ConfigError(
