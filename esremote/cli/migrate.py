@@ -225,6 +225,7 @@ def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab and a lo
          verbose: bool = VERBOSE, output: str = OUTPUT,
          ) -> None:
     """A full rehearsal on the lab: lab up, migrate --yes, summary, lab down (unless --keep)."""
+    from esremote.cli.lab import say_which_checks_are_off  # noqa: PLC0415
     from esremote.cli.prefect_server import LocalServer  # noqa: PLC0415
     from esremote.cli.progress import check_output, run_in_terminal  # noqa: PLC0415
     from esremote.lab.ops import control  # noqa: PLC0415
@@ -248,6 +249,7 @@ def demo(keep: bool = typer.Option(False, "--keep", help="Leave the lab and a lo
     try:
         layout = control.up(directory, {} if (directory / "lab.json").exists() else {"net": _free_net()})
         say(f"lab up; inventory {layout.inventory}")
+        say_which_checks_are_off()
         params = _params(Path(layout.inventory), None, state_dir=directory / "state")
         if server is not None:
             server.wait_ready()
