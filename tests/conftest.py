@@ -14,7 +14,6 @@ pytest_plugins = [
     "tests.fixtures.lab",
     "tests.fixtures.scripted_es",
     "tests.fixtures.prefect",
-    "tests.fixtures.deployed",
 ]
 
 
