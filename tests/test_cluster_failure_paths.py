@@ -57,10 +57,17 @@ def with_node(inventory: Inventory, cluster: str, node: str, **changes) -> Inven
 
 
 def usage_when(es, predicate) -> cluster_usage.UsageReport:
+    last: list[cluster_usage.UsageReport] = []
+
     def probe():
         report = cluster_usage.read_usage(es, "local", ALIAS)
+        last[:] = [report]
         return report if predicate(report) else None
-    return poll(probe, timeout=60, what="cross-cluster work in the expected state", cluster="local", interval=0.3)
+
+    def describe(_):  # what each object was doing at the last look, for the timeout message
+        return ", ".join(f"{i.kind} {i.id}: {i.state}" for i in last[0].items) if last else "no answer"
+    return poll(probe, timeout=60, what="cross-cluster work in the expected state", cluster="local", interval=0.3,
+                describe=describe)
 
 
 # ---------------------------------------------------------------------------------- wildcards

@@ -96,3 +96,23 @@ def test_every_saved_change_is_a_new_version_that_nodes_acknowledge(tmp_path):
     assert store.wait_applied(version, timeout=0.2) is True  # old-node never records: not waited for
     store.unregister_node("node-1")
     assert store.applied_version("node-1") == -1
+
+
+def test_a_change_that_keeps_the_size_and_reuses_the_inode_is_seen(tmp_path):
+    """An atomic replace can reuse a freed inode; with the same size and mtime the file's stat()
+    is what a node saw before while the content changed (`started` -> `stopped`). Nodes must see it."""
+    writer, reader = StateStore(tmp_path), StateStore(tmp_path)
+    with writer.transaction() as st:
+        st["transforms"]["t"] = {"state": "started", "mark": "a"}
+    path = tmp_path / "state.json"
+    assert reader.snapshot()["transforms"]["t"]["state"] == "started"
+    seen, stamp = os.stat(path), reader.stamp()
+    # two saves (versions 2 and 3), the second of the same size as the first; it may take its inode
+    for change in ({"state": "stopped"}, {"mark": "b"}):
+        with writer.transaction() as st:
+            st["transforms"]["t"].update(change)
+    now = os.stat(path)
+    assert now.st_size == seen.st_size
+    os.utime(path, ns=(seen.st_atime_ns, seen.st_mtime_ns))  # as within one tick of a coarse clock
+    assert reader.snapshot()["transforms"]["t"] == {"state": "stopped", "mark": "b"}
+    assert reader.stamp() != stamp

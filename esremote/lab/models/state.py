@@ -68,7 +68,6 @@ Documents live apart from the state (see `append_docs`); the state only holds in
 from __future__ import annotations
 
 import contextlib
-import copy
 import fcntl
 import json
 import os
@@ -77,6 +76,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+STAMP_BYTES = 32  # enough for {"version":<any int>
 STATE_FILE = "state.json"
 
 
@@ -144,24 +144,21 @@ class StateStore:
         (self.dir / "docs").mkdir(parents=True, exist_ok=True)
         self._path = self.dir / STATE_FILE
         self._lock = self.dir / "state.lock"
-        self._cache: tuple[tuple[int, int], dict] | None = None
 
     # -- the state document ---------------------------------------------------------------
 
     def _read(self) -> dict:
+        # Parsed afresh on every read. A cache keyed by the file's stat went stale: an atomic
+        # replace can reuse the old inode, with the same size and (coarse) mtime, when one state
+        # change keeps the length (`started` -> `stopped`). Parsing is also faster than deepcopy.
         try:
-            st = self._path.stat()
+            with open(self._path, "rb") as f:
+                data = json.loads(f.read())
         except FileNotFoundError:
             return empty_state()
-        key = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if self._cache and self._cache[0] == key:
-            return copy.deepcopy(self._cache[1])
-        with open(self._path, encoding="utf-8") as f:
-            data = json.load(f)
         base = empty_state()
         base.update(data)
-        self._cache = (key, base)
-        return copy.deepcopy(base)
+        return base
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[dict]:
@@ -171,16 +168,19 @@ class StateStore:
             before = json.dumps(state, sort_keys=True)
             yield state
             if json.dumps(state, sort_keys=True) != before or not self._path.exists():
-                state["version"] = int(state.get("version", 0)) + 1
-                _write_json_atomic(self._path, state)
+                version = int(state.pop("version", 0)) + 1
+                # the version goes first: `stamp` reads it from the file's head
+                _write_json_atomic(self._path, {"version": version, **state})
+                state["version"] = version
 
-    def stamp(self) -> tuple[int, int, int] | None:
-        """A cheap fingerprint of the saved state (changes whenever a transaction saves)."""
+    def stamp(self) -> bytes | None:
+        """A cheap fingerprint of the saved state: the head of the file, which starts with the
+        version every save raises (stat() fields can repeat across saves, see `_read`)."""
         try:
-            st = self._path.stat()
+            with open(self._path, "rb") as f:
+                return f.read(STAMP_BYTES)
         except FileNotFoundError:
             return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def snapshot(self) -> dict:
         """A private copy of the current state (replace-on-write makes a lock unnecessary)."""
