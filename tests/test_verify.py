@@ -104,6 +104,20 @@ def test_log_entries_keep_continuation_lines_with_their_entry():
     assert entries[0][1].endswith("connect_exception")
 
 
+
+def test_log_entries_start_at_the_nodes_last_start():
+    """What the node logged before its restart (a REST key it no longer holds) is not evidence now."""
+    lines = ["[2026-11-28T07:00:00,001][WARN ][o.e.x.c.a.ShardFollowNodeTask] [local-0] authentication expected "
+             "API key type of [cross_cluster], but API key [k] has type [rest]",
+             "[2026-11-28T07:00:05,000][INFO ][o.e.n.Node               ] [local-0] version[8.13.4], pid[42], "
+             "build[default/deb], OS[Linux], JVM[Oracle]",
+             "[2026-11-28T07:00:09,000][WARN ][o.e.t.ProxyConnectionStrategy] [local-0] failed to open any proxy "
+             "connections to cluster [my_remote]"]
+    entries = log_entries(lines)
+    assert [stamp for stamp, _ in entries] == ["2026-11-28T07:00:05,000", "2026-11-28T07:00:09,000"]
+    assert diagnose_log(sorted(entries, reverse=True))[0].key == "unreachable"
+    assert len(log_entries(lines[:1])) == 1  # a tail without the start line is kept whole
+
 # ------------------------------------------------------------------------- certificate model (lab)
 
 

@@ -102,6 +102,8 @@ def diagnose(texts: Iterable[str]) -> tuple[Cause, str] | None:
 
 
 _TIMESTAMP = re.compile(r"^\[(\d{4}-\d\d-\d\dT[\d:,.]+)\]")
+# The first line every node logs: `[o.e.n.Node] [name] version[8.13.4], pid[1234], build[...]`.
+_NODE_START = re.compile(r"\[o\.e\.n\.Node\s*\]\s*\[[^\]]*\]\s*version\[[^\]]*\], pid\[")
 BURST_SECONDS = 10.0  # one failed connection attempt logs several entries within this span
 
 
@@ -132,8 +134,9 @@ def _when(stamp: str) -> float | None:
 
 
 def log_entries(lines: Sequence[str]) -> list[tuple[str, str]]:
-    """Elasticsearch log lines grouped into entries (a timestamped line and its continuation lines),
-    as (timestamp, text)."""
+    """One node's log lines grouped into entries (a timestamped line and its continuation lines),
+    as (timestamp, text), from the node's last start on: what an earlier process logged (before a
+    restart that changed its settings or keystore) says nothing about the node now."""
     entries: list[tuple[str, str]] = []
     for line in lines:
         match = _TIMESTAMP.match(line)
@@ -142,7 +145,8 @@ def log_entries(lines: Sequence[str]) -> list[tuple[str, str]]:
         else:
             stamp, text = entries[-1]
             entries[-1] = (stamp, f"{text}\n{line}")
-    return entries
+    starts = [i for i, (_, text) in enumerate(entries) if _NODE_START.search(text)]
+    return entries[starts[-1]:] if starts else entries
 
 
 class Diagnosis:
