@@ -14,6 +14,7 @@ pytest_plugins = [
     "tests.fixtures.lab",
     "tests.fixtures.scripted_es",
     "tests.fixtures.prefect",
+    "tests.fixtures.deployed",
 ]
 
 

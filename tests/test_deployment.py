@@ -1,53 +1,23 @@
 """The deployments as operators run them: a real `prefect server start` (tests/fixtures/prefect.py),
 `prefect deploy` of deployments/prefect.yaml and a process worker (the steps in that file's
-header), then a manual dry run on a small seeded lab triggered through the API, as the UI's run
-form does. Checked on the server: the maintenance window's schedule, the run's final state, the
-plan artifact, and that the stored parameters hold no secret; checked on the lab: nothing changed.
+header; tests/fixtures/deployed.py), then a manual dry run on the shared deployment lab triggered
+through the API, as the UI's run form does. Checked on the server: the maintenance window's schedule
+and length, the run's final state, the plan artifact, and that the stored parameters hold no secret;
+checked on the lab: nothing changed.
 """
 
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from tests.fixtures.deployed import FLOW, POOL
 from tests.fixtures.lab import Lab
-from tests.fixtures.prefect import PREFECT, ROOT, STARTUP_TIMEOUT, background, tail
+from tests.fixtures.prefect import STARTUP_TIMEOUT
 
 pytestmark = [pytest.mark.slow, pytest.mark.lab, pytest.mark.timeout(600)]  # server start-up counts in
-
-POOL = "esremote"
-FLOW = "migrate-remote-cluster"
-
-
-@pytest.fixture(scope="module")
-def deployed(prefect_server, tmp_path_factory):
-    """The operator's steps from deployments/prefect.yaml: the `esremote` process work pool, a worker
-    on it and `prefect deploy --all` (worker start-up and deploy overlap). Yields the worker's log."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.workers.process import ProcessWorker
-
-    with get_client(sync_client=True) as client:  # what `prefect work-pool create esremote --type process` does
-        client.create_work_pool(WorkPoolCreate(
-            name=POOL, type="process", base_job_template=ProcessWorker.get_default_base_job_template()))
-    env = {**prefect_server.env, "ESREMOTE_PROJECT_DIR": str(ROOT),
-           "ESREMOTE_STATE_DIR": str(tmp_path_factory.mktemp("esremote-state")),
-           "PREFECT_WORKER_QUERY_SECONDS": "1"}
-    log = prefect_server.logs / "worker.log"
-    with background([*PREFECT, "worker", "start", "--pool", POOL], env, log):
-        prefect_server.prefect("--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml")
-        yield log
-
-
-@pytest.fixture(scope="module")
-def small_lab(lab_factory):
-    """One local and one remote node, seeded (certificate model, alias my_remote, work running);
-    built in the background while the Prefect server starts (both take a while). A future of the Lab."""
-    with ThreadPoolExecutor(1) as builder:
-        yield builder.submit(lab_factory, "deployment", local_nodes=1, remote_nodes=1)
 
 
 def lab_secrets(lab: Lab) -> list[str]:
@@ -60,7 +30,8 @@ def lab_secrets(lab: Lab) -> list[str]:
     return values
 
 
-def test_maintenance_window_schedule_and_a_manual_dry_run_through_the_api(small_lab, deployed, tmp_path):
+def test_maintenance_window_schedule_and_a_manual_dry_run_through_the_api(ops_lab, deployed, prefect_server,
+                                                                           tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
@@ -70,7 +41,7 @@ def test_maintenance_window_schedule_and_a_manual_dry_run_through_the_api(small_
     )
     from prefect.deployments import run_deployment
 
-    lab: Lab = small_lab.result(timeout=STARTUP_TIMEOUT)
+    lab: Lab = ops_lab.result(timeout=STARTUP_TIMEOUT)
     local = lab.es("local")
     before = local.cluster.remote_info().body
     ymls = {n["name"]: (Path(n["home"]) / "config" / "elasticsearch.yml").read_text() for n in lab.nodes()}
@@ -79,6 +50,7 @@ def test_maintenance_window_schedule_and_a_manual_dry_run_through_the_api(small_
         window = client.read_deployment_by_name(f"{FLOW}/maintenance-window")
         [entry] = window.schedules
         assert (entry.schedule.cron, entry.schedule.timezone, entry.active) == ("0 4 * * 6", "Europe/Berlin", False)
+        assert window.parameters["params"]["window_minutes"] == 240  # the window: 04:00 to 08:00
         manual = client.read_deployment_by_name(f"{FLOW}/manual")
         assert manual.work_pool_name == POOL and manual.parameters["params"]["dry_run"] is True
 
@@ -87,7 +59,7 @@ def test_maintenance_window_schedule_and_a_manual_dry_run_through_the_api(small_
               "state_dir": str(tmp_path / "state")}
     run = run_deployment(f"{FLOW}/manual", parameters={"params": params}, timeout=240, poll_interval=1,
                          as_subflow=False)
-    worker_log = tail(deployed)
+    worker_log = deployed.log_tail()
     assert run.state is not None and run.state.is_final(), f"the run did not finish: {run.state}\n{worker_log}"
     assert run.state.is_completed(), f"{run.state.type}: {run.state.message}\n{worker_log}"
 
