@@ -30,6 +30,7 @@ from esremote.lab.net.connection import Connection, TransportFailure, closed_fai
 from esremote.lab.net.protocol import (AUTHENTICATION_HEADER, CREDENTIALS_HEADER, REMOTE_CLUSTER_HANDSHAKE,
                                        REMOTE_CLUSTER_PROFILE, SUBJECT_HEADER, TRANSPORT_HANDSHAKE,
                                        TRANSPORT_PROFILE, LinkClosed, es_log)
+from esremote.lab.net.wire_compat import check_handshake, note_certificate_model
 
 PREFIX = "cluster.remote."
 CREDENTIALS_SUFFIX = ".credentials"
@@ -290,6 +291,7 @@ class RemoteCluster:
         conn = Connection.open(host, port, context, profile=REMOTE_CLUSTER_PROFILE if api_key else TRANSPORT_PROFILE,
                                server_hostname=self.settings.server_name or None,
                                context_text=self._context_text(), local_version=config.version_text)
+        check_handshake(self.ctx, conn)  # 9.x reads no wire format older than 8.18's
         try:
             if api_key:
                 self._check_remote_version(conn.remote_version)
@@ -305,6 +307,8 @@ class RemoteCluster:
             raise closed_failure(host, port) from exc
         conn.remote_node = answer.get("node", {})
         self.remote_version = answer.get("version") or conn.remote_version
+        if not api_key:
+            note_certificate_model(self.ctx, self.alias)
         return conn
 
     def _check_remote_version(self, version: str | None) -> None:
