@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from esremote.durations import duration_ms
 from esremote.errors import ConfigError
+from esremote.secrets import SecretRef
 
 ConnectionMode = Literal["keep", "proxy", "sniff"]
 RestartStrategy = Literal["auto", "reload", "restart"]
@@ -60,6 +61,11 @@ class MigrationParams(BaseModel):
     ca_cert_file: Path | None = Field(None, description="PEM CA certificate (provided-ca).")
     ca_key_file: Path | None = Field(None, description="PEM CA private key file (provided-ca); a path, "
                                                        "never the key itself.")
+    ca_passphrase: SecretRef | None = Field(
+        None, description="Where the passphrase of the CA private key lives: a secret reference {env: NAME}, "
+                          "{file: PATH} or {prefect: BLOCK}, never the passphrase itself. It opens an encrypted "
+                          "ca_key_file (provided-ca); with generate, the run keeps its new CA's key encrypted with it. "
+                          "Without it, a generated CA's key is deleted once the node certificates are signed.")
     retire_trust: bool = Field(False, description="After a verified migration, ask for approval to "
                                                   "retire certificate trust (irreversible).")
     retire: RetireOptions = Field(

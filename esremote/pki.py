@@ -93,6 +93,17 @@ def key_to_pem_aes128(key: PrivateKey, passphrase: str) -> bytes:
                       f"-----END {kind} PRIVATE KEY-----", ""]).encode()
 
 
+def sealed_key_pem(key: PrivateKey, passphrase: str) -> bytes:
+    """PEM of `key` as PKCS#8 `ENCRYPTED PRIVATE KEY` (PBES2: PBKDF2-HMAC-SHA256, AES-256-CBC): the
+    form to keep a CA key at rest. `key_to_pem` with a passphrase derives its AES key from one MD5
+    round (OpenSSL's legacy envelope), too weak for a file that outlives the run; `openssl pkey` and
+    `load_key_pem` read both."""
+    if not passphrase:
+        raise CertificateError("a key kept at rest needs a passphrase that is not empty")
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.BestAvailableEncryption(passphrase.encode()))
+
+
 def load_key_pem(data: bytes, passphrase: str | None = None, *, what: str = "private key") -> PrivateKey:
     encrypted = b"ENCRYPTED" in data
     if encrypted and not passphrase:
@@ -199,6 +210,9 @@ class CertificateAuthority:
 
     def key_pem(self, passphrase: str | None = None) -> bytes:
         return key_to_pem(self.key, passphrase)
+
+    def sealed_key_pem(self, passphrase: str) -> bytes:
+        return sealed_key_pem(self.key, passphrase)
 
 
 @dataclass(frozen=True)

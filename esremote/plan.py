@@ -348,7 +348,8 @@ def _prepare_remote(params: MigrationParams, facts: MigrationFacts, remote: str)
     out: list[Change] = []
     needs_cert = [n for n in nodes if not n.files.get(SERVER_P12)]
     if needs_cert:
-        how = ("a new CA (cryptography; its key stays in the run's directory, 0600)"
+        how = ("a new CA (cryptography; its key kept encrypted with ca_passphrase, else deleted once the "
+               "certificates are signed)"
                if params.certificate_strategy == "generate" else f"the provided CA {params.ca_cert_file}")
         out.append(Change(phase, "secret", remote, f"node certificates for {len(needs_cert)} node(s) signed by {how}; "
                                                     "a random PKCS#12 password"))

@@ -1,9 +1,18 @@
 """The remote cluster server's certificates: a CA per remote cluster (new, or the operator's), one
 PKCS#12 per node with its address in the subject alternative names, and a random PKCS#12 password.
-Everything is kept in the run's directory (0600, directory 0700), so a resumed run reuses it
-instead of minting certificates that the nodes do not have.
+They are kept in the run's directory (0600, directory 0700), so a resumed run reuses them instead of
+minting certificates that the nodes do not have.
 
-    run_dir/pki/<remote>/ca.crt, ca.key, <node>.p12, p12-password
+    run_dir/pki/<remote>/ca.crt, <node>.p12, p12-password, and ca.key only as below
+
+The CA's private key never stays in clear in the state directory:
+- with `ca_passphrase` (a secret reference) a generated CA's key is written encrypted with it
+  (PKCS#8, PBES2) and kept, so a resumed run, or the operator later, can sign with the same CA;
+- without it the key is written in clear (0600) only while the node certificates are signed, and
+  deleted as soon as every node that needs one has its PKCS#12: nothing after that signs (the
+  nodes get the p12 files, the local nodes the CA certificate), so a resume needs no key;
+- with `provided-ca` the operator's key file is read where it lies, each time the run signs, and
+  never copied (its passphrase, if it is encrypted, comes from `ca_passphrase`).
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from pathlib import Path
 
 from prefect import task
 
+from esremote.errors import CertificateError
 from esremote.fanout import fan_out
 from esremote.files import atomic_write
 from esremote.pki import CertificateAuthority, issue, to_pkcs12
@@ -50,19 +60,69 @@ def _write(path: Path, data: bytes) -> None:
     atomic_write(path, data, mode=0o600)
 
 
+def ca_key_path(run: Run, cluster: str) -> Path:
+    return pki_dir(run, cluster) / "ca.key"
+
+
+def ca_passphrase(run: Run) -> str | None:
+    """The CA key's passphrase, resolved from its reference (and masked in logs), or None."""
+    ref = run.params.ca_passphrase
+    if ref is None:
+        return None
+    value = ref.resolve().get_secret_value()
+    if not value:
+        raise CertificateError(f"ca_passphrase: {ref.describe()} is empty; put the CA key's passphrase there")
+    default_redactor.add(value)
+    return value
+
+
 def _load_or_make_ca(run: Run, cluster: str) -> CertificateAuthority:
-    directory = pki_dir(run, cluster)
-    cert, key = directory / "ca.crt", directory / "ca.key"
-    if cert.exists() and key.exists():
-        return CertificateAuthority.load(cert.read_bytes(), key.read_bytes())
-    params = run.params
-    if params.certificate_strategy == "provided-ca":
-        ca = CertificateAuthority.load(Path(params.ca_cert_file).read_bytes(), Path(params.ca_key_file).read_bytes())
-    else:
-        ca = CertificateAuthority.create(CA_DN.format(cluster=cluster))
-    _write(key, ca.key_pem())
+    cert, key = ca_cert_path(run, cluster), ca_key_path(run, cluster)
+    passphrase = ca_passphrase(run)
+    if run.params.certificate_strategy == "provided-ca":
+        ca = _provided_ca(run.params, passphrase)
+        if not cert.exists():
+            _write(cert, ca.cert_pem())
+        return ca
+    if cert.exists() and key.exists():  # a resumed run signs with the CA it made
+        return CertificateAuthority.load(cert.read_bytes(), key.read_bytes(), passphrase)
+    if cert.exists():
+        raise CertificateError(
+            f"run {run.id} deleted the private key of {cluster}'s CA once its node certificates were signed, and "
+            "now a node needs a new one: start a new run (a new CA for every node of the cluster), or give "
+            "ca_passphrase so that a run keeps its CA key, encrypted")
+    ca = CertificateAuthority.create(CA_DN.format(cluster=cluster))
+    _write(key, ca.sealed_key_pem(passphrase) if passphrase else ca.key_pem())  # the key first: see _drop_clear_key
     _write(cert, ca.cert_pem())
     return ca
+
+
+def _provided_ca(params, passphrase: str | None) -> CertificateAuthority:
+    """The operator's CA, read from their files (a wrong or missing passphrase is named, never shown)."""
+    cert_file, key_file = Path(params.ca_cert_file), Path(params.ca_key_file)
+    data = {}
+    for name, path in (("ca_cert_file", cert_file), ("ca_key_file", key_file)):
+        try:
+            data[name] = path.read_bytes()
+        except OSError as exc:
+            raise CertificateError(f"{name}: {path} cannot be read ({exc.strerror}); check the path and that "
+                                   "this user may read it") from None
+    if b"ENCRYPTED" in data["ca_key_file"] and passphrase is None:
+        raise CertificateError(f"ca_key_file: {key_file} is encrypted; give ca_passphrase, a reference to where "
+                               "its passphrase lives ({env: NAME}, {file: PATH} or {prefect: BLOCK})")
+    try:
+        return CertificateAuthority.load(data["ca_cert_file"], data["ca_key_file"], passphrase)
+    except CertificateError as exc:
+        hint = "; check ca_passphrase" if "passphrase" in str(exc) else ""
+        raise CertificateError(f"ca_cert_file/ca_key_file ({cert_file}, {key_file}): {exc}{hint}") from None
+
+
+def _drop_clear_key(run: Run, cluster: str) -> None:
+    """Delete a generated CA's key kept in clear: once every node that needs a certificate has its
+    PKCS#12, nothing in this run signs again. An encrypted key (ca_passphrase) is kept."""
+    key = ca_key_path(run, cluster)
+    if key.exists() and b"ENCRYPTED" not in key.read_bytes():
+        key.unlink()
 
 
 @task(name="make-certificates", task_run_name="make-certificates-{cluster}", **RETRYING)
@@ -78,10 +138,14 @@ def make_certificates(run_id: str, cluster: str, nodes_needing: list[str]) -> st
     default_redactor.add(password)
     if not nodes_needing:
         ensure_ca_known(run, cluster)
+        _drop_clear_key(run, cluster)
         return str(ca_cert_path(run, cluster))
-    ca = _load_or_make_ca(run, cluster)
     missing = [node for node in (run.node(key) for key in nodes_needing)
                if not p12_path(run, cluster, node.name).exists()]
+    if not missing and ca_cert_path(run, cluster).exists():  # a resumed run: all signed already
+        _drop_clear_key(run, cluster)
+        return str(ca_cert_path(run, cluster))
+    ca = _load_or_make_ca(run, cluster)
     # One key pair and PKCS#12 per node, independent of the others: made side by side (the RSA key
     # generation runs in OpenSSL, without the GIL), as many at once as the run handles nodes.
     made = fan_out(missing, lambda node: _node_p12(run, cluster, ca, password, node),
@@ -90,6 +154,7 @@ def make_certificates(run_id: str, cluster: str, nodes_needing: list[str]) -> st
         raise error
     for node, names in made.items():  # logged here: a worker thread has no Prefect run logger
         log.info("certificate for %s (%s) signed by %s", node, ", ".join(names), ca.subject)
+    _drop_clear_key(run, cluster)
     return str(ca_cert_path(run, cluster))
 
 
