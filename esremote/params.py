@@ -26,6 +26,7 @@ from esremote.secrets import SecretRef
 ConnectionMode = Literal["keep", "proxy", "sniff"]
 RestartStrategy = Literal["auto", "reload", "restart"]
 CertificateStrategy = Literal["generate", "provided-ca"]
+KeyAccessMode = Literal["role-copy", "from-usage"]
 
 
 class RetireOptions(BaseModel):
@@ -94,6 +95,12 @@ class MigrationParams(BaseModel):
         None, description="Expiration of a cross-cluster API key created by this run, an Elasticsearch "
                           "duration such as 90d (default: never expires). Rotate before it: "
                           "rotate-cross-cluster-key; check-key-expiry warns.")
+    access: KeyAccessMode = Field(
+        "role-copy", description="The cross-cluster API key's access. role-copy: everything the remote roles "
+                                 "of the cross-cluster users grant. from-usage: only what the alias's work "
+                                 "(transforms, datafeeds, followers, auto-follow patterns) and the local roles' "
+                                 "remote_indices read, cut from that copy; the plan shows the difference and "
+                                 "what would stop working.")
     run_id: str | None = Field(None, description="Resume this run (its journal decides what is done).")
     state_dir: Path | None = Field(None, description="Where journals live (default: ESREMOTE_STATE_DIR, "
                                                      "else ~/.local/state/esremote).")

@@ -141,6 +141,7 @@ class AliasState:
     work: list[WorkItem] = field(default_factory=list)
     roles: list[RoleChange] = field(default_factory=list)
     key_access: dict[str, Any] = field(default_factory=dict)   # cross-cluster API key `access`
+    key_access_review: dict[str, Any] | None = None  # access=from-usage: `key_access.AccessReview.to_dict()`
     key_exists: bool = False                     # an earlier run of this migration made the key
 
     @property
@@ -214,6 +215,7 @@ class Plan:
     changes: list[Change]
     outage: Outage
     notes: list[str]
+    access: dict[str, dict[str, Any]] = field(default_factory=dict)  # alias -> from-usage review
 
     def for_phase(self, phase: str) -> list[Change]:
         return [c for c in self.changes if c.phase == phase]
@@ -224,7 +226,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"params": self.params, "aliases": self.aliases, "changes": [asdict(c) for c in self.changes],
-                "outage": asdict(self.outage), "notes": self.notes}
+                "outage": asdict(self.outage), "notes": self.notes, "access": self.access}
 
     def to_markdown(self) -> str:
         lines = [f"# Migration plan: {', '.join(self.aliases)}", ""]
@@ -234,6 +236,8 @@ class Plan:
                   f"- Credentials loaded by: {self.outage.credentials}",
                   f"- Restarts while paused: {', '.join(self.outage.restarts_in_window) or 'none'}",
                   f"- Estimate: {self.outage.estimate}", ""]
+        for alias, review in self.access.items():
+            lines += access_markdown(alias, review)
         for phase in PHASES:
             changes = self.for_phase(phase)
             lines += [f"## {phase}", ""]
@@ -249,6 +253,23 @@ class Plan:
                 lines += ["", f"**{c.target}: {c.summary}**", "", f"```{lang}", c.detail.rstrip("\n"), "```"]
             lines.append("")
         return "\n".join(lines)
+
+
+def access_markdown(alias: str, review: dict[str, Any]) -> list[str]:
+    """The from-usage key access of one alias: its diff against the role copy, what each entry
+    serves, and what the role copy allows that this key would stop."""
+    lines = [f"## Key access of `{alias}`: from usage", "",
+             "Narrower than the copy of the remote roles." if review.get("narrower")
+             else "The same as the copy of the remote roles: everything it grants is used.", ""]
+    if review.get("diff"):
+        lines += ["```diff", review["diff"].rstrip("\n"), "```", ""]
+    sections = (("What each entry serves", "serves"),
+                ("What would stop working (the role copy allows it, this key does not)", "lost"),
+                ("Used but granted by neither access", "ungranted"))
+    for title, key in sections:
+        if review.get(key):
+            lines += [f"**{title}**", ""] + [f"- {line}" for line in review[key]] + [""]
+    return lines
 
 
 def _cell(text: str) -> str:
@@ -301,8 +322,10 @@ def build_plan(params: MigrationParams, facts: MigrationFacts) -> Plan:
                 "(credentials are reloadable only from 8.13, or the alias is defined in elasticsearch.yml)"
                 if restarts else "seconds: settings calls and a secure-settings reload, no restart")
     outage = Outage(work_stopped=work, credentials=how, restarts_in_window=restarts, estimate=estimate)
+    access = {a.alias: a.key_access_review for a in facts.aliases
+              if a.key_access_review and not (a.key_exists or a.migrated)}
     return Plan(params=params.public(), aliases=[a.alias for a in facts.aliases], changes=changes,
-                outage=outage, notes=_notes(params, facts))
+                outage=outage, notes=_notes(params, facts), access=access)
 
 
 def _notes(params: MigrationParams, facts: MigrationFacts) -> list[str]:
@@ -386,8 +409,12 @@ def _api_key(params: MigrationParams, alias: AliasState, facts: MigrationFacts) 
                                                       "access_sha256": "<hash of access>"}}}
     if params.key_expiration:
         body["expiration"] = params.key_expiration
+    how = ""
+    if alias.key_access_review:
+        how = ("access from usage, narrower than the role copy" if alias.key_access_review.get("narrower")
+               else "access from usage, the same as the role copy") + "; "
     return [Change("prepare_remote", "api", alias.remote,
-                   f"POST /_security/cross_cluster/api_key ({_expiry(params)}); key kept in a {store}",
+                   f"POST /_security/cross_cluster/api_key ({how}{_expiry(params)}); key kept in a {store}",
                    detail=json.dumps(body, indent=2, sort_keys=True), alias=alias.alias)]
 
 

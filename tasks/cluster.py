@@ -130,7 +130,9 @@ def update_roles(run_id: str, alias: str) -> list[str]:
     es_local, es_remote = run.es(link.local), run.es(link.remote)
     names = [r.role for r in alias_facts(run, alias).roles]
     remote_roles = _custom_roles(es_remote, link.remote)
-    derived = privileges.derive_remote_access(alias, {n: remote_roles.get(n) for n in names})
+    # Only the roles' half is used here; the key's access was checked when the facts were read
+    # (with access=from-usage the role copy is a bound, and may be refused as a key of its own).
+    derived = privileges.derive_remote_access(alias, {n: remote_roles.get(n) for n in names}, check=False)
     current = privileges.read_roles(es_local, link.local, list(derived.remote_indices))
     plan = privileges.plan_role_updates(derived, current)
     first = run.journal.first_intent(step)

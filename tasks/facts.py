@@ -9,6 +9,7 @@ from typing import Any
 from prefect import task
 
 from esremote.cluster.remote_settings import SavedRemote
+from esremote.cluster.usage import read_usage
 from esremote.node_keystore import NodeKeystore
 from esremote.plan import (
     CLIENT_CA,
@@ -73,7 +74,19 @@ def read_access(run_id: str, alias: str, owner_roles: list[str]) -> dict[str, An
     """The local roles that need `remote_indices` and the cross-cluster API key's `access`."""
     run = get_run(run_id)
     link = run.link(alias)
-    return alias_access(run.es(link.local), link.local, run.es(link.remote), link.remote, alias, owner_roles)
+    if run.params.access != "from-usage":
+        return alias_access(run.es(link.local), link.local, run.es(link.remote), link.remote, alias, owner_roles)
+    es_local = run.es(link.local)
+    return alias_access(es_local, link.local, run.es(link.remote), link.remote, alias, owner_roles,
+                        mode="from-usage", usage=read_usage(es_local, link.local, alias),
+                        roles_before=roles_before_run(run, alias))
+
+
+def roles_before_run(run: Run, alias: str) -> dict[str, dict | None]:
+    """The local roles this run changed, as they were before (the journal's originals): the role
+    updates copy the remote roles into remote_indices, which says nothing about what users read."""
+    first = run.journal.first_intent(f"reconnect/roles/{alias}")
+    return dict(first.data.get("originals") or {}) if first is not None else {}
 
 
 def owner_roles(report: PreflightReport) -> list[str]:
@@ -107,7 +120,7 @@ def alias_state(run: Run, report: PreflightReport, access: dict[str, Any]) -> Al
         alias=report.alias, local=link.local, remote=link.remote,
         defined_in="settings" if saved else ("yml" if yml_settings else "settings"),
         saved=saved, yml_settings=yml_settings, remote_info=dict(d.remote_info or {}) if d else {},
-        work=work, roles=roles, key_access=access["access"],
+        work=work, roles=roles, key_access=access["access"], key_access_review=access.get("access_review"),
         key_exists=run.journal.is_done(f"prepare_remote/api-key/{report.alias}"))
 
 

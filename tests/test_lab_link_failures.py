@@ -173,7 +173,8 @@ def test_plaintext_client_against_the_tls_remote_cluster_port(lab):
     connect_proxy(local, "my_remote", f"{remote.node.config.ip}:9443", sockets=1)
     _logged(remote.node, "received plaintext traffic on an encrypted channel, closing connection Netty4TcpChannel{",
             "profile=_remote_cluster}")
-    _logged(local.node, f"[][{remote.node.config.ip}:9443] handshake failed because connection reset")
+    _logged(local.node, f"[][{remote.node.config.ip}:9443] general node connection failure\n"
+                        "Caused by: org.elasticsearch.transport.TransportException: handshake failed because connection reset")
 
 
 def test_tls_client_against_a_plaintext_remote_cluster_port(lab):

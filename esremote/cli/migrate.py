@@ -42,6 +42,10 @@ VERBOSE = typer.Option(False, "--verbose", "-v",
                        help="Show the full log live (Prefect's own lines) besides the progress display.")
 OUTPUT = typer.Option("text", "--output", "-o", metavar="FORMAT",
                       help="The summary as text, or as json (then stdout holds only the JSON).")
+ACCESS = typer.Option("role-copy", "--access", metavar="MODE",
+                      help="The cross-cluster API key's access: role-copy (what the remote roles grant) or "
+                           "from-usage (only what the alias's work and the local roles' remote_indices read; "
+                           "the plan shows the difference).")
 
 
 def _prefect_environment() -> None:
@@ -82,6 +86,7 @@ def plan(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
          json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON instead of Markdown."),
          key_expiration: Optional[str] = typer.Option(None, "--key-expiration",
                                                       help="Plan the key with this expiration (e.g. 90d)."),
+         access: str = ACCESS,
          ) -> None:
     """Print every change the migration would make. Changes nothing."""
     import json  # noqa: PLC0415
@@ -93,7 +98,8 @@ def plan(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
 
     key_expiration = check_key_expiration(key_expiration)
     with tempfile.TemporaryDirectory(prefix="esremote-plan-") as state:
-        params = _params(inventory, alias, dry_run=True, state_dir=Path(state), key_expiration=key_expiration)
+        params = _params(inventory, alias, dry_run=True, state_dir=Path(state), key_expiration=key_expiration,
+                         access=access)
         run = open_run(params)
         try:
             facts, _ = collect_facts(run)
@@ -123,6 +129,7 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
             key_expiration: Optional[str] = typer.Option(
                 None, "--key-expiration", help="Expiration of the cross-cluster API key this run creates, an "
                                                "Elasticsearch duration such as 90d (default: never)."),
+            access: str = ACCESS,
             verbose: bool = VERBOSE, output: str = OUTPUT,
             ) -> None:
     """Migrate the aliases to API-key security; roll back by itself if reconnect, verify or resume fails.
@@ -135,7 +142,8 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
     check_output(output)
     params = _params(inventory, alias, dry_run=dry_run, run_id=resume, connection_mode=connection_mode,
                      restart_strategy=restart_strategy, link_timeout_s=link_timeout, no_wait=no_wait,
-                     retire_trust=retire_trust, key_expiration=check_key_expiration(key_expiration))
+                     retire_trust=retire_trust, key_expiration=check_key_expiration(key_expiration),
+                     access=access)
     if resume:
         params = _resumed(params, resume)
     if not (yes or dry_run):

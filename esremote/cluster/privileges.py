@@ -86,7 +86,7 @@ def _access_entry(entry: Mapping[str, Any], *, dls: bool) -> dict:
     return out
 
 
-def _merge(entries: list[dict]) -> list[dict]:
+def merge_entries(entries: list[dict]) -> list[dict]:
     """Entries that differ only by names become one (names in first-seen order)."""
     merged: dict[str, dict] = {}
     for entry in entries:
@@ -112,13 +112,16 @@ class RemoteAccess:
 def derive_remote_access(alias: str, remote_roles: Mapping[str, Mapping[str, Any] | None], *,
                          override: Mapping[str, Any] | None = None,
                          remote_version: tuple[int, int] | None = None,
-                         search_roles: Collection[str] = ()) -> RemoteAccess:
+                         search_roles: Collection[str] = (), check: bool = True) -> RemoteAccess:
     """Derive both halves from the remote's definitions of the cross-cluster users' roles.
 
     `override` replaces the derived key access (it is still checked); `remote_version` (major,
     minor) relaxes the 8.14+ rule on DLS/FLS search with replication for older remotes;
     `search_roles` (e.g. `UsageReport.role_names()`: owners of transforms and datafeeds) get search
-    on their readable entries even where the entry also reads like a CCR leader grant."""
+    on their readable entries even where the entry also reads like a CCR leader grant. `check=False`
+    returns the copy even when Elasticsearch would refuse it as a key's access (the problems become
+    notes): `access=from-usage` only uses it as the bound of what the key may hold, and checks its
+    own, narrower access (`esremote.cluster.key_access`)."""
     per_role: dict[str, list[dict]] = {}
     search: list[dict] = []
     replication: list[dict] = []
@@ -147,11 +150,13 @@ def derive_remote_access(alias: str, remote_roles: Mapping[str, Mapping[str, Any
                 notes.append(f"role {name}: [{names}] with privileges {sorted(_privileges(entry))} grants "
                              "neither search nor replication; left out")
         if entries:
-            per_role[name] = _merge(entries)
-    derived = {k: v for k, v in (("search", _merge(search)), ("replication", _merge(replication))) if v}
+            per_role[name] = merge_entries(entries)
+    derived = {k: v for k, v in (("search", merge_entries(search)), ("replication", merge_entries(replication))) if v}
     if override is not None:
         check_access(override, remote_version=remote_version, context="the explicit access")
         return RemoteAccess(alias, per_role, copy.deepcopy(dict(override)), tuple(notes), overridden=True)
+    if not check:
+        return RemoteAccess(alias, per_role, derived, tuple(notes + problems))
     if problems:
         raise PreconditionError("cross-cluster API key: " + "; ".join(problems))
     check_access(derived, remote_version=remote_version,

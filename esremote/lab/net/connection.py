@@ -44,9 +44,15 @@ def handshake_failure(host: str, port: int, message: str) -> TransportFailure:
 
 
 def closed_failure(host: str, port: int) -> TransportFailure:
-    reason = f"[][{host}:{port}] handshake failed because connection reset"
-    error = ESError(reason, status=500, type="connect_transport_exception")
-    return TransportFailure(error, f"org.elasticsearch.transport.ConnectTransportException: {reason}")
+    """The server closed the connection before the handshakes finished (a plaintext port reading
+    TLS, an IP filter that denies this node): TcpTransport fails the connection with the
+    handshaker's TransportException as its cause."""
+    reason = f"[][{host}:{port}] general node connection failure"
+    cause = "handshake failed because connection reset"
+    error = ESError(reason, status=500, type="connect_transport_exception",
+                    caused_by=ESError(cause, type="transport_exception"))
+    return TransportFailure(error, f"org.elasticsearch.transport.ConnectTransportException: {reason}\n"
+                                   f"Caused by: org.elasticsearch.transport.TransportException: {cause}")
 
 
 def trust_failure(host: str, port: int, context_text: str, trusted: int) -> TransportFailure:
@@ -125,13 +131,18 @@ class Connection:
     @classmethod
     def open(cls, host: str, port: int, context: ssl.SSLContext | None, *, profile: str,
              server_hostname: str | None = None, timeout: float = HANDSHAKE_TIMEOUT,
-             context_text: str = "", local_version: str = "") -> Connection:
+             context_text: str = "", local_version: str = "", source: str | None = None) -> Connection:
         """TCP connect, TLS handshake and `internal:tcp/handshake`; raises TransportFailure.
-        `context` None is a plaintext connection (the profile's `ssl.enabled: false`)."""
+        `context` None is a plaintext connection (the profile's `ssl.enabled: false`). `source` is
+        the connecting node's own address: on loopback the kernel would pick 127.0.0.1 for every
+        node, while a real node connects from its host's address (what the peer's IP filter sees)."""
         try:
-            raw = socket.create_connection((host, port), timeout=timeout)
+            raw = socket.create_connection((host, port), timeout=timeout,
+                                           source_address=(source, 0) if source else None)
         except ConnectionRefusedError:
             raise connect_failure(host, port, "Connection refused") from None
+        except ConnectionResetError:  # accepted, then reset before connect() returned (an IP filter's
+            raise closed_failure(host, port) from None  # close can win that race on loopback)
         except TimeoutError:
             raise connect_failure(host, port, "connection timed out") from None
         except OSError as exc:

@@ -290,7 +290,8 @@ class RemoteCluster:
         context = config.remote_cluster_client if api_key else config.transport_client
         conn = Connection.open(host, port, context, profile=REMOTE_CLUSTER_PROFILE if api_key else TRANSPORT_PROFILE,
                                server_hostname=self.settings.server_name or None,
-                               context_text=self._context_text(), local_version=config.version_text)
+                               context_text=self._context_text(), local_version=config.version_text,
+                               source=config.ip)
         check_handshake(self.ctx, conn)  # 9.x reads no wire format older than 8.18's
         try:
             if api_key:

@@ -9,6 +9,7 @@ import logging
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from typing import Any, Callable
@@ -19,19 +20,22 @@ from esremote.lab.net.protocol import (Channel, HANDSHAKE_TIMEOUT, LinkClosed, R
                                        send_frame)
 from esremote.lab.net.tls_diagnosis import server_tls_failure
 from esremote.lab.net.actions import RemoteActions
+from esremote.lab.net.ipfilter import IpFilter
 
 class TransportServer:
     """A TLS server for one profile; each connection gets a thread that answers its frames."""
 
     def __init__(self, ctx, *, profile: str, host: str, port: int, context: ssl.SSLContext | None,
                  dispatch: Callable[[Channel, str, dict, dict], dict],
-                 blocked: Callable[[], bool] = lambda: False) -> None:
+                 blocked: Callable[[], bool] = lambda: False,
+                 admits: Callable[[str], bool] = lambda peer: True) -> None:
         self.ctx = ctx
         self.profile = profile
         self.host, self.port = host, port
         self.context = context
         self.dispatch = dispatch
         self.blocked = blocked
+        self.admits = admits  # the IP filter of this profile (ipfilter.py)
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -118,6 +122,9 @@ class TransportServer:
                 continue
             if self.blocked():
                 _hard_close(raw)
+                continue
+            if not self.admits(peer[0]):
+                _reset(raw)  # before TLS and before any request, as Elasticsearch drops a filtered peer
                 continue
             self._spawn(self._serve, f"{self.profile}-conn", raw, peer)
 
@@ -212,6 +219,16 @@ def _close_after_alert(sock: socket.socket, linger: float = 1.0) -> None:
     _hard_close(sock)
 
 
+def _reset(sock: socket.socket) -> None:
+    """Close at once and discard what the peer already sent (the reset Netty's close gives when the
+    client's hello is unread), so the client always sees its connection reset in the handshake."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
 def _hard_close(sock: socket.socket) -> None:
     try:
         sock.shutdown(socket.SHUT_RDWR)
@@ -227,13 +244,16 @@ def start(ctx) -> list[TransportServer]:
     """Bind 9300 (always) and 9443 (when `remote_cluster_server.enabled`) for this node."""
     config = ctx.config
     actions = RemoteActions(ctx)
+    ip_filter = IpFilter(ctx)
     servers = [TransportServer(ctx, profile=TRANSPORT_PROFILE, host=config.ip, port=config.transport_port,
-                               context=config.transport_server, dispatch=actions.dispatch).start()]
+                               context=config.transport_server, dispatch=actions.dispatch,
+                               admits=lambda peer: ip_filter.accept(TRANSPORT_PROFILE, peer)).start()]
     if config.remote_cluster_port is not None:  # its context is None when its ssl is disabled
         servers.append(TransportServer(
             ctx, profile=REMOTE_CLUSTER_PROFILE, host=config.ip, port=config.remote_cluster_port,
             context=config.remote_cluster_server, dispatch=actions.dispatch,
-            blocked=lambda: ctx.fault("remote-port-blocked") is not None).start())
+            blocked=lambda: ctx.fault("remote-port-blocked") is not None,
+            admits=lambda peer: ip_filter.accept(REMOTE_CLUSTER_PROFILE, peer)).start())
     return servers
 
 

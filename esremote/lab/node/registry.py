@@ -86,6 +86,19 @@ def parse_list(key: str, value: Any) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()] if text else []
 
 
+def parse_filter_list(key: str, value: Any) -> list[str]:
+    """An IP filter list: each value must make a rule (SecurityIpFilterRule's own messages)."""
+    from esremote.lab.net.ipfilter import parse_rule  # noqa: PLC0415 - the rules live with the filter
+
+    values = parse_list(key, value)
+    for one in values:
+        try:
+            parse_rule(not key.endswith(".deny"), one)
+        except ValueError as exc:
+            raise SettingValueError(str(exc)) from None
+    return values
+
+
 def enum_parser(java_enum: str, values: tuple[str, ...]) -> Callable[[str, Any], str]:
     """Case-insensitive enum, failing like Java's `Enum.valueOf(value.toUpperCase())`."""
     def parse(key: str, value: Any) -> str:
@@ -229,9 +242,15 @@ def _defs() -> list[SettingDef]:
     add("xpack.security.authc.realms.*.*.**")
     add("xpack.security.authc.password_hashing.algorithm")
     add("xpack.security.authc.api_key.cache.*")
-    add("xpack.security.transport.filter.*", parse_list, dynamic=True)
-    add("xpack.security.http.filter.*", parse_list, dynamic=True)
-    add("xpack.security.remote_cluster.filter.*", parse_list, dynamic=True)
+    # IP filtering (net/ipfilter.py): lists validated like IPFilterValidator, switches, all dynamic
+    # but the bound-address guard.
+    for family in ("xpack.security.transport.filter", "xpack.security.http.filter",
+                   "xpack.security.remote_cluster.filter"):
+        add(f"{family}.allow", parse_filter_list, dynamic=True)
+        add(f"{family}.deny", parse_filter_list, dynamic=True)
+    add("xpack.security.transport.filter.enabled", boolean, dynamic=True)
+    add("xpack.security.http.filter.enabled", boolean, dynamic=True)
+    add("xpack.security.filter.always_allow_bound_address", boolean)
     add("bootstrap.password", secure=True)
     add("keystore.seed", secure=True)
     add("autoconfiguration.password_hash", secure=True)
@@ -264,6 +283,8 @@ def _defs() -> list[SettingDef]:
     add("remote_cluster.publish_port", int_parser(-1, 65535))
     add("remote_cluster.tcp.*")
     add("transport.profiles.*.**")
+    add("transport.profiles.*.xpack.security.filter.allow", parse_filter_list, dynamic=True)
+    add("transport.profiles.*.xpack.security.filter.deny", parse_filter_list, dynamic=True)
     add("cluster.remote.initial_connect_timeout", parse_time)
     add("cluster.remote.connections_per_cluster", int_parser(1))
     add("cluster.remote.connect", boolean)

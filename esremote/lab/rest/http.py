@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from esremote.lab import errors
 
+HTTP_PROFILE = ".http"  # IPFilter's name for HTTP's rules
 _COMPAT = re.compile(r"compatible-with\s*=\s*(\d+)")
 
 
@@ -252,7 +253,18 @@ class LabHTTPServer(ThreadingHTTPServer):
         self.ssl_context = ssl_context
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
+        self._ip_filter = None
         super().__init__(address, _Handler)
+
+    def verify_request(self, request: socket.socket, client_address: Any) -> bool:
+        """Elasticsearch's HTTP IP filter (`xpack.security.http.filter.*`, net/ipfilter.py): a denied
+        client is closed before TLS, in the accepting thread."""
+        if getattr(self.ctx, "store", None) is None:
+            return True
+        if self._ip_filter is None:
+            from esremote.lab.net.ipfilter import IpFilter  # noqa: PLC0415 - the REST layer runs without net/
+            self._ip_filter = IpFilter(self.ctx)
+        return self._ip_filter.accept(HTTP_PROFILE, client_address[0])
 
     def finish_request(self, request: socket.socket, client_address: Any) -> None:
         if self.ssl_context is not None:
