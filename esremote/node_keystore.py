@@ -18,6 +18,7 @@ has one. The CLI's messages and exit codes become `KeystoreError`s that say what
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 from collections.abc import Mapping
@@ -89,14 +90,9 @@ class NodeKeystore:
         not with the CLI's `show`, whose password prompt a non-interactive session would mix into
         the value it prints. The value never goes further than the returned `SecretStr`."""
         _check_name(name)
-        q = shlex.quote(self.path)
-        result = self._run(f"if [ -e {q} ]; then exec cat -- {q}; fi; exit 3")
-        if result.exit_code == 3:
+        data = self._read_bytes()
+        if data is None:
             return None
-        if result.exit_code != 0:
-            raise KeystoreError(f"{self.conn.host}: cannot read the keystore {self.path} as "
-                                f"{self.runner()}: {result.stderr.strip()}; check config_dir and ssh.sudo")
-        data = result.stdout_bytes
         password = ""
         if keystore_format.has_password(data):
             if self.password is None:
@@ -107,6 +103,23 @@ class NodeKeystore:
         if name not in store:
             return None
         return SecretStr(store.get_string(name))
+
+    def digest(self) -> str | None:
+        """The hex SHA-256 of the keystore file's bytes (what a 9.3 node reports as
+        `keystore_digest` when it reloads, es-facts §12), or None when there is no keystore."""
+        data = self._read_bytes()
+        return None if data is None else hashlib.sha256(data).hexdigest()
+
+    def _read_bytes(self) -> bytes | None:
+        """The file as its owner reads it; None when it does not exist."""
+        q = shlex.quote(self.path)
+        result = self._run(f"if [ -e {q} ]; then exec cat -- {q}; fi; exit 3")
+        if result.exit_code == 3:
+            return None
+        if result.exit_code != 0:
+            raise KeystoreError(f"{self.conn.host}: cannot read the keystore {self.path} as "
+                                f"{self.runner()}: {result.stderr.strip()}; check config_dir and ssh.sudo")
+        return result.stdout_bytes
 
     # ----------------------------------------------------------------------------------- writes
     def add(self, name: str, value: SecretStr | str) -> None:

@@ -3,7 +3,8 @@
 Per alias: find the key every local node uses (each node's keystore, over SSH) and check it can be
 replaced (every local node 8.13+, a key esremote made for this alias); create a new key with the
 same access and metadata (and `key_expiration`, else the old key's lifetime); write it to every
-local node's keystore (value on stdin); reload secure settings; verify on every local node (its
+local node's keystore (value on stdin); reload secure settings (on 9.3+ every node must report the
+`keystore_digest` of the file esremote wrote, read back right after the write); verify on every local node (its
 keystore holds the new key; at its own address it is connected with credentials and coordinates a
 cross-cluster request); then invalidate the old key. A changed credential value is used from the
 next request on, without rebuilding the connection (es-facts §1), so cross-cluster search goes on
@@ -28,6 +29,7 @@ from typing import Any, Literal
 
 from prefect import flow
 
+from esremote.cluster import facts as cluster_facts
 from esremote.errors import EsRemoteError, PreconditionError
 from esremote.params import RotationParams
 from esremote.flows.common import wait_all
@@ -48,7 +50,7 @@ from esremote.tasks.keys import (
     verify_key_in_use,
     verify_rotation,
 )
-from esremote.tasks.nodes import keystore_add
+from esremote.tasks.nodes import keystore_add, keystore_digest
 from esremote.tasks.runtime import Run, close_run, open_run
 
 Status = Literal["rotated", "rolled-back", "refused", "failed", "rollback-failed"]
@@ -57,6 +59,8 @@ EXIT_CODES = {"rotated": 0, "rolled-back": 3, "refused": 2, "failed": 1, "rollba
 # Test hooks, called as hook(run_id, alias, new_key_id) after the nodes reloaded and before the
 # verification (e.g. to invalidate the new key and watch the rollback). Empty in production.
 BEFORE_VERIFY: list[Callable[[str, str, str], None]] = []
+# The same, called after the keystores are written and before the reload.
+BEFORE_RELOAD: list[Callable[[str, str, str], None]] = []
 
 
 class RotationError(EsRemoteError):
@@ -161,9 +165,13 @@ def _rotate(run: Run, alias: str) -> dict[str, Any]:
         try:
             new = create_rotated_key(run.id, alias)
             _write_keystores(run, alias, "next", "keystore")
+            written = _written_digests(run, alias)
             local = run.link(alias).local
+            for hook in BEFORE_RELOAD:
+                hook(run.id, alias, new["key_id"])
             if not run.journal.is_done(step("reload", alias)):
                 reload_credentials(run.id, local, step("reload", alias))
+            check_reloaded_digests(run, alias, written)
             for hook in BEFORE_VERIFY:
                 hook(run.id, alias, new["key_id"])
             verify_rotation(run.id, alias)
@@ -197,6 +205,38 @@ def _write_keystores(run: Run, alias: str, slot: str, kind: str) -> None:
         futures.append((f"keystore {key}", keystore_add.submit(run.id, key, f"rotate/{kind}/{alias}/{node.name}",
                                                                {credentials_setting(alias): source})))
     wait_all(futures)
+
+
+def _written_digests(run: Run, alias: str) -> dict[str, str]:
+    """Each local node's keystore digest right after esremote wrote the new key, when every local
+    node is 9.3+ (its reload reports the digest of the keystore it read, es-facts §12); else {}."""
+    local = run.link(alias).local
+    facts = cluster_facts.gather(run.es(local), local)
+    if not facts.nodes or any(n.version < cluster_facts.RELOAD_REPORTS_KEYSTORE for n in facts.nodes):
+        return {}
+    futures = [(f"keystore digest {local}/{node.name}",
+                keystore_digest.submit(run.id, f"{local}/{node.name}", f"rotate/digest/{alias}/{node.name}"))
+               for node in run.nodes(local)]
+    digests = wait_all(futures)
+    return {node.name: digest for node, digest in zip(run.nodes(local), digests) if digest}
+
+
+def check_reloaded_digests(run: Run, alias: str, written: dict[str, str]) -> None:
+    """On 9.3+: every local node reloaded the very keystore esremote wrote (its `keystore_digest`
+    equals the digest read back after the write). A node that read another file (another config
+    directory, or a keystore changed since) would keep the old key until its next restart."""
+    if not written:
+        return
+    reload = done_data(run, step("reload", alias)) or {}
+    reported, paths = reload.get("digests") or {}, reload.get("keystore_paths") or {}
+    wrong = [f"{name} reloaded {paths.get(name, 'a keystore')} with digest {reported.get(name) or 'none reported'}, "
+             f"esremote wrote {digest}" for name, digest in sorted(written.items()) if reported.get(name) != digest]
+    if wrong:
+        raise EsRemoteError(f"alias {alias}: not every local node reloaded the keystore esremote wrote: "
+                            f"{'; '.join(wrong)}. Check each node's config directory (config_dir in the inventory) "
+                            "and whether something else writes its keystore")
+    run_logger().info("alias %s: every local node reloaded the keystore esremote wrote (digest checked on %d "
+                      "node(s))", alias, len(written))
 
 
 def _rollback_started(run: Run, alias: str) -> bool:

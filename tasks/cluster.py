@@ -201,7 +201,8 @@ def reload_credentials(run_id: str, cluster: str, step: str) -> list[str]:
     run = get_run(run_id)
     run.journal.intent(step, cluster=cluster)
     result = reload_secure_settings(run.inventory, cluster, es=run.es(cluster))
-    run.journal.done(step, reloaded=result.reloaded)
+    run.journal.done(step, reloaded=result.reloaded, keystore_details=result.keystore_details,
+                     digests=result.digests, keystore_paths=result.keystore_paths)
     return result.reloaded
 
 

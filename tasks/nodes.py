@@ -169,6 +169,19 @@ def keystore_add(run_id: str, node: str, step: str, secret_files: dict[str, str]
     return sorted(values)
 
 
+@task(name="keystore-digest", task_run_name="keystore-digest-{node}", **RETRYING)
+def keystore_digest(run_id: str, node: str, step: str) -> str | None:
+    """The hex SHA-256 of the node's keystore file as it is now, journaled: a resumed run compares
+    a node's reload report with what was written then, not with what is there later."""
+    run = get_run(run_id)
+    earlier = [e for e in run.journal.entries("done", step) if e.step == step]
+    if earlier:
+        return earlier[-1].data.get("digest")
+    digest = node_keystore(run, node).digest()
+    run.journal.done(step, node=node, digest=digest)
+    return digest
+
+
 @task(name="keystore-remove", task_run_name="keystore-remove-{node}", **RETRYING)
 def keystore_remove(run_id: str, node: str, step: str, names: list[str]) -> list[str]:
     """Remove settings from the node's keystore (rollback); names already absent are fine."""

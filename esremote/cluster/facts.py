@@ -26,6 +26,7 @@ Version = tuple[int, int, int]
 MIN_VERSION: Version = (8, 10, 0)        # API-key remote clusters arrived (beta)
 GA_VERSION: Version = (8, 14, 0)         # generally available
 RELOADABLE_CREDENTIALS: Version = (8, 13, 0)
+RELOAD_REPORTS_KEYSTORE: Version = (9, 3, 0)   # keystore_digest per node in the reload answer
 RESOLVE_CLUSTER: Version = (8, 13, 0)
 LICENCES_WITH_RCS = ("enterprise", "trial")
 

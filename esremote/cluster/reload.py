@@ -7,6 +7,11 @@ A password-protected keystore needs `secure_settings_password` in the request bo
 `keystore_password`); it travels in the HTTPS body only, never in a message. Each node answers for
 itself: a `reload_exception` (wrong password, unreadable keystore) or a node missing from the
 answer is a failure, reported per node.
+
+From 9.3 each node also says which keystore it read (`keystore_path`, `keystore_digest`: the hex
+SHA-256 of the file's bytes; es-facts §12): `ReloadResult.digests` holds them, and
+`keystore_details` says whether every node is new enough to report them. The 8.x client returns
+these fields as the server sends them (they are answer fields, not request parameters).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ class ReloadResult:
     cluster: str
     reloaded: list[str] = field(default_factory=list)          # node names
     failed: dict[str, str] = field(default_factory=dict)       # node name -> reason
+    digests: dict[str, str] = field(default_factory=dict)      # node name -> keystore_digest (9.3+)
+    keystore_paths: dict[str, str] = field(default_factory=dict)  # node name -> keystore_path (9.3+)
+    keystore_details: bool = False                             # every node is 9.3+: digests are owed
 
     @property
     def ok(self) -> bool:
@@ -58,6 +66,7 @@ def reload_secure_settings(inventory: Inventory, cluster: str, *, es: Any = None
         answer = es.nodes.reload_secure_settings(**body).body
     result = read_answer(cluster, answer, expected=[n.name for n in inventory.cluster(cluster).nodes],
                          names={n.id: n.name for n in facts.nodes})
+    result.keystore_details = all(n.version >= cluster_facts.RELOAD_REPORTS_KEYSTORE for n in facts.nodes)
     if not result.ok:
         raise ReloadError(result)
     return result
@@ -85,6 +94,10 @@ def read_answer(cluster: str, answer: Mapping[str, Any], *, expected: list[str],
             result.failed[name] = f"{error.get('type', 'exception')}: {error.get('reason', '')}".strip()
         else:
             result.reloaded.append(name)
+        if node.get("keystore_digest"):
+            result.digests[name] = str(node["keystore_digest"])
+        if node.get("keystore_path"):
+            result.keystore_paths[name] = str(node["keystore_path"])
     for failure in (answer.get("_nodes") or {}).get("failures") or []:
         node_id = str(failure.get("node_id") or "?")
         cause = failure.get("caused_by") or {}

@@ -9,6 +9,7 @@ credentials change only from 8.13 (before, they stay as read at start).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from esremote.lab.rest.routes import api
 _METRICS = {"settings", "os", "process", "jvm", "thread_pool", "transport", "http", "remote_cluster_server",
             "plugins", "ingest", "aggregations", "indices", "_all", "_none"}
 _CREDENTIALS = "cluster.remote."
+KEYSTORE_DETAILS = (9, 3, 0)  # reload reports the keystore it read (es-facts §12)
 
 
 def _select(req: Request, live: list[dict]) -> list[dict]:
@@ -155,8 +157,11 @@ def reload_on_this_node(ctx, reload: dict) -> None:
     result: dict = {}
     path = ctx.config.keystore_path or ctx.config.config_dir / keystore.KEYSTORE_FILENAME
     try:
-        store = keystore.Keystore.open(path, password) if path.exists() else keystore.Keystore({})
+        raw = path.read_bytes() if path.exists() else None
+        store = keystore.Keystore.open(path, password) if raw is not None else keystore.Keystore({})
         _apply_reloaded(ctx, store.strings())
+        if raw is not None and ctx.config.version >= KEYSTORE_DETAILS:
+            result.update(keystore_details(path, raw, store.names()))
     except keystore.KeystoreFormatError as exc:
         reason = exc.message
         kind = _error_type(exc.exception)
@@ -167,6 +172,16 @@ def reload_on_this_node(ctx, reload: dict) -> None:
         current = st.get("reload", {})
         if current.get("generation") == generation:
             current.setdefault("results", {})[name] = result
+
+
+def keystore_details(path: Path, raw: bytes, names: list[str]) -> dict:
+    """What a 9.3 node reports about the keystore it reloaded (NodesReloadSecureSettingsResponse,
+    elastic/elasticsearch PR #138052): every setting name, sorted; the file's path; the hex SHA-256
+    of the file's bytes; its last-modified time as an ISO instant."""
+    modified = path.stat().st_mtime
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(modified)) + f".{int(modified * 1000) % 1000:03d}Z"
+    return {"secure_setting_names": sorted(names), "keystore_path": str(path),
+            "keystore_digest": hashlib.sha256(raw).hexdigest(), "keystore_last_modified_time": stamp}
 
 
 def _error_type(java_class: str) -> str:
