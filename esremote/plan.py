@@ -157,6 +157,8 @@ class MigrationFacts:
     aliases: list[AliasState]
     remote_cluster_port: dict[str, int] = field(default_factory=dict)  # remote cluster -> port
     secret_store: str = "file"                   # "prefect" when a Prefect API server keeps the key
+    # 9.x local cluster -> its aliases still on the certificate model (deprecations.CertificateModelAliases)
+    certificate_model: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def nodes_of(self, cluster: str) -> list[NodeState]:
         return [n for n in self.nodes if n.cluster == cluster]
@@ -179,6 +181,7 @@ class MigrationFacts:
                      for a in data["aliases"]],
             remote_cluster_port=data.get("remote_cluster_port", {}),
             secret_store=data.get("secret_store", "file"),
+            certificate_model=data.get("certificate_model", {}),
         )
 
 
@@ -343,11 +346,30 @@ def _notes(params: MigrationParams, facts: MigrationFacts) -> list[str]:
         where = "elasticsearch.yml (static)" if alias.defined_in == "yml" else "cluster settings (dynamic)"
         notes.append(f"Alias `{alias.alias}`: {alias.local} -> {alias.remote}, defined in {where}"
                      + ("; already on the API-key model" if alias.migrated else ""))
+    notes += _certificate_model_notes(facts)
     notes.append("Rollback (automatic if reconnect, verify or resume fails) restores the certificate-model "
                  "link: alias settings, roles, keystores (credentials removed) and yml as they were, then "
                  "resumes the stopped work; then it undoes the preparation with one more rolling restart "
                  "of each cluster (local nodes' yml and CA file, remote nodes' yml, keystore entries and "
                  "certificate files as before the run).")
+    return notes
+
+
+def _certificate_model_notes(facts: MigrationFacts) -> list[str]:
+    """On 9.x: every alias of the local cluster still on the certificate model, and which of them
+    this plan leaves there (from the nodes' deprecation logs, esremote.cluster.deprecations)."""
+    notes = []
+    planned = {a.alias for a in facts.aliases if not a.migrated}
+    for cluster, found in sorted(facts.certificate_model.items()):
+        logged, unlogged = found.get("logged") or {}, found.get("unlogged") or []
+        if not logged and not unlogged:
+            notes.append(f"{cluster} (9.x): no alias left on the certificate model.")
+            continue
+        listed = [f"`{a}` (deprecation log of {', '.join(nodes)})" for a, nodes in sorted(logged.items())]
+        listed += [f"`{a}` (no certificate-model connection logged)" for a in unlogged]
+        left = sorted((set(logged) | set(unlogged)) - planned)
+        notes.append(f"{cluster} (9.x): aliases still on the certificate model, deprecated since 9.0: "
+                     f"{', '.join(listed)}; after this plan: {', '.join(f'`{a}`' for a in left) or 'none'}.")
     return notes
 
 

@@ -14,7 +14,9 @@ Checks (each a `Finding`; a blocking one always says what to do):
 * the alias: where it is defined (persistent / transient cluster settings, elasticsearch.yml of the
   local nodes, and whether those files agree), its mode, seeds or proxy address, skip_unavailable
   and other options, how `_remote/info` sees it now;
-* the cross-cluster work using the alias and its owners (`esremote.cluster.usage`).
+* the cross-cluster work using the alias and its owners (`esremote.cluster.usage`);
+* on a 9.x local cluster: every alias still on the (deprecated) certificate model, from each local
+  node's deprecation log and `_remote/info` (`esremote.cluster.deprecations`).
 
 Later phases consume the report: `clusters` (facts), `nodes` (per-node paths, yml, keystore),
 `alias` (`AliasDefinition`) and `usage`.
@@ -30,6 +32,7 @@ from typing import Any, Literal
 
 from esremote.cluster import facts as cluster_facts
 from esremote.cluster.client import connect, mapped_errors
+from esremote.cluster.deprecations import DEPRECATED_FROM, certificate_model_aliases
 from esremote.cluster.facts import ClusterFacts, NodeFacts
 from esremote.errors import ClusterError, ConfigError, EsRemoteError, KeystoreError, PreconditionError
 from esremote.esyml import EsYml
@@ -143,6 +146,7 @@ class PreflightReport:
     nodes: dict[str, NodeCheck] = field(default_factory=dict)   # "cluster/node" -> check
     definition: AliasDefinition | None = None
     usage: Any = None
+    certificate_model: Any = None   # 9.x local cluster: deprecations.CertificateModelAliases
     # Checks that failed on a transient error (a 429/503 burst, a node restarting): the report is
     # not to be trusted, and asking again may give a true one (`raise_if_blocked` says so).
     retryable: list[str] = field(default_factory=list)
@@ -208,6 +212,7 @@ class PreflightReport:
                 "sources": d.sources, "mode": d.mode, "seeds": d.seeds, "proxy_address": d.proxy_address,
                 "skip_unavailable": d.skip_unavailable, "other_options": d.other_options,
                 "yml_agree": d.yml_agree, "uses_api_key": d.uses_api_key, "connected": d.connected},
+            "certificate_model": None if self.certificate_model is None else self.certificate_model.to_dict(),
         }
 
 
@@ -238,6 +243,7 @@ def preflight(inventory: Inventory, alias: str, *, pool: SSHPool | None = None,
                      max_workers)
         _alias_checks(report, link.local, link.remote, clients[link.local])
         _usage(report, clients[link.local], link.local, usage_finder)
+        _certificate_model(report, inventory, link.local, clients[link.local], pool, max_workers)
     finally:
         if own_pool:
             pool.close()
@@ -538,6 +544,31 @@ def _frozen(settings: Mapping[str, Any]) -> tuple:
 
 
 # -------------------------------------------------------------------------------------- the usage
+
+
+def _certificate_model(report: PreflightReport, inventory: Inventory, local: str, es, pool: SSHPool,
+                       max_workers: int) -> None:
+    """On 9.x: every alias of the local cluster still on the certificate model (deprecated), from
+    the nodes' deprecation logs and `_remote/info`, so the operator sees what is left."""
+    found = report.clusters.get(local)
+    if found is None or found.min_version < DEPRECATED_FROM:
+        return
+    try:
+        result = certificate_model_aliases(inventory, local, pool, es=es, facts=found, max_workers=max_workers)
+    except EsRemoteError as exc:
+        report.failed_check(exc, "certificate-model aliases", local)
+        report.add("certificate-model aliases", local, "warn", f"could not list them: {exc}",
+                   "check the nodes' deprecation logs (<path.logs>/<cluster.name>_deprecation.json) by hand")
+        return
+    report.certificate_model = result
+    if not result.aliases:
+        report.add("certificate-model aliases", local, "ok", "no alias on the certificate model (deprecated in 9.0)"
+                   + (f"; unread logs: {result.describe()}" if result.unread else ""))
+        return
+    report.add("certificate-model aliases", local, "warn",
+               f"{len(result.aliases)} alias(es) still on the certificate model, deprecated in 9.0 and to be "
+               f"removed in a future major version: {result.describe()}",
+               "migrate each to the API-key model: esremote migrate --alias ALIAS")
 
 
 def _usage(report: PreflightReport, es, local: str, usage_finder: Callable[..., Any] | None) -> None:

@@ -152,7 +152,9 @@ def migration_facts(run: Run, reports: dict[str, PreflightReport], nodes: list[N
         clusters=clusters, nodes=nodes,
         aliases=[alias_state(run, reports[a], access[a]) for a in reports],
         remote_cluster_port={r: run.inventory.cluster(r).remote_cluster_port for r in remotes},
-        secret_store="prefect" if prefect_api_configured() else "file")
+        secret_store="prefect" if prefect_api_configured() else "file",
+        certificate_model={r.certificate_model.cluster: r.certificate_model.to_dict() for r in reports.values()
+                           if r.certificate_model is not None and r.certificate_model.applies})
 
 
 def involved_nodes(run: Run) -> list[str]:
