@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -94,3 +95,14 @@ def test_an_8_18_remote_is_read_by_9x_and_8x_reads_8_17(lab):
     connect_proxy(newer_8, "old", f"{older.node.config.ip}:9300", sockets=1)
     wait_for(lambda: remote_info(newer_8.node)["old"]["connected"], what="8.19 -> 8.17")
     assert "TransportHandshaker" not in newer_8.node.log_text()
+
+
+def test_before_9_3_a_reload_reports_no_keystore_details(rest_lab):
+    """The 9.3 fields come with 9.3 (the 9.3 answer is checked in tests/test_rotation_lab_93.py)."""
+    answer = rest_lab.es("local").nodes.reload_secure_settings()
+    assert answer["_nodes"]["failed"] == 0
+    for node in answer["nodes"].values():
+        assert list(node) == ["name"], node
+    homes = [n["home"] for n in rest_lab.nodes("local")]
+    assert all(not any(p.name.endswith("_deprecation.json") for p in (Path(h) / "logs").iterdir()) for h in homes), \
+        "an 8.x node wrote a deprecation warning for its certificate-model link"
