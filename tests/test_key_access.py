@@ -200,6 +200,13 @@ def test_overlapping_patterns_keep_the_copied_name_whole():
     assert ka.within("logs-*", ["metrics-*"]) == []        # no index can match both
 
 
+def test_verification_searches_only_what_the_key_lets_search():
+    access = derive().access  # search leader-logs; replication auto-*, leader-logs
+    assert ka.searchable(access, "leader-logs") and ka.searchable(access, "leader-*")
+    assert not ka.searchable(access, "auto-*") and not ka.searchable(access, "auto-logs-0001")
+    assert not ka.searchable({"replication": [{"names": ["leader-logs"]}]}, "leader-logs")
+
+
 def test_the_plan_shows_the_diff_what_each_entry_serves_and_what_would_stop_working():
     review = derive().to_dict()
     alias = AliasState(ALIAS, "local", "remote", key_access=review["access"], key_access_review=review)

@@ -232,6 +232,14 @@ def _lost(role_copy: RemoteAccess, access: Mapping[str, list[dict]]) -> list[str
     return list(dict.fromkeys(lines))
 
 
+def searchable(access: Mapping[str, Any], pattern: str) -> bool:
+    """Whether a cross-cluster search of `pattern` can pass a key of this `access`: a name it holds
+    for search covers the pattern, or (a wildcard pattern, whose unauthorized indices the remote
+    leaves out) may match some of it. A pattern only replication reaches is refused by the remote."""
+    names = [n for entry in access.get("search") or [] for n in _names(entry.get("names"))]
+    return bool(within(pattern, names))
+
+
 def split_access(access: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The two keys a mixed access needs: search (with its DLS/FLS) and replication."""
     return ({"search": copy.deepcopy(list(access.get("search") or []))},
