@@ -18,7 +18,7 @@ from typing import Any
 
 from prefect import task
 
-from esremote.cluster import privileges, remote_settings
+from esremote.cluster import key_access, privileges, remote_settings
 from esremote.cluster.api_key import ensure_cross_cluster_key
 from esremote.cluster.client import mapped_errors, poll
 from esremote.cluster.reload import reload_secure_settings
@@ -231,6 +231,8 @@ def work_patterns(run: Run, alias: str) -> tuple[list[str], list[str]]:
     for item in work:
         patterns += [p for p in item.get("remote_patterns", []) if p not in patterns]
     followers = [w["id"] for w in work if w["kind"] == "follower"]
+    if state.key_access:  # a pattern only replication reaches (access=from-usage) is checked by its followers
+        patterns = [p for p in patterns if key_access.searchable(state.key_access, p)]
     return patterns, followers
 
 
