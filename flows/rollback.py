@@ -6,11 +6,17 @@ no `cluster_credentials`), resume the work.
 
 Then, once that link is back and the work runs (`restore="everything"`, the default), what the
 non-disruptive phases prepared goes too, one cluster at a time so that every step is a rolling one:
-the local nodes' elasticsearch.yml from the journal's originals, a rolling restart, the CA file they
-got removed (or its original written back); then the same on the remote nodes (elasticsearch.yml,
-the keystore entries the run added, the p12 and CA files); then the link and the work are checked
-again. `restore="outage"` stops after the first part and leaves those in place (a new attempt
-reuses them). The cross-cluster API key stays: the certificate model does not use it.
+the local nodes' elasticsearch.yml, a rolling restart, the CA file they got removed (or its original
+written back); then the same on the remote nodes (elasticsearch.yml, the keystore entries the run
+added, the p12 and CA files); then the link and the work are checked again. `restore="outage"`
+stops after the first part and leaves those in place (a new attempt reuses them). The cross-cluster
+API key stays: the certificate model does not use it.
+
+A rollback undoes only what the run wrote, on the files as they are now (someone may have edited
+them since): an elasticsearch.yml gets the settings the run set or unset back as they were, every
+other line kept (esremote.yml_undo; the bytes from before the run when nobody touched it); a
+setting someone changed since, or a p12/CA file that no longer holds the run's bytes, is left as
+it is on that node and reported as a failure naming node, file and setting.
 
 Every step is idempotent and runs even when an earlier one failed (the second part only runs when
 the first succeeded); the failures are listed in one `RollbackError` at the end, and
@@ -38,7 +44,7 @@ from esremote.tasks.cluster import (
     verify_certificate,
 )
 from esremote.tasks.common import install_redaction, run_logger
-from esremote.tasks.nodes import keystore_remove, remove_file, restart_node, restore_file
+from esremote.tasks.nodes import keystore_remove, remove_file, restart_node, restore_file, undo_yml
 from esremote.tasks.runtime import Run, close_run, ensure_run, open_run
 from esremote.tasks.work import check_work, resume_work, stop_work
 
@@ -55,18 +61,20 @@ class _Steps:
         self.lines: list[str] = []
         self.failed: list[str] = []
 
-    def run(self, label: str, fn, *args, **kwargs) -> None:
+    def run(self, label: str, fn, *args, **kwargs) -> bool:
+        """Run one step; False (and its failure collected) when it raised."""
         try:
             result = fn(*args, **kwargs)
             self.lines += [f"{label}: {r}" for r in (result if isinstance(result, list) else [result])]
+            return True
         except Exception as exc:  # noqa: BLE001 - one failed step must not stop the others
             self.failed.append(f"{label}: {exc}")
             run_logger().error("rollback step %s failed: %s", label, exc)
+            return False
 
-    def wait(self, futures: list[tuple[str, object]]) -> None:
-        """Results of submitted tasks, each failure collected under its label."""
-        for label, future in futures:
-            self.run(label, future.result)
+    def wait(self, futures: list[tuple[str, object]]) -> set[str]:
+        """Results of submitted tasks, each failure collected under its label; the failed labels."""
+        return {label for label, future in futures if not self.run(label, future.result)}
 
 
 def _keystore_changes(run: Run, local: str) -> dict[str, list[str]]:
@@ -80,12 +88,13 @@ def _keystore_changes(run: Run, local: str) -> dict[str, list[str]]:
     return out
 
 
-def _yml_changes(run: Run, local: str) -> dict[str, dict]:
+def _yml_changes(run: Run, local: str) -> dict[str, tuple[str, str]]:
+    """node -> (path of its elasticsearch.yml, the reconnect step that edited it)."""
     out = {}
     for step in run.journal.started_steps("reconnect/yml/"):
         first = run.journal.first_intent(step)
         if first.data["node"].startswith(f"{local}/"):
-            out[first.data["node"]] = first.data
+            out[first.data["node"]] = (first.data["path"], step)
     return out
 
 
@@ -123,19 +132,22 @@ def _undo_outage(run: Run, steps: _Steps) -> None:
     for local in locals_of(run):
         keystores = _keystore_changes(run, local)
         ymls = _yml_changes(run, local)
+        # A node whose elasticsearch.yml cannot be undone (someone changed a setting the run wrote)
+        # is left as it is: its keystore too, and it is not restarted.
+        held = set()
+        for node, (path, step) in ymls.items():
+            if not steps.run(f"yml {node}", undo_yml, run.id, node, f"{PHASE}/yml/{node}", path, [step]):
+                held.add(node)
         for node, names in keystores.items():
-            if names:
+            if names and node not in held:
                 steps.run(f"keystore {node}", keystore_remove, run.id, node, f"{PHASE}/keystore/{node}", names)
-        for node, data in ymls.items():
-            steps.run(f"yml {node}", restore_file, run.id, node, f"{PHASE}/yml/{node}", data["path"],
-                      data["original"])
         restarted = bool(journal.started_steps(f"reconnect/restart/{local}/"))
         if not (keystores or ymls):
             continue
         # Below 8.13 a reload cannot drop the credentials, whatever the run's strategy was.
         reloadable = facts.min_version(local) >= RELOADABLE
         if ymls or restarted or not reloadable or credentials_by(run.params, facts, local) == "restart":
-            for node in facts.nodes_of(local):
+            for node in (n for n in facts.nodes_of(local) if n.key not in held):
                 steps.run(f"restart {node.key}", restart_node, run.id, node.key, f"{PHASE}/restart/{node.key}")
         else:
             steps.run(f"reload {local}", reload_credentials, run.id, local, f"{PHASE}/reload/{local}")
@@ -157,13 +169,13 @@ def _first_intents(run: Run, cluster: str, kind: str, phases: tuple[str, ...] = 
     return [e for e in entries if e.data.get("node", "").startswith(f"{cluster}/")]
 
 
-def _yml_originals(run: Run, cluster: str) -> dict[tuple[str, str], Entry]:
-    """(node, path) -> the intent holding the file's bytes from before the run: the earliest one,
-    as reconnect edits a file stage_local already edited."""
-    out: dict[tuple[str, str], Entry] = {}
+def _yml_edits(run: Run, cluster: str) -> dict[tuple[str, str], list[str]]:
+    """(node, path) -> the steps that edited that elasticsearch.yml, in the order they started (the
+    first one holds the bytes from before the run: reconnect edits a file stage_local edited)."""
+    out: dict[tuple[str, str], list[str]] = {}
     for entry in _first_intents(run, cluster, "yml", PREPARATION + ("reconnect",)):
-        out.setdefault((entry.data["node"], entry.data["path"]), entry)
-    return dict(sorted(out.items(), key=lambda item: item[1].seq))
+        out.setdefault((entry.data["node"], entry.data["path"]), []).append(entry.step)
+    return out
 
 
 def _added_entries(run: Run, cluster: str) -> dict[str, list[str]]:
@@ -185,13 +197,15 @@ def _needs_restart(run: Run, node: str) -> bool:
 
 
 def _undo_cluster(run: Run, steps: _Steps, cluster: str) -> None:
-    """One cluster's nodes as before the run: elasticsearch.yml and keystore entries, a rolling
-    restart, then the files the run put (after the restart: no running node points at them)."""
-    futures = [(f"yml {node}", restore_file.submit(run.id, node, f"{UNDO}/{e.step}", path, e.data["original"]))
-               for (node, path), e in _yml_originals(run, cluster).items()]
-    futures += [(f"keystore {node}", keystore_remove.submit(run.id, node, f"{UNDO}/keystore/{node}", names))
-                for node, names in _added_entries(run, cluster).items() if names]
-    steps.wait(futures)
+    """One cluster's nodes as before the run: elasticsearch.yml (the run's settings undone, anyone
+    else's lines kept) and keystore entries, a rolling restart, then the files the run put (after
+    the restart: no running node points at them). A node whose elasticsearch.yml cannot be undone
+    keeps its keystore too, and the restart waits until it can."""
+    futures = [(f"yml {node}", undo_yml.submit(run.id, node, f"{UNDO}/{edits[0]}", path, edits))
+               for (node, path), edits in _yml_edits(run, cluster).items()]
+    held = {label.removeprefix("yml ") for label in steps.wait(futures)}
+    steps.wait([(f"keystore {node}", keystore_remove.submit(run.id, node, f"{UNDO}/keystore/{node}", names))
+                for node, names in _added_entries(run, cluster).items() if names and node not in held])
     if steps.failed:
         return
     for node in (str(n) for n in run.nodes(cluster)):  # one at a time: the cluster stays up
@@ -202,12 +216,16 @@ def _undo_cluster(run: Run, steps: _Steps, cluster: str) -> None:
     futures = []
     for entry in _first_intents(run, cluster, "p12") + _first_intents(run, cluster, "ca"):
         node, path, label = entry.data["node"], entry.data["path"], f"file {entry.data['path']} on {entry.data['node']}"
-        if not entry.data["existed"]:
+        wrote = entry.data.get("wrote")  # SHA-256 of the bytes the run put there
+        if wrote is None:  # journaled before what the run wrote was: the file may hold someone else's bytes
+            steps.lines.append(f"{label}: kept (the journal does not say what the run wrote)")
+        elif not entry.data["existed"]:
             directory = None if entry.data.get("dir_existed", True) else path.rsplit("/", 1)[0]
-            futures.append((label, remove_file.submit(run.id, node, f"{UNDO}/{entry.step}", path, directory)))
+            futures.append((label, remove_file.submit(run.id, node, f"{UNDO}/{entry.step}", path, directory,
+                                                      wrote)))
         elif entry.data.get("original"):
             futures.append((label, restore_file.submit(run.id, node, f"{UNDO}/{entry.step}", path,
-                                                       entry.data["original"], entry.data.get("mode"))))
+                                                       entry.data["original"], entry.data.get("mode"), wrote)))
         else:  # journaled before originals of put files were kept: nothing to write back
             steps.lines.append(f"{label}: kept (the journal has no copy of its original)")
     steps.wait(futures)

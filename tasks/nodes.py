@@ -8,12 +8,14 @@ a 0600 file in the run's directory and reads the value itself.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 
+from esremote import yml_undo
 from esremote.cluster.restart import RestartTimeouts, rolling_restart
 from esremote.errors import SSHError
 from esremote.esyml import EsYml
@@ -41,7 +43,8 @@ def read_text(run: Run, node: str, path: str) -> bytes | None:
 @task(name="edit-yml", task_run_name="edit-yml-{node}", **RETRYING)
 def edit_yml(run_id: str, node: str, step: str, set_: dict[str, Any], unset: list[str] = ()) -> bool:
     """Apply setting changes to the node's elasticsearch.yml (comments and layout kept). True when
-    the file changed. The original bytes go to the journal before the write."""
+    the file changed. The original bytes go to the journal before the write, and the bytes written
+    after it (a rollback tells by them whether anyone edited the file since)."""
     run = get_run(run_id)
     if _skip(run, step):
         return False
@@ -52,20 +55,86 @@ def edit_yml(run_id: str, node: str, step: str, set_: dict[str, Any], unset: lis
     run.journal.intent(step, node=node, path=path, original=original, set=set_, unset=list(unset))
     yml = EsYml.parse(current.decode("utf-8"), source=f"{node}:{path}")
     changed = yml.update(set_, list(unset))
+    text = yml.text().encode("utf-8")
     if changed:
-        run.conn(resolved).write_file(path, yml.text().encode("utf-8"), run_id=run.id, sudo=resolved.ssh.sudo)
-    run.journal.done(step, changed=changed)
+        run.conn(resolved).write_file(path, text, run_id=run.id, sudo=resolved.ssh.sudo)
+    run.journal.done(step, changed=changed, written=run.journal.save_original(f"{step}.written.yml", text))
     return changed
 
 
-@task(name="restore-file", task_run_name="restore-file-{node}", **RETRYING)
-def restore_file(run_id: str, node: str, step: str, path: str, original: str, mode: int | None = None) -> bool:
-    """Write back a file's original bytes (and `mode`, else the current one) from the journal
-    (rollback); a no-op when it has them. The file keeps its owner and group (a file removed
-    meanwhile comes back with its directory's)."""
+def yml_edits(run: Run, steps: list[str]) -> list[yml_undo.Edit]:
+    """The edits of one elasticsearch.yml that `edit_yml` journaled under `steps`, in that order."""
+    out = []
+    for step in steps:
+        first = run.journal.first_intent(step)
+        if first is None:
+            continue
+        done = [e for e in run.journal.entries("done", step) if e.step == step and e.data.get("written")]
+        written = run.journal.original(done[-1].data["written"]).decode("utf-8") if done else None
+        out.append(yml_undo.Edit(original=run.journal.original(first.data["original"]).decode("utf-8"),
+                        set=first.data.get("set") or {}, unset=first.data.get("unset") or [], written=written))
+    return out
+
+
+@task(name="undo-yml", task_run_name="undo-yml-{node}", **RETRYING)
+def undo_yml(run_id: str, node: str, step: str, path: str, edits: list[str]) -> bool:
+    """Undo the run's edits of the node's elasticsearch.yml (journaled under the steps `edits`) on
+    the file as it is now (esremote.yml_undo): untouched since the run, it gets its original bytes
+    back; else each setting the run wrote gets its old value back and every other line stays. A
+    setting someone changed since raises YmlConflict and nothing is written. The current bytes go to
+    the journal, and the intent, before the write; a no-op when done or already restored."""
     run = get_run(run_id)
+    if _skip(run, step):
+        return False
+    resolved = run.node(node)
+    current = read_text(run, node, path)
+    if current is None:
+        raise SSHError(f"{path} is missing: the rollback edits it, it does not write a new one; put it back "
+                       f"(its backup is beside it, *.esremote-{run.id}.bak), then run the rollback again",
+                       host=node, transient=False)
+    result = yml_undo.undo(current.decode("utf-8"), yml_edits(run, edits), source=f"{node}:{path}")
+    if result.conflicts:
+        raise yml_undo.YmlConflict(node, path, result.conflicts)
+    data = result.text.encode("utf-8")
+    if data != current:
+        backup = run.journal.save_original(f"{step}.yml", current)
+        run.journal.intent(step, node=node, path=path, original=backup, whole_file=result.whole_file,
+                           set={k: v for k, v in result.restored.items() if v is not yml_undo.ABSENT},
+                           unset=[k for k, v in result.restored.items() if v is yml_undo.ABSENT])
+        run.conn(resolved).write_file(path, data, run_id=run.id, sudo=resolved.ssh.sudo)
+    run.journal.done(step, changed=data != current)
+    return data != current
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _changed_since_run(run: Run, node: str, path: str, wrote: str | None, current: bytes) -> None:
+    """Raise, naming the node and file, when a file the run put no longer holds what it wrote
+    (`wrote`: their SHA-256): someone else's bytes are not the rollback's to overwrite or remove."""
+    if wrote is not None and digest(current) != wrote:
+        raise SSHError(f"{path} was changed since the run wrote it; the rollback left it as it is. Put back "
+                       f"what it held before the run, or remove it if it was not there, by hand (or put "
+                       f"back the run's copy), then run the rollback again", host=node, transient=False)
+
+
+@task(name="restore-file", task_run_name="restore-file-{node}", **RETRYING)
+def restore_file(run_id: str, node: str, step: str, path: str, original: str, mode: int | None = None,
+                 wrote: str | None = None) -> bool:
+    """Write back a file's original bytes (and `mode`, else the current one) from the journal
+    (rollback); a no-op when it has them. When the run put the file (`wrote`: the SHA-256 of what it
+    wrote) and it holds other bytes now, it is left alone (raises). The file keeps its owner and
+    group (a file removed meanwhile comes back with its directory's)."""
+    run = get_run(run_id)
+    if _skip(run, step):
+        return False
     resolved = run.node(node)
     data = run.journal.original(original)
+    current = read_text(run, node, path)
+    if current is not None and current != data:
+        _changed_since_run(run, node, path, wrote, current)
+    run.journal.intent(step, node=node, path=path, original=original)
     result = run.conn(resolved).write_file(path, data, run_id=run.id, sudo=resolved.ssh.sudo, mode=mode,
                                            inherit_owner=True)
     run.journal.done(step, changed=result.changed)
@@ -89,16 +158,18 @@ def put_file(run_id: str, node: str, step: str, relative: str, source: str, mode
     sudo = resolved.ssh.sudo
     before = conn.stat(str(target), sudo=sudo)
     # Rollback reads the first intent: it writes back the original bytes, or removes the file (and
-    # the directory) when they were not there.
+    # the directory) when they were not there, if the file still holds what the run wrote.
     original = None
     if before is not None:
         original = run.journal.save_original(f"{step}.file", conn.read_file(str(target), sudo=sudo))
     dir_existed = before is not None or conn.exists(str(target.parent), sudo=sudo)
+    data = Path(source).read_bytes()
+    # `wrote`: the rollback leaves the file alone once it holds anything else.
     run.journal.intent(step, node=node, path=str(target), existed=before is not None, original=original,
-                       mode=before.mode if before else None, dir_existed=dir_existed)
+                       mode=before.mode if before else None, dir_existed=dir_existed, wrote=digest(data))
     if not dir_existed:
         conn.ensure_dir(str(target.parent), sudo=sudo)
-    result = conn.write_file(str(target), Path(source).read_bytes(), run_id=run.id, sudo=sudo,
+    result = conn.write_file(str(target), data, run_id=run.id, sudo=sudo,
                              mode=mode if before is None else None, inherit_owner=True)
     _check_service_user_reads(run, node, str(target))
     run.journal.done(step, changed=result.changed)
@@ -125,22 +196,28 @@ def _check_service_user_reads(run: Run, node: str, path: str) -> None:
 
 
 @task(name="remove-file", task_run_name="remove-file-{node}", **RETRYING)
-def remove_file(run_id: str, node: str, step: str, path: str, directory: str | None = None) -> bool:
+def remove_file(run_id: str, node: str, step: str, path: str, directory: str | None = None,
+                wrote: str | None = None) -> bool:
     """Remove a file the run added (rollback), then `directory` too when it is left empty (the run
-    created it). True when something was removed; a no-op when it is already gone."""
+    created it). True when something was removed; a no-op when it is already gone. A file that
+    holds other bytes than the run wrote (`wrote`: their SHA-256) is left alone (raises)."""
     run = get_run(run_id)
+    if _skip(run, step):
+        return False
     resolved = run.node(node)
     conn = run.conn(resolved)
     sudo = resolved.ssh.sudo
-    existed = conn.exists(path, sudo=sudo)
-    if existed:
+    current = read_text(run, node, path)
+    if current is not None:
+        _changed_since_run(run, node, path, wrote, current)
+        run.journal.intent(step, node=node, path=path)
         conn.run(f"rm -f -- {shlex.quote(path)}", sudo=sudo)
     if directory is not None:
         q = shlex.quote(directory)
         # Another removal may empty and remove it at the same time: gone is as good as removed.
         conn.run(f"rmdir --ignore-fail-on-non-empty -- {q} 2>/dev/null || [ ! -d {q} ]", sudo=sudo)
-    run.journal.done(step, changed=existed)
-    return existed
+    run.journal.done(step, changed=current is not None)
+    return current is not None
 
 
 @task(name="keystore-add", task_run_name="keystore-add-{node}", **RETRYING)
