@@ -2,7 +2,8 @@
 Prefect UI (the flow pauses with a form that carries the plan), close the certificate model's door:
 
 * transport IP filter on the remote: only the remote's own nodes may connect to its transport port,
-  so a local cluster can no longer join with its transport certificate;
+  so a local cluster can no longer join with its transport certificate; HTTP and the remote-cluster
+  port (the API-key link) keep the rules they had, pinned where they read the transport lists;
 * a CA-rotation plan (text only: nothing changes);
 * delete remote roles that only served cross-cluster access (no remote user or role mapping uses them).
 
@@ -32,6 +33,7 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field, create_model
 
+from esremote.cluster.facts import flatten
 from esremote.cluster.remote_settings import ApiCall, perform, segment
 from esremote.errors import ClusterHTTPError
 from esremote.params import MigrationParams
@@ -43,6 +45,12 @@ from esremote.tasks.runtime import Run, ensure_run, get_run
 PHASE = "retire_certificate_trust"
 FILTER_ALLOW = "xpack.security.transport.filter.allow"
 FILTER_DENY = "xpack.security.transport.filter.deny"
+# The filters that read the transport lists while their own are not set (Elasticsearch's IPFilter:
+# HTTP through `transport.profiles.default.xpack.security.filter.*`, the remote-cluster port
+# directly): a transport filter alone would also shut 9200 and the API-key link on 9443.
+FALLBACKS = {"xpack.security.http.filter.": ("transport.profiles.default.xpack.security.filter.",),
+             "xpack.security.remote_cluster.filter.": ()}
+TRANSPORT_FILTER = "xpack.security.transport.filter."
 
 
 class RetireApproval(RunInput):
@@ -171,9 +179,56 @@ class _Watchdog(threading.Thread):
                 return
 
 
-def ip_filter_body(run: Run, remote: str) -> dict:
+def effective_settings(run: Run, remote: str) -> dict:
+    """The remote's settings as its nodes apply them, flat: each node's elasticsearch.yml
+    (`_nodes/settings` shows what is set there; `include_defaults` would not tell a set value from a
+    default one), then persistent, then transient cluster settings."""
+    es = run.es(remote)
+    yml: dict = {}
+    for node in (perform(es, remote, ApiCall("GET", "/_nodes/settings")).get("nodes") or {}).values():
+        for key, value in flatten(node.get("settings") or {}).items():
+            yml.setdefault(key, value)
+    got = perform(es, remote, ApiCall("GET", "/_cluster/settings", params={"flat_settings": "true"}))
+    return {**yml, **(got.get("persistent") or {}), **(got.get("transient") or {})}
+
+
+def _as_list(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [v.strip() for v in str(value).strip("[]").split(",") if v.strip()]
+
+
+def _resolve(current: dict, prefixes: tuple[str, ...], side: str) -> tuple[list[str], bool]:
+    """A filter list as the node reads it, and whether it comes from the transport list."""
+    for prefix in prefixes:
+        if current.get(prefix + side) is not None:
+            return _as_list(current[prefix + side]), False
+    return _as_list(current.get(TRANSPORT_FILTER + side)), True
+
+
+def ip_filter_body(run: Run, remote: str, current: dict) -> dict:
+    """Only the remote's own nodes may open transport connections; HTTP and the remote-cluster port
+    keep the rules they had. Each of them reads a transport list it has no value of its own for,
+    so that list is pinned to what it was: a deny list that was empty becomes `allow: _all` (no deny
+    rule accepted everyone, and a list cannot be set to empty), one that was not is copied with its
+    allow list. Left to fall back, an empty allow list widens to the remote's own nodes only."""
     addresses = [n.address for n in run.nodes(remote)]
-    return {"persistent": {FILTER_ALLOW: addresses, FILTER_DENY: "_all"}}
+    body: dict = {FILTER_ALLOW: addresses, FILTER_DENY: "_all"}
+    for family, between in FALLBACKS.items():
+        allow, allow_falls = _resolve(current, (family, *between), "allow")
+        deny, deny_falls = _resolve(current, (family, *between), "deny")
+        if not (allow_falls or deny_falls):
+            continue
+        if not deny:
+            body[family + "allow"] = ["_all"]
+            continue
+        if deny_falls:
+            body[family + "deny"] = deny
+        if allow_falls and allow:
+            body[family + "allow"] = allow
+    return {"persistent": body}
 
 
 def cross_cluster_only_roles(run: Run, remote: str) -> list[str]:
@@ -212,7 +267,8 @@ def retire_plan(run: Run) -> str:
     lines = ["# Retire certificate trust (irreversible)", ""]
     for remote in remotes_of(run):
         lines += [f"## {remote}", "",
-                  f"- transport IP filter: `PUT _cluster/settings` `{json.dumps(ip_filter_body(run, remote))}`",
+                  f"- transport IP filter: `PUT _cluster/settings` "
+                  f"`{json.dumps(ip_filter_body(run, remote, effective_settings(run, remote)))}`",
                   f"- roles only for cross-cluster access (delete): "
                   f"{', '.join(cross_cluster_only_roles(run, remote)) or 'none'}", ""]
     return "\n".join(lines)
@@ -222,11 +278,17 @@ def retire_plan(run: Run) -> str:
 def transport_ip_filter(run_id: str, remote: str) -> str:
     run = get_run(run_id)
     es = run.es(remote)
-    settings = perform(es, remote, ApiCall("GET", "/_cluster/settings", params={"flat_settings": "true"}))
-    original = {k: (settings.get("persistent") or {}).get(k) for k in (FILTER_ALLOW, FILTER_DENY)}
-    run.journal.intent(f"{PHASE}/ip-filter/{remote}", original=original)
-    perform(es, remote, ApiCall("PUT", "/_cluster/settings", ip_filter_body(run, remote)))
-    run.journal.done(f"{PHASE}/ip-filter/{remote}")
+    step = f"{PHASE}/ip-filter/{remote}"
+    first = run.journal.first_intent(step)
+    if first is not None and "body" in first.data:
+        body = first.data["body"]  # a retry: what was decided from the settings before any change
+    else:
+        settings = perform(es, remote, ApiCall("GET", "/_cluster/settings", params={"flat_settings": "true"}))
+        body = ip_filter_body(run, remote, effective_settings(run, remote))
+        original = {k: (settings.get("persistent") or {}).get(k) for k in body["persistent"]}
+        run.journal.intent(step, original=original, body=body)
+    perform(es, remote, ApiCall("PUT", "/_cluster/settings", body))
+    run.journal.done(step)
     return f"{remote}: transport port open only to its own nodes"
 
 
