@@ -92,7 +92,8 @@ def _load_or_make_ca(run: Run, cluster: str) -> CertificateAuthority:
             "now a node needs a new one: start a new run (a new CA for every node of the cluster), or give "
             "ca_passphrase so that a run keeps its CA key, encrypted")
     ca = CertificateAuthority.create(CA_DN.format(cluster=cluster))
-    _write(key, ca.sealed_key_pem(passphrase) if passphrase else ca.key_pem())  # the key first: see _drop_clear_key
+    # The key before the certificate: a certificate without its key means the key was deleted after signing.
+    _write(key, ca.sealed_key_pem(passphrase) if passphrase else ca.key_pem())
     _write(cert, ca.cert_pem())
     return ca
 
