@@ -235,3 +235,25 @@ def test_access_parameter_names_itself_when_wrong():
     assert MigrationParams(inventory="i.yml").access == "role-copy"
     with pytest.raises(ValueError, match="access"):
         MigrationParams(inventory="i.yml", access="everything")
+
+
+def test_a_resumed_run_reads_the_local_roles_as_they_were_before_its_own_role_updates(tmp_path):
+    """After the run put the role copy into the local roles' remote_indices, those entries are not
+    usage: the journal's originals stand in for the roles it changed."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from esremote.journal import Journal  # noqa: PLC0415
+    from esremote.tasks.facts import roles_before_run  # noqa: PLC0415
+
+    run = SimpleNamespace(journal=Journal.create("run-1", state_dir=tmp_path))
+    assert roles_before_run(run, ALIAS) == {}
+    original = role(remote_indices=[{"clusters": [ALIAS], "names": ["auto-logs-0001"], "privileges": ["read"]}])
+    run.journal.intent(f"reconnect/roles/{ALIAS}", originals={"ccs_role": original, "ccr_role": None})
+    now = {"ccs_role": role(remote_indices=[*original["remote_indices"],
+                                            {"clusters": [ALIAS], "names": ["leader-*", "auto-*"], "privileges": READ}]),
+           "ccr_role": role(remote_indices=[{"clusters": [ALIAS], "names": ["leader-*", "auto-*"],
+                                             "privileges": ["cross_cluster_replication"]}])}
+    before = {**now, **roles_before_run(run, ALIAS)}
+    assert derive(before).access == {"search": [{"names": ["leader-logs", "auto-logs-0001"]}],
+                                     "replication": [{"names": ["auto-*", "leader-logs"]}]}
+    assert same_access(derive(now).access, derive().role_copy)  # what reading the changed roles would give
