@@ -61,6 +61,7 @@ CONSISTENCY_TIMEOUT = 120.0
 SLOW_NODE_DEADLINE = 15.0        # the run's restart deadline in the slow-node cells ...
 SLOW_NODE_SECONDS = 40.0         # ... and how long the slow node takes to start
 REPORT = ROOT / "docs" / "reliability.md"
+KEY_LEFT_VALID = "cross-cluster key(s) the run made still valid"
 
 
 # ------------------------------------------------------------------------------------------ points
@@ -411,7 +412,7 @@ def _rolled_back(lab, before: Snapshot, infos: dict, expect: Expect) -> list[str
         out.append("roles differ from the saved ones")
     valid = [k for k, v in cross_cluster_keys(lab).items() if v and k not in before.keys]
     if valid:
-        out.append(f"cross-cluster key(s) the run made still valid, used by no alias: {valid}")
+        out.append(f"{KEY_LEFT_VALID}, used by no alias: {valid}")
     return out + _work_as_before(lab, before)
 
 
