@@ -487,7 +487,7 @@ def operator_line(code: int, stdout: str, stderr: str) -> str:
     err = [line.strip() for line in stderr.splitlines() if line.strip()]
     status = [line for line in out if line.startswith("status:")]
     line = (err[-1] if err else "(no output)") if code or not status else status[-1]
-    return re.sub(r"(/[^\s/`'\"]+)+/", "…/", line)[:300]
+    return _scrub(line)[:300]
 
 
 def _run_id(state_dir: Path) -> str | None:
@@ -714,7 +714,9 @@ def write_report(results: list[Result], path: Path, *, header: str) -> None:
         "(every local node on the certificate-model link, every node's files, keystore, roles, alias settings",
         "and work as before); anything else is **inconsistent**. Time to consistency: from the fault to",
         "the first observation that passed every check (none: it never did within "
-        f"{CONSISTENCY_TIMEOUT:g} s).",
+        f"{CONSISTENCY_TIMEOUT:g} s); it includes the recovery command, and grows with the machine's load",
+        "(above). Stray files: temporary files and the run's `*.esremote-RUN.bak` backups left in a node's",
+        "config directory, which Elasticsearch reads (issue 11 asks for none).",
         "",
     ]
     for fault in FAULTS.values():
@@ -727,7 +729,9 @@ def write_report(results: list[Result], path: Path, *, header: str) -> None:
             if r is None:
                 lines.append(f"| `{name}` ({POINTS[name].what}) | not run | | | | |")
                 continue
-            state = r.state if r.consistent else f"**{r.state}, NOT consistent**: " + "; ".join(r.problems)
+            label = r.state if r.state in ("inconsistent", "error") else f"{r.state}, NOT consistent"
+            state = r.state if r.consistent else f"**{label}**: " + "; ".join(
+                _scrub(p) for p in r.problems)
             seconds = "-" if r.seconds_to_consistency is None else f"{r.seconds_to_consistency:g} s"
             restarted = ", ".join(f"{n} {c}" for n, c in sorted(r.restarts.items())) or "-"
             left = f"{len(r.strays)}: " + ", ".join(sorted({_kind(p) for p in r.strays})) if r.strays else "none"
@@ -741,6 +745,11 @@ def _kind(stray_path: str) -> str:
     """`local-0: config/elasticsearch.yml.esremote-RUN.bak` -> `elasticsearch.yml.esremote-RUN.bak`"""
     name = stray_path.rsplit("/", 1)[-1]
     return re.sub(r"esremote-[A-Za-z0-9_.-]+\.bak$", "esremote-RUN.bak", name)
+
+
+def _scrub(text: str) -> str:
+    """No path of the machine that measured in the page: `/a/b/c` -> `…/c`."""
+    return re.sub(r"(/[^\s/`'\"]+)+/", "…/", text)
 
 
 def _cell(text: str) -> str:
@@ -768,7 +777,15 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the cells and exit")
     parser.add_argument("--report", type=Path, default=REPORT, help=f"where the table goes (default {REPORT})")
     parser.add_argument("--results", type=Path, help="also keep the results as JSON here (merged when it exists)")
+    parser.add_argument("--report-only", action="store_true", help="write the report from --results, run nothing")
     args = parser.parse_args()
+    if args.report_only:
+        if not (args.results and args.results.exists()):
+            sys.exit("--report-only needs --results FILE, a file an earlier run wrote")
+        measured = [line for line in (args.report.read_text().splitlines() if args.report.exists() else [])
+                    if line.startswith("Measured ")]
+        write_report(load_results(args.results), args.report, header=measured[0] if measured else "")
+        return
     selected = cells(args.cells)
     if args.list:
         for fault, point in selected:
