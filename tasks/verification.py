@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from esremote.cluster.key_access import WORK_KIND
 from esremote.cluster.usage import read_usage
 from esremote.verify import VerifyReport, patterns_and_followers, verify_api_key_link
 from esremote.tasks.runtime import Run
@@ -34,7 +35,12 @@ def verify_aliases(run: Run) -> list[AliasVerification]:
     for alias in run.aliases:
         local = run.link(alias).local
         es = run.es(local)
-        patterns, followers = patterns_and_followers(read_usage(es, local, alias))
+        usage = read_usage(es, local, alias)
+        patterns, followers = patterns_and_followers(usage)
+        # Search what the work searches: a leader that only followers and auto-follow patterns read
+        # may be outside what the key lets search (access=from-usage); followers show their progress.
+        searched = {p for u in usage.items if WORK_KIND[u.kind] == "search" for p in u.remote.patterns}
+        patterns = [p for p in patterns if p in searched]
         report = verify_api_key_link(run.inventory, alias, es=es, pool=run.pool, index_patterns=patterns,
                                      followers=followers, connect_timeout=run.params.link_timeout_s, check=False)
         results.append(AliasVerification(alias, report))

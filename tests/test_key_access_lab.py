@@ -142,6 +142,11 @@ def test_from_usage_key_runs_every_seeded_work_and_is_narrower_than_the_role_cop
     # that the certificate model allowed is refused by the remote.
     assert total(ccs, f"{ALIAS}:leader-logs") > 0
     assert total(ccs, f"{ALIAS}:auto-logs-0001") > 0
+    # `esremote verify` agrees (it searches what the work searches; followers show their progress).
+    check = esremote("verify", "--inventory", str(lab.inventory), prefect_api=prefect_api, state_dir=tmp_path / "run")
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
+    assert f"search {ALIAS}:leader-ccr-only" not in check.stdout and "follower ccr-only-follower: ok" in check.stdout
+
     for index in ("leader-archive", "leader-ccr-only"):  # nothing uses the one; the other is replicated only
         refusal = remote_refusal(ccs, f"{ALIAS}:{index}")
         assert "action [indices:data/read/search] towards remote cluster is unauthorized for user [ccs_user]" in refusal
