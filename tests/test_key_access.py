@@ -249,8 +249,8 @@ def test_a_resumed_run_reads_the_local_roles_as_they_were_before_its_own_role_up
     assert roles_before_run(run, ALIAS) == {}
     original = role(remote_indices=[{"clusters": [ALIAS], "names": ["auto-logs-0001"], "privileges": ["read"]}])
     run.journal.intent(f"reconnect/roles/{ALIAS}", originals={"ccs_role": original, "ccr_role": None})
-    now = {"ccs_role": role(remote_indices=[*original["remote_indices"],
-                                            {"clusters": [ALIAS], "names": ["leader-*", "auto-*"], "privileges": READ}]),
+    copied = {"clusters": [ALIAS], "names": ["leader-*", "auto-*"], "privileges": READ}
+    now = {"ccs_role": role(remote_indices=[*original["remote_indices"], copied]),
            "ccr_role": role(remote_indices=[{"clusters": [ALIAS], "names": ["leader-*", "auto-*"],
                                              "privileges": ["cross_cluster_replication"]}])}
     before = {**now, **roles_before_run(run, ALIAS)}

@@ -153,7 +153,8 @@ class AccessReview:
                 "ungranted": list(self.ungranted), "notes": list(self.notes), "narrower": self.narrower}
 
 
-def narrowed_entries(kind: Kind, needs: Sequence[Need], copied: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[Need]]:
+def narrowed_entries(kind: Kind, needs: Sequence[Need],
+                     copied: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[Need]]:
     """The key entries of one kind for `needs`, cut from the copied entries; and the needs none grants."""
     entries: list[dict] = []
     ungranted: list[Need] = []
