@@ -749,7 +749,7 @@ def _kind(stray_path: str) -> str:
 
 def _scrub(text: str) -> str:
     """No path of the machine that measured in the page: `/a/b/c` -> `…/c`."""
-    return re.sub(r"(/[^\s/`'\"]+)+/", "…/", text)
+    return re.sub(r"(?<![\w.])(/[^\s/`'\"]+)+/", "…/", text)
 
 
 def _cell(text: str) -> str:
