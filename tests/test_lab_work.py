@@ -4,6 +4,7 @@ recovering when it comes back."""
 
 from __future__ import annotations
 
+from esremote.lab.rest.api.cluster import shard_table
 from tests.test_lab_link_harness import connect_proxy, lab, remote_info, wait_for  # noqa: F401
 
 ALIAS = "my_remote"
@@ -209,6 +210,10 @@ def test_datafeed_feeds_its_job_and_reports_extraction_errors(lab):
     _block(lab, remote)
     message = wait_for(lambda: [m for m in _messages(local) if "extracting" in m], what="audit message")
     assert message[0].startswith("Datafeed is encountering errors extracting data: [][")
+    # the notifications index auto-expands its replicas, as Elasticsearch's template has it: a
+    # one-node cluster stays green when the auditor creates it
+    health = shard_table(local.node, _state(local), local.store.live_nodes(), [".ml-notifications-000002"])
+    assert health["status"] == "green" and health["unassigned_shards"] == 0
     assert message[0].endswith("connect_exception")
     assert _state(local)["ml"]["datafeeds"]["datafeed-hosts"]["state"] == "started"
     remote.index_docs("logs-1", [{"host": "d", "n": 5}])

@@ -411,7 +411,9 @@ class WorkRunner:
         with self.ctx.store.transaction() as st:
             if NOTIFICATIONS_INDEX not in st["indices"]:
                 self._ensure_index(st, NOTIFICATIONS_INDEX)
-                st["indices"][NOTIFICATIONS_INDEX]["settings"] = {"index.hidden": "true"}
+                # as Elasticsearch's template makes it: one replica only where a second node is
+                st["indices"][NOTIFICATIONS_INDEX]["settings"] = {"index.hidden": "true",
+                                                                  "index.auto_expand_replicas": "0-1"}
         doc = {"job_id": job_id, "message": message, "level": level, "timestamp": now_ms(),
                "node_name": self.ctx.config.name, "job_type": "anomaly_detector"}
         self.ctx.store.append_docs(NOTIFICATIONS_INDEX, [{"_id": _doc_id(doc), "_source": doc}])

@@ -39,6 +39,17 @@ def expected_nodes(ctx, live: list[dict]) -> list[str]:
     return sorted(names)
 
 
+def _replicas(settings: dict, nodes: int) -> int:
+    """`index.number_of_replicas`, or what `index.auto_expand_replicas` ("0-1", "0-all") makes of
+    it for this many live data nodes (system indices such as .ml-notifications use "0-1")."""
+    expand = settings.get("index.auto_expand_replicas")
+    if expand and expand != "false":
+        low, _, high = str(expand).partition("-")
+        most = nodes - 1 if high == "all" else int(high)
+        return max(int(low), min(most, nodes - 1))
+    return int(settings.get("index.number_of_replicas", 1))
+
+
 def shard_table(ctx, state: dict, live: list[dict], indices: list[str] | None = None) -> dict:
     """Per shard copy: assigned and active or not, from which expected nodes are live."""
     nodes = expected_nodes(ctx, live)
@@ -50,7 +61,7 @@ def shard_table(ctx, state: dict, live: list[dict], indices: list[str] | None = 
         if indices is not None and index not in indices:
             continue
         shards = int(meta.get("settings", {}).get("index.number_of_shards", 1))
-        replicas = int(meta.get("settings", {}).get("index.number_of_replicas", 1))
+        replicas = _replicas(meta.get("settings", {}), max(len(alive), 1))
         offset = zlib.crc32(index.encode())
         for shard in range(shards):
             copies = []
