@@ -37,6 +37,7 @@ from esremote.flows.common import locals_of, phase_done, remote_info, remotes_of
 from esremote.flows.summary import Summary
 from esremote.tasks.cluster import (
     facts_of,
+    invalidate_run_key,
     null_alias,
     reload_credentials,
     restore_alias,
@@ -242,6 +243,11 @@ def _undo_preparation(run: Run, steps: _Steps) -> None:
         steps.run(f"verify certificate link {alias} again", verify_certificate, run.id, alias)
     for alias in run.aliases:
         steps.run(f"work of {alias} still runs", check_work, run.id, alias)
+    if steps.failed:
+        return
+    for alias in run.aliases:  # last: the certificate link is back, no alias uses the key
+        steps.run(f"invalidate the cross-cluster API key of {alias}", invalidate_run_key, run.id, alias,
+                  f"{UNDO}/api-key/{alias}")
 
 
 def run_rollback(params: MigrationParams) -> Summary:

@@ -19,7 +19,7 @@ from typing import Any
 from prefect import task
 
 from esremote.cluster import key_access, privileges, remote_settings
-from esremote.cluster.api_key import ensure_cross_cluster_key
+from esremote.cluster.api_key import ensure_cross_cluster_key, invalidate_key, list_cross_cluster_keys
 from esremote.cluster.client import mapped_errors, poll
 from esremote.cluster.reload import reload_secure_settings
 from esremote.cluster.remote_settings import SavedRemote
@@ -31,7 +31,7 @@ from esremote.tasks import reports
 from esremote.tasks.common import RETRYING, run_logger
 from esremote.tasks.privileges import _custom_roles
 from esremote.tasks.runtime import Run, get_run
-from esremote.tasks.secret_store import block_name, key_file, load_key, store_key
+from esremote.tasks.secret_store import block_name, drop_block, key_file, load_key, store_key
 
 
 def facts_of(run: Run) -> MigrationFacts:
@@ -103,6 +103,31 @@ def cross_cluster_key(run_id: str, alias: str) -> str:
     run_logger().info("cross-cluster API key %s for %s: %s (stored in %s)", key.id, alias, key.outcome,
                       record["kind"])
     return key.id
+
+
+@task(name="invalidate-run-key", task_run_name="invalidate-run-key-{alias}", **RETRYING)
+def invalidate_run_key(run_id: str, alias: str, step: str) -> str:
+    """Rollback: invalidate the cross-cluster API key the run created or reused for `alias` (once
+    the certificate link is back, no alias uses it, and a valid key that nothing uses is a
+    credential left lying around). A create whose record is missing is found by its metadata."""
+    run = get_run(run_id)
+    created = f"prepare_remote/api-key/{alias}"
+    if run.journal.is_done(step) or run.journal.first_intent(created) is None:
+        return "no key of this run"
+    link = run.link(alias)
+    es = run.es(link.remote)
+    records = [e.data for e in run.journal.entries("done", created)]
+    ids = {r["key_id"] for r in records if r.get("key_id")}
+    ids |= {k.id for k in list_cross_cluster_keys(es, link.remote)
+            if (k.metadata.get("esremote") or {}).get("run_id") == run.id
+            and (k.metadata.get("esremote") or {}).get("alias") == alias}
+    run.journal.intent(step, key_ids=sorted(ids))
+    outcomes = [str(invalidate_key(es, link.remote, key_id)) for key_id in sorted(ids)]
+    for record in records:
+        drop_block(record)
+    key_file(run, alias).unlink(missing_ok=True)
+    run.journal.done(step, outcomes=outcomes)
+    return "; ".join(outcomes) or "no key found"
 
 
 def credentials_file(run: Run, alias: str) -> str:

@@ -90,6 +90,10 @@ def test_an_operators_line_and_comment_survive_the_rollback(lab, prefect_api, tm
         assert now[other]["files"] == was["files"] and now[other]["keystore"] == was["keystore"], other
     info = lab.es("local").cluster.remote_info()[ALIAS]
     assert info["connected"] and "cluster_credentials" not in info
+    # The run's cross-cluster key is used by no alias now: it is invalidated, not left valid.
+    keys = [k for k in lab.es("remote").security.get_api_key()["api_keys"]
+            if (k.get("metadata") or {}).get("esremote", {}).get("run_id") == run_id]
+    assert keys and all(k["invalidated"] for k in keys), keys
 
     # Rolling back again changes nothing.
     entries = journal(tmp_path)
