@@ -185,7 +185,12 @@ def follow_and_answer(page, deployed, run_id: str, task, shots: Path, case: str,
                       deployed, interval=1.0)
     assert paused.state.is_paused(), f"{paused.state.type}: {paused.state.message}\n{deployed.log_tail()}"
     expect(state_badge(page, "Paused")).to_be_visible(timeout=UI_TIMEOUT_MS)
-    page.get_by_role("button", name="Resume").click()
+    # The run page refreshes while it is paused: on a loaded machine the button never holds still
+    # for the two frames a pointer click waits for (seen in a clean run at load 30), so the click
+    # event is sent to the visible button itself, as for Submit below.
+    resume = page.get_by_role("button", name="Resume")
+    expect(resume).to_be_visible(timeout=UI_TIMEOUT_MS)
+    resume.dispatch_event("click")
     form = page.get_by_role("dialog")
     expect(form.get_by_text("Retire certificate trust (irreversible)")).to_be_visible()
     expect(form.get_by_text(re.compile(r"transport IP filter: PUT _cluster/settings"))).to_be_visible()
