@@ -10,17 +10,15 @@ alias settings, the remote's cross-cluster keys, restarts by pid) and names ever
 - killed inside a multi-node step (stage_local, after the first local node restarted), then
   `--resume`: migrated, one key, and every node restarted exactly once;
 - one local node loads a wrong credential from the end of stage_credentials on: the verification
-  fails on that node and the automatic rollback leaves everything as it was. Except, today, one
-  thing: the rollback leaves the cross-cluster key the run made valid, used by no alias (issue 11
-  §1 wants it invalidated). Every other check must pass first; then that one known gap, and only
-  it, makes the test an xfail (it passes by itself once the rollback invalidates the key).
+  fails on that node and the automatic rollback leaves everything as it was, the run's
+  cross-cluster key invalidated (no valid key left that no alias uses).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.fault_matrix import FAULTS, KEY_LEFT_VALID, LAB_OPTIONS, POINTS, describe, run_cell
+from benchmarks.fault_matrix import FAULTS, LAB_OPTIONS, POINTS, describe, run_cell
 from tests.test_flows import shared_prefect_api
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -41,8 +39,5 @@ def test_a_cell_ends_consistent(lab_factory, request, tmp_path, fault, point, en
         assert set(result.restarts.values()) == {1}, result.restarts
     else:
         assert result.commands[-1].code == 3, describe(result)
-    known = [p for p in result.problems if p.startswith(KEY_LEFT_VALID)]
-    assert [p for p in result.problems if p not in known] == [], describe(result)
-    if known:
-        pytest.xfail(f"known gap, reported: {known[0]}")
+    assert result.problems == [], describe(result)
     assert result.consistent, describe(result)
