@@ -180,15 +180,11 @@ class NodeKeystore:
 
     def _protected(self) -> bool | None:
         """Whether the keystore has a password; None when there is no keystore."""
-        q = shlex.quote(self.path)
-        result = self._run(f"if [ -e {q} ]; then exec cat -- {q}; fi; exit 3")
-        if result.exit_code == 3:
+        data = self._read_bytes()
+        if data is None:
             return None
-        if result.exit_code != 0:
-            raise KeystoreError(f"{self.conn.host}: cannot read the keystore {self.path} as "
-                                f"{self.runner()}: {result.stderr.strip()}; check config_dir and ssh.sudo")
         try:
-            return keystore_format.has_password(result.stdout_bytes)
+            return keystore_format.has_password(data)
         except KeystoreError as exc:
             raise KeystoreError(f"{self.conn.host}: keystore {self.path}: {exc}: restore it from its backup "
                                 f"({KEYSTORE_FILE}.esremote-<run id>.bak) or recreate it") from exc
