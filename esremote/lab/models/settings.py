@@ -139,8 +139,9 @@ def _parse_layer(scope: str, body: Any) -> dict[str, Any]:
     return flatten(body)
 
 
-def apply_update(state: dict, yml: dict[str, Any], body: dict) -> dict:
-    """Validate and apply a `PUT _cluster/settings` body to `state["settings"]`; return the answer."""
+def apply_update(state: dict, yml: dict[str, Any], body: dict, version: tuple[int, int, int] | None = None) -> dict:
+    """Validate and apply a `PUT _cluster/settings` body to `state["settings"]` (settings known to
+    the node's `version`); return the answer."""
     unknown = set(body) - {"persistent", "transient"}
     if unknown:
         raise errors.IllegalArgument(f"request [/_cluster/settings] contains unrecognized parameter: "
@@ -159,7 +160,7 @@ def apply_update(state: dict, yml: dict[str, Any], body: dict) -> dict:
                     if current.pop(match, None) is not None or match == key:
                         changed.add(match)
                 continue
-            definition = registry.lookup(key)
+            definition = registry.lookup(key, version)
             if definition is None:
                 raise errors.IllegalArgument(f"{scope} setting [{key}], not recognized")
             if not definition.dynamic:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from esremote.lab.errors import ESError, SecurityError
+from esremote.lab.net import signing
 from esremote.lab.net.protocol import (AUTHENTICATION_HEADER, CREDENTIALS_HEADER, Channel,
                                        FOLLOWER_COPIED_SETTINGS, REMOTE_CLUSTER_HANDSHAKE, REMOTE_CLUSTER_PROFILE,
                                        SUBJECT_HEADER, TCP_HANDSHAKE, TRANSPORT_HANDSHAKE, TRANSPORT_PROFILE,
@@ -172,6 +173,10 @@ class RemoteActions:
             raise missing_credentials_error()
         encoded = credentials[len("ApiKey "):] if credentials.startswith("ApiKey ") else credentials
         key_id = _api_key_id(encoded)
+        # 9.3: a signature is verified before the key (CrossClusterAccessAuthenticationService)
+        signature = headers.get(signing.SIGNATURE_HEADER)
+        leaf = (signing.verify(self.ctx, signature, credentials, headers.get(SUBJECT_HEADER))
+                if signature is not None else None)
         try:
             key = self.ctx.security.authenticate_cross_cluster_key(encoded)
         except ESError as exc:
@@ -181,6 +186,8 @@ class RemoteActions:
                    f"Authentication using apikey failed - invalid credentials for API key [{key_id}]")
             raise SecurityError(f"unable to authenticate user [{key_id}] for action [{action}]",
                                 status=401) from None
+        if signing.enabled(self.ctx):
+            signing.check_identity(key, leaf)
         self.ctx.security.require_advanced_remote_cluster_security()
         subject_info = headers.get(SUBJECT_HEADER) or {}
         key_entries = _index_entries(list((key.get("role_descriptors") or {}).values()))

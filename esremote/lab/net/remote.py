@@ -30,6 +30,7 @@ from esremote.lab.net.connection import Connection, TransportFailure, closed_fai
 from esremote.lab.net.protocol import (AUTHENTICATION_HEADER, CREDENTIALS_HEADER, REMOTE_CLUSTER_HANDSHAKE,
                                        REMOTE_CLUSTER_PROFILE, SUBJECT_HEADER, TRANSPORT_HANDSHAKE,
                                        TRANSPORT_PROFILE, LinkClosed, es_log)
+from esremote.lab.net.signing import sign_headers
 from esremote.lab.net.wire_compat import check_handshake, note_certificate_model
 
 PREFIX = "cluster.remote."
@@ -361,7 +362,8 @@ class RemoteCluster:
         if user is not None:
             headers[SUBJECT_HEADER] = {"user": user.username, "roles": list(user.roles),
                                        "remote_indices": remote_indices or []}
-        return headers
+        # 9.3: signed with the alias's signing certificate when it has one (net/signing.py)
+        return sign_headers(self.ctx, self.alias, headers, CREDENTIALS_HEADER, SUBJECT_HEADER)
 
     def request(self, action: str, body: dict, user: Any, remote_indices: list | None = None) -> dict:
         """Send an action for a user over a live socket (connecting first when none is)."""

@@ -155,9 +155,9 @@ def load_node_config(home: str | os.PathLike, keystore_password: str | None = No
         raw = read_yml(yml_path)
     except FileNotFoundError:
         raise StartupError(f"{yml_path} does not exist", "java.nio.file.NoSuchFileException") from None
-    secure, keystore_path = _read_keystore(home, keystore_password, lab.get("version", "8.17.0"))
-    settings = _validate(raw, secure)
     version_text = str(lab.get("version", "8.17.0"))
+    secure, keystore_path = _read_keystore(home, keystore_password, version_text)
+    settings = _validate(raw, secure, parse_version(version_text))
     cluster_name = str(settings.get("cluster.name", lab.get("cluster", "elasticsearch")))
     name = str(settings.get("node.name", home.name))
     ip = _address(settings)
@@ -178,6 +178,8 @@ def load_node_config(home: str | os.PathLike, keystore_password: str | None = No
     )
     if build_ssl:
         build_ssl_contexts(config)
+        from esremote.lab.net.signing import check_startup  # noqa: PLC0415 - 9.3 signing files
+        check_startup(config)
     return config
 
 
@@ -205,11 +207,13 @@ def keystore_format(version: str) -> int:
     return 6 if parse_version(str(version)) >= (8, 14, 0) else 5
 
 
-def _validate(raw: dict[str, Any], secure: dict[str, str]) -> dict[str, Any]:
-    """Elasticsearch's order: every yml key known, not secure, well-typed; every keystore key known."""
+def _validate(raw: dict[str, Any], secure: dict[str, str],
+              version: tuple[int, int, int] | None = None) -> dict[str, Any]:
+    """Elasticsearch's order: every yml key known (to this version), not secure, well-typed; every
+    keystore key known."""
     parsed: dict[str, Any] = {}
     for key in sorted(raw):
-        definition = lookup(key)
+        definition = lookup(key, version)
         if definition is None:
             raise StartupError(unknown_setting(key))
         if definition.secure:
@@ -221,7 +225,7 @@ def _validate(raw: dict[str, Any], secure: dict[str, str]) -> dict[str, Any]:
             raise StartupError(str(exc)) from None
     _validate_remotes(parsed)
     for key in sorted(secure):
-        definition = lookup(key)
+        definition = lookup(key, version)
         if definition is None:
             raise StartupError(unknown_setting(key))
         if not definition.secure:

@@ -161,13 +161,15 @@ parse_license_type = choice_parser(
 
 @dataclass(frozen=True)
 class SettingDef:
-    """One setting (or a family, `*` = one name segment, `**` = any rest): how it parses and
-    whether it may change at runtime (dynamic) or live only in the keystore (secure)."""
+    """One setting (or a family, `*` = one name segment, `**` = any rest): how it parses, whether
+    it may change at runtime (dynamic) or live only in the keystore (secure), and the first
+    version that knows it (`since`; an older node refuses it as unknown)."""
 
     pattern: str
     parse: Callable[[str, Any], Any] = parse_str
     dynamic: bool = False
     secure: bool = False
+    since: tuple[int, int, int] = (0, 0, 0)
 
     def regex(self) -> re.Pattern:
         parts = [re.escape(p) for p in self.pattern.split(".")]
@@ -179,8 +181,8 @@ def _defs() -> list[SettingDef]:
     d: list[SettingDef] = []
 
     def add(pattern: str, parse: Callable[[str, Any], Any] = parse_str, dynamic: bool = False,
-            secure: bool = False) -> None:
-        d.append(SettingDef(pattern, parse, dynamic, secure))
+            secure: bool = False, since: tuple[int, int, int] = (0, 0, 0)) -> None:
+        d.append(SettingDef(pattern, parse, dynamic, secure, since))
 
     boolean, port = parse_bool, int_parser(0, 65535)
     # Node, network, paths, discovery.
@@ -300,9 +302,15 @@ def _defs() -> list[SettingDef]:
     add("cluster.remote.*.transport.compress", dynamic=True)
     add("cluster.remote.*.transport.compression_scheme", dynamic=True)
     add("cluster.remote.*.credentials", secure=True)
+    # 9.3 strong identity verification (technical preview, es-facts §12): the PEM forms only.
+    add("cluster.remote.*.signing.certificate", dynamic=True, since=STRONG_IDENTITY)
+    add("cluster.remote.*.signing.key", dynamic=True, since=STRONG_IDENTITY)
+    add("cluster.remote.*.signing.secure_key_passphrase", secure=True, since=STRONG_IDENTITY)
+    add("cluster.remote.signing.certificate_authorities", parse_list, dynamic=True, since=STRONG_IDENTITY)
     return d
 
 
+STRONG_IDENTITY = (9, 3, 0)
 SSL_PREFIXES = ("xpack.security.http.ssl", "xpack.security.transport.ssl",
                 "xpack.security.remote_cluster_server.ssl", "xpack.security.remote_cluster_client.ssl")
 
@@ -310,19 +318,21 @@ _EXACT: dict[str, SettingDef] | None = None
 _PATTERNS: list[tuple[re.Pattern, SettingDef]] = []
 
 
-def lookup(key: str) -> SettingDef | None:
-    """The definition of a setting, or None when Elasticsearch would not know it."""
+def lookup(key: str, version: tuple[int, int, int] | None = None) -> SettingDef | None:
+    """The definition of a setting, or None when Elasticsearch (at `version`, when given) would not
+    know it."""
     global _EXACT
     if _EXACT is None:
         definitions = _defs()
         _PATTERNS.extend((d.regex(), d) for d in definitions if "*" in d.pattern)
         _EXACT = {d.pattern: d for d in definitions if "*" not in d.pattern}
-    if key in _EXACT:
-        return _EXACT[key]
-    found = None
-    for regex, definition in _PATTERNS:
-        if regex.fullmatch(key):
-            found = definition  # later, more specific definitions win
+    found = _EXACT.get(key)
+    if found is None:
+        for regex, definition in _PATTERNS:
+            if regex.fullmatch(key):
+                found = definition  # later, more specific definitions win
+    if found is not None and version is not None and tuple(version) < found.since:
+        return None
     return found
 
 

@@ -196,7 +196,7 @@ def put_settings(req: Request) -> dict:
     body = req.json(required=True)
     ack_timeout = parse_time_param(req.param("timeout"), 30.0)
     with ctx.store.transaction() as st:
-        answer = settings.apply_update(st, ctx.config.settings, body)
+        answer = settings.apply_update(st, ctx.config.settings, body, ctx.config.version)
     # the transaction saved version+1 when it changed anything; re-read it after the lock
     version = ctx.store.snapshot().get("version", 0)
     if ctx.remote is not None:

@@ -5,6 +5,7 @@ has_privileges and user privileges. Objects are stored in the cluster state (sta
 from __future__ import annotations
 
 import base64
+import re
 import time
 from typing import Any
 
@@ -368,6 +369,32 @@ def _access_body(access: dict) -> dict:
     return out
 
 
+CERTIFICATE_IDENTITY_SINCE = (9, 3, 0)  # strong identity verification (technical preview, es-facts §12)
+
+
+def _check_fields(req: Request, body: dict, parser: str, known: tuple[str, ...]) -> None:
+    """The request parser's strictness: a field it does not know (`certificate_identity` before
+    9.3 included) fails at its position in the body."""
+    if req.ctx.config.version >= CERTIFICATE_IDENTITY_SINCE:
+        known += ("certificate_identity",)
+    for name in body:
+        if name not in known:
+            column = req.raw_body.find(f'"{name}"'.encode()) + 1
+            raise errors.XContentParseError(f"[1:{max(column, 1)}] [{parser}] unknown field [{name}]")
+
+
+def _certificate_identity(value: Any) -> str | None:
+    """A pattern matched against the signing certificate's DN; null means none (CertificateIdentity)."""
+    if value is None:
+        return None
+    try:
+        re.compile(str(value))
+    except re.error:
+        raise errors.IllegalArgument(f"Invalid certificate_identity format: [{value}]. Must be a valid regex.") \
+            from None
+    return str(value)
+
+
 @api("security.create_cross_cluster_api_key")
 def create_cross_cluster_api_key(req: Request) -> dict:
     req.ctx.security.require_advanced_remote_cluster_security()
@@ -375,13 +402,16 @@ def create_cross_cluster_api_key(req: Request) -> dict:
         raise errors.IllegalArgument("authentication via API key not supported: An API key cannot be used to "
                                      "create a cross-cluster API key")
     body = req.json(required=True)
+    _check_fields(req, body, "cross_cluster_api_key_request", ("name", "access", "expiration", "metadata"))
     if "access" not in body:
         raise errors.XContentParseError("[1:2] [cross_cluster_api_key_request] Required [access]")
     if not body.get("name"):
         raise errors.ValidationError("api key name is required")
     descriptor = cross_cluster_descriptor(body["access"], req.ctx.config.version)
+    identity = {"certificate_identity": _certificate_identity(body["certificate_identity"])} \
+        if body.get("certificate_identity") is not None else {}
     return _new_key(req, body["name"], "cross_cluster", body.get("expiration"), _check_metadata(body.get("metadata")),
-                    role_descriptors={"cross_cluster": descriptor}, access=_access_body(body["access"]))
+                    role_descriptors={"cross_cluster": descriptor}, access=_access_body(body["access"]), **identity)
 
 
 @api("security.update_cross_cluster_api_key")
@@ -392,7 +422,8 @@ def update_cross_cluster_api_key(req: Request) -> dict:
                                      "update an API key")
     key_id = req.path_params["id"]
     body = req.json(required=True)
-    if "access" not in body and "metadata" not in body and "expiration" not in body:
+    _check_fields(req, body, "update_cross_cluster_api_key_request", ("access", "expiration", "metadata"))
+    if not {"access", "metadata", "expiration", "certificate_identity"} & set(body):
         raise errors.ValidationError("must update either [access] or [metadata] for cross-cluster API keys")
     with req.ctx.store.transaction() as st:
         record = st["security"]["api_keys"].get(key_id)
@@ -413,6 +444,12 @@ def update_cross_cluster_api_key(req: Request) -> dict:
             record["metadata"] = _check_metadata(body["metadata"])
         if "expiration" in body:
             record["expiration"] = _parse_expiration(body["expiration"])
+        if "certificate_identity" in body:  # null clears it
+            identity = _certificate_identity(body["certificate_identity"])
+            if identity is None:
+                record.pop("certificate_identity", None)
+            else:
+                record["certificate_identity"] = identity
         updated = record != before
     return {"updated": updated}
 
@@ -430,6 +467,8 @@ def key_body(record: dict, with_limited_by: bool = False) -> dict:
                  "role_descriptors": {n: role_body(rd) for n, rd in record.get("role_descriptors", {}).items()}})
     if record.get("type") == "cross_cluster":
         body["access"] = record.get("access", {})
+        if record.get("certificate_identity") is not None:
+            body["certificate_identity"] = record["certificate_identity"]
     elif with_limited_by:
         body["limited_by"] = record.get("limited_by", [])
     return body
