@@ -398,3 +398,26 @@ def test_backup_of_a_file_another_program_edits_keeps_owner_group_mode_and_the_f
     assert node.backup(keystore, run_id=RUN, sudo=True) == backup and Path(backup).read_bytes() == b"original"
     assert node.backup(directory / "absent", run_id=RUN, sudo=True) is None
     assert sorted(p.name for p in directory.iterdir()) == ["elasticsearch.keystore", Path(backup).name]
+
+
+def test_removing_a_runs_backups_takes_only_that_runs_beside_each_file_and_a_links_target(node, ssh_server):
+    directory = ssh_server.fresh_dir("backups")
+    (directory / "real.yml").write_bytes(b"old\n")
+    (directory / "elasticsearch.yml").symlink_to("real.yml")
+    keystore = directory / "elasticsearch.keystore"
+    keystore.write_bytes(b"keystore")
+    node.write_file(directory / "elasticsearch.yml", b"new\n", run_id=RUN)
+    node.backup(keystore, run_id=RUN)
+    (directory / f"elasticsearch.keystore.esremote-{RUN}.bak.tmp").write_bytes(b"partial")  # a killed copy
+    (directory / "elasticsearch.keystore.esremote-other-run.bak").write_bytes(b"another run's")
+    paths = [str(directory / "elasticsearch.yml"), str(keystore), str(directory / "absent.p12")]
+
+    removed = node.remove_backups(paths, run_id=RUN)
+    assert sorted(Path(p).name for p in removed) == [f"elasticsearch.keystore.esremote-{RUN}.bak",
+                                                     f"elasticsearch.keystore.esremote-{RUN}.bak.tmp",
+                                                     f"real.yml.esremote-{RUN}.bak"]
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "elasticsearch.keystore", "elasticsearch.keystore.esremote-other-run.bak", "elasticsearch.yml", "real.yml"]
+    assert node.remove_backups(paths, run_id=RUN) == []  # again: nothing left to remove
+    with pytest.raises(ValueError):
+        node.remove_backups(paths, run_id="x; rm -rf /")

@@ -98,6 +98,21 @@ class RemoteFiles:
                                      stderr=result.stderr, stdout=result.stdout)
         return _backup_path(path, run_id)
 
+    def remove_backups(self, paths: list[str], *, run_id: str, sudo: bool = False) -> list[str]:
+        """Remove the run's backups of `paths` (`NAME.esremote-<run id>.bak`, beside each file or
+        its symlink's target, and a partial `.bak.tmp`): once the run has ended consistently they
+        are stray files in the directory Elasticsearch reads. Returns the backups removed."""
+        if not _RUN_ID.match(run_id):
+            raise ValueError(f"run_id {run_id!r} must match {_RUN_ID.pattern}")
+        suffix = shlex.quote(f".esremote-{run_id}.bak")
+        script = "set -eu\n" + "".join(
+            f"r=$(readlink -f -- {shlex.quote(str(p))} || printf %s {shlex.quote(str(p))})\n"
+            f'for b in "$r"{suffix} "$r"{suffix}.tmp; do\n'
+            f'  if [ -e "$b" ]; then rm -f -- "$b"; printf \'%s\\n\' "$b"; fi\n'
+            "done\n" for p in paths)
+        result = self.run(script, sudo=sudo, display="remove the run's backups")
+        return [line for line in result.stdout.splitlines() if line]
+
     def ensure_dir(self, path: str | PurePosixPath, *, sudo: bool = False, mode: int = 0o2750) -> list[str]:
         """Create `path` and any missing parents; each one it creates gets its parent's owner and
         group (`chown --reference`) and `mode` (default 2750: setgid, so files made in it later
