@@ -89,7 +89,8 @@ class MigrationParams(BaseModel):
                            "instead of waiting for it to finish.")
     dry_run: bool = Field(False, description="Plan only: gather facts, publish the plan, change nothing.")
     max_parallel: int = Field(4, ge=1, le=64, description="Nodes handled at once by non-disruptive steps.")
-    node_timeout_s: float = Field(180.0, gt=0, description="How long a restarted node may take to rejoin.")
+    node_timeout_s: float = Field(180.0, gt=0, description="How long a restarted node may take: its restart command "
+                                                     "(systemctl waits for the start), then rejoining the cluster, each.")
     link_timeout_s: float = Field(60.0, gt=0, description="How long a re-added alias may take to connect.")
     key_expiration: str | None = Field(
         None, description="Expiration of a cross-cluster API key created by this run, an Elasticsearch "
@@ -101,6 +102,11 @@ class MigrationParams(BaseModel):
                                  "(transforms, datafeeds, followers, auto-follow patterns) and the local roles' "
                                  "remote_indices read, cut from that copy; the plan shows the difference and "
                                  "what would stop working.")
+    strong_identity: bool = Field(
+        False, description="Strong identity verification (technical preview, Elasticsearch 9.3+ on both "
+                           "clusters): each local cluster signs its cross-cluster requests with a signing "
+                           "certificate per alias (signed by the remote cluster's CA), and the cross-cluster "
+                           "API key takes only requests signed with that certificate's DN.")
     run_id: str | None = Field(None, description="Resume this run (its journal decides what is done).")
     state_dir: Path | None = Field(None, description="Where journals live (default: ESREMOTE_STATE_DIR, "
                                                      "else ~/.local/state/esremote).")

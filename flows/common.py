@@ -1,5 +1,5 @@
-"""What the phase flows share: which clusters a run touches, waiting on submitted tasks, and the
-per-phase report (journal note + Markdown artifact)."""
+"""What the phase flows share: which clusters a run touches, waiting on submitted tasks, the
+per-phase report (journal note + Markdown artifact), and removing the run's backups at its end."""
 
 from __future__ import annotations
 
@@ -68,3 +68,17 @@ def remote_info(run: Run) -> dict:
             info = {a: {"error": str(exc)} for a in run.aliases}
         out.update({a: info.get(a, {}) for a in run.aliases if run.link(a).local == local})
     return out
+
+
+def remove_backups(run: Run, prefix: str) -> int:
+    """The run has ended verified: its backups go from every node it touched (tasks.nodes.
+    remove_backups), journaled under `<prefix>/backups/<node>`; how many were removed. Raises a
+    GroupError naming each node where that failed (its backups are then still there)."""
+    from esremote.tasks.nodes import remove_backups as remove  # noqa: PLC0415
+
+    nodes = {str(n) for cluster in dict.fromkeys(locals_of(run) + remotes_of(run)) for n in run.nodes(cluster)}
+    journaled = (run.journal.first_intent(step).data.get("node") for step in run.journal.started_steps())
+    touched = [node for node in dict.fromkeys(journaled) if node in nodes]
+    removed = wait_all([(f"remove-backups {node}", remove.submit(run.id, node, f"{prefix}/backups/{node}"))
+                        for node in touched])
+    return sum(len(files) for files in removed)

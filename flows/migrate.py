@@ -1,7 +1,7 @@
 """`migrate-remote-cluster`: the parent flow. Preflight and plan, then the non-disruptive phases
 (prepare_remote, stage_local, stage_credentials), then the outage as one flow run (stop work,
-reconnect, verify, resume); if the staging or any of those four fails, the rollback subflow runs by
-itself and the run ends "rolled back" (exit 3).
+reconnect, verify, resume); if any of them fails once something was changed, the rollback subflow
+runs by itself and the run ends "rolled back" (exit 3).
 After a verified migration, `retire_certificate_trust` runs only when asked for and approved (this
 run pauses for the approval in the Prefect UI; no answer in time is a refusal).
 
@@ -25,8 +25,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from esremote.errors import EsRemoteError, RollbackError
 from esremote.params import MigrationParams
-from esremote.plan import OUTAGE_PHASES
-from esremote.flows.common import remote_info
+from esremote.plan import OUTAGE_PHASES, PHASES
+from esremote.flows.common import remote_info, remove_backups
 from esremote.flows.pair_lock import PairBusy, pair_lock
 from esremote.flows.summary import Summary
 from esremote.tasks import reports
@@ -36,7 +36,8 @@ from esremote.tasks.runtime import close_run, open_run
 
 
 class MigrationRolledBack(EsRemoteError):
-    """The migration failed during the outage and was rolled back: the certificate model is back."""
+    """The migration failed once it had changed something and was rolled back: the certificate
+    model is back, with every node as before the run."""
 
     exit_code = 3
 
@@ -74,7 +75,7 @@ def migrate_remote_cluster(params: MigrationParams) -> dict:
         return Failed(message=summary.message)
     except (MigrationRolledBack, RollbackError):
         raise
-    except Exception as exc:  # before the outage: nothing to roll back, the summary says where it stopped
+    except Exception as exc:  # before any change: nothing to roll back, the summary says where it stopped
         summary.status, summary.message = "failed", _brief(exc)
         summary.remote_info_after = remote_info(run)
         _finish(run, summary)
@@ -122,25 +123,28 @@ def _apply(run, summary: Summary) -> Summary:
     from esremote.flows.stage_credentials import stage_credentials_flow  # noqa: PLC0415
 
     params = run.params
-    for name, fn in (("prepare_remote", prepare_remote_flow), ("stage_local", stage_local_flow)):
-        if not _window_allows(run, summary, name):
-            return summary
-        _phase(fn, params, run.id)
-        summary.phases.append(name)
-    if not _window_allows(run, summary, "stage_credentials"):
-        return summary
-    # From here to the end of the outage the window is not looked at: stopping half-way would leave
-    # credentials staged, cross-cluster work stopped or the alias half-moved (esremote.window).
-    # The outage is one flow run (flows/outage.py): no subflow start-up between its phases.
     try:
+        for name, fn in (("prepare_remote", prepare_remote_flow), ("stage_local", stage_local_flow)):
+            if not _window_allows(run, summary, name):
+                return summary
+            _phase(fn, params, run.id)
+            summary.phases.append(name)
+        if not _window_allows(run, summary, "stage_credentials"):
+            return summary
+        # From here to the end of the outage the window is not looked at: stopping half-way would leave
+        # credentials staged, cross-cluster work stopped or the alias half-moved (esremote.window).
+        # The outage is one flow run (flows/outage.py): no subflow start-up between its phases.
         _phase(stage_credentials_flow, params, run.id)
         summary.phases.append("stage_credentials")
         summary.phases += _phase(outage_flow, params, run.id)
-    except Exception as exc:  # noqa: BLE001 - any failure from the staging on means: roll back
+    except Exception as exc:  # noqa: BLE001 - a failure after the first change means: roll back
+        if not _changed_anything(run):
+            raise  # nothing to undo: the summary says where it stopped (exit 1)
         summary.phases += [p for p in OUTAGE_PHASES if run.journal.entries("note", f"phase/{p}")]
         return _roll_back(run, summary, exc)
     summary.status = "migrated"
     summary.message = "every alias is connected with a cross-cluster API key and verified"
+    _remove_backups(run, summary)
     summary.remote_info_after = remote_info(run)
     _finish(run, summary)
     if params.retire_trust:
@@ -194,11 +198,31 @@ def _window_allows(run, summary: Summary, phase: str) -> bool:
     return False
 
 
+def _remove_backups(run, summary: Summary) -> None:
+    """Verified: the run's backups leave the nodes' config directories. A node where that fails
+    keeps them; the migration stands and the summary names what to remove by hand."""
+    try:
+        removed = remove_backups(run, "cleanup")
+    except Exception as exc:  # noqa: BLE001 - the migration is done; say what is left
+        run_logger().warning("the run's backups could not be removed: %s", _brief(exc))
+        summary.message += (f"; the run's backups (*.esremote-{run.id}.bak) are still beside the files it wrote "
+                            f"on some nodes ({_brief(exc)}): remove them by hand")
+        return
+    run_logger().info("%d backup(s) of this run removed from the nodes", removed)
+
+
+def _changed_anything(run) -> bool:
+    """Whether the run began a change on a node or cluster (journaled before it is made): from then
+    on a failure is rolled back, so that the pair is left as it was, not half-prepared (a remote
+    cluster server on some nodes, a node that will not start with its new configuration)."""
+    return any(step.split("/")[0] in PHASES for step in run.journal.started_steps())
+
+
 def _roll_back(run, summary: Summary, cause: BaseException) -> Summary:
     from esremote.flows.rollback import rollback_flow  # noqa: PLC0415
 
     log = run_logger()
-    log.error("the migration failed during the outage (%s); rolling back", _brief(cause))
+    log.error("the migration failed (%s); rolling back", _brief(cause))
     try:
         _phase(rollback_flow, run.params, run.id)
     except Exception as exc:  # noqa: BLE001 - report both failures

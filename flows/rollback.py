@@ -8,9 +8,10 @@ Then, once that link is back and the work runs (`restore="everything"`, the defa
 non-disruptive phases prepared goes too, one cluster at a time so that every step is a rolling one:
 the local nodes' elasticsearch.yml, a rolling restart, the CA file they got removed (or its original
 written back); then the same on the remote nodes (elasticsearch.yml, the keystore entries the run
-added, the p12 and CA files); then the link and the work are checked again. `restore="outage"`
-stops after the first part and leaves those in place (a new attempt reuses them). The cross-cluster
-API key stays: the certificate model does not use it.
+added, the p12 and CA files); then the link and the work are checked again, the run's
+cross-cluster API key is invalidated, and the run's backups leave the nodes. `restore="outage"`
+stops after the first part and leaves those in place, the key and the backups too (a new attempt
+reuses them).
 
 A rollback undoes only what the run wrote, on the files as they are now (someone may have edited
 them since): an elasticsearch.yml gets the settings the run set or unset back as they were, every
@@ -33,7 +34,7 @@ from esremote.errors import RollbackError
 from esremote.journal import Entry
 from esremote.params import MigrationParams
 from esremote.plan import RELOADABLE, credentials_by
-from esremote.flows.common import locals_of, phase_done, remote_info, remotes_of
+from esremote.flows.common import locals_of, phase_done, remote_info, remotes_of, remove_backups
 from esremote.flows.summary import Summary
 from esremote.tasks.cluster import (
     facts_of,
@@ -106,7 +107,8 @@ def rollback_flow(params: MigrationParams, run_id: str | None = None,
     run = ensure_run(params, run_id)
     steps = _Steps()
     if not run.journal.is_done(OUTAGE_UNDONE):  # done once, it is not repeated (it would stop the work)
-        _undo_outage(run, steps)
+        if _staged_or_outage(run):
+            _undo_outage(run, steps)
         if not steps.failed:
             run.journal.done(OUTAGE_UNDONE)
     if restore == "everything" and not steps.failed:
@@ -118,6 +120,14 @@ def rollback_flow(params: MigrationParams, run_id: str | None = None,
     if steps.failed:
         raise RollbackError(steps.failed)
     return steps.lines
+
+
+def _staged_or_outage(run: Run) -> bool:
+    """Whether the run got as far as stage_credentials (roles, keystore credentials) or the outage.
+    Before that the certificate-model link was never touched, and a failed preparation may be what
+    keeps it down now (the remote node an alias points at did not start with its new configuration):
+    the rollback then goes straight to undoing the preparation, which brings that node back."""
+    return any(run.journal.started_steps(prefix) for prefix in ("reconnect/", "stop_cross_cluster_ops/"))
 
 
 def _undo_outage(run: Run, steps: _Steps) -> None:
@@ -215,7 +225,9 @@ def _undo_cluster(run: Run, steps: _Steps, cluster: str) -> None:
     if steps.failed:
         return
     futures = []
-    for entry in _first_intents(run, cluster, "p12") + _first_intents(run, cluster, "ca"):
+    # "signing": strong identity's signing certificate and key on the local nodes
+    puts = [e for kind in ("p12", "ca", "signing") for e in _first_intents(run, cluster, kind)]
+    for entry in puts:
         node, path, label = entry.data["node"], entry.data["path"], f"file {entry.data['path']} on {entry.data['node']}"
         wrote = entry.data.get("wrote")  # SHA-256 of the bytes the run put there
         if wrote is None:  # journaled before what the run wrote was: the file may hold someone else's bytes
@@ -248,6 +260,8 @@ def _undo_preparation(run: Run, steps: _Steps) -> None:
     for alias in run.aliases:  # last: the certificate link is back, no alias uses the key
         steps.run(f"invalidate the cross-cluster API key of {alias}", invalidate_run_key, run.id, alias,
                   f"{UNDO}/api-key/{alias}")
+    if not steps.failed:  # every node as before: the run's backups are stray files now
+        steps.run("backups", lambda: f"{remove_backups(run, UNDO)} removed from the nodes")
 
 
 def run_rollback(params: MigrationParams) -> Summary:

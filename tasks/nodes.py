@@ -220,12 +220,38 @@ def remove_file(run_id: str, node: str, step: str, path: str, directory: str | N
     return current is not None
 
 
+def written_paths(run: Run, node: str) -> list[str]:
+    """Every file of the node the run wrote or may have backed up: its elasticsearch.yml, its
+    keystore, and each path a journaled step names for it."""
+    resolved = run.node(node)
+    paths = {str(resolved.yml_path), str(resolved.keystore_path)}
+    for step in run.journal.started_steps():
+        data = run.journal.first_intent(step).data
+        if data.get("node") == node and data.get("path"):
+            paths.add(str(data["path"]))
+    return sorted(paths)
+
+
+@task(name="remove-backups", task_run_name="remove-backups-{node}", **RETRYING)
+def remove_backups(run_id: str, node: str, step: str) -> list[str]:
+    """Remove the run's `*.esremote-<run id>.bak` copies from the node, once the run has ended in a
+    verified state (migrated, or rolled back): the journal keeps what a later rollback needs, and a
+    backup left in the config directory is a stray file where Elasticsearch reads. Idempotent."""
+    run = get_run(run_id)
+    resolved = run.node(node)
+    paths = written_paths(run, node)
+    run.journal.intent(step, node=node, paths=paths)
+    removed = run.conn(resolved).remove_backups(paths, run_id=run.id, sudo=resolved.ssh.sudo)
+    run.journal.done(step, removed=removed)
+    return removed
+
+
 @task(name="keystore-add", task_run_name="keystore-add-{node}", **RETRYING)
 def keystore_add(run_id: str, node: str, step: str, secret_files: dict[str, str]) -> list[str]:
     """Add settings to the node's keystore, each value read from a 0600 file and sent on stdin.
     The journal records which entries were there before (names only); the keystore is first copied
     to its run backup beside it (`elasticsearch.keystore.esremote-<run id>.bak`, owner, group and
-    mode kept), which stays there."""
+    mode kept), which stays there until the run ends verified (`remove_backups`)."""
     run = get_run(run_id)
     if _skip(run, step):
         return []
@@ -278,7 +304,10 @@ def restart_node(run_id: str, node: str, step: str, force: bool = False) -> floa
         return 0.0
     resolved = run.node(node)
     run.journal.intent(step, node=node)
-    timeouts = RestartTimeouts(rejoin=run.params.node_timeout_s, green=run.params.node_timeout_s * 2)
+    # The deadline bounds the restart command too: systemctl waits for the node to start, and a
+    # node slower than the run allows is a failure (rolled back), not a longer outage.
+    deadline = run.params.node_timeout_s
+    timeouts = RestartTimeouts(command=deadline, rejoin=deadline, green=deadline * 2)
     report = rolling_restart(run.inventory, resolved.cluster, pool=run.pool, es=run.es(resolved.cluster),
                              nodes=[resolved.name], timeouts=timeouts)
     seconds = report.nodes[0].seconds if report.nodes else 0.0

@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import time
-from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -232,15 +231,14 @@ def test_dynamic_proxy_alias_on_8_15_migrates_with_reload_only_and_resumes_after
 
 def node_files(lab: Lab) -> dict[str, dict]:
     """Per node of both clusters: elasticsearch.yml bytes, keystore entry names, and every path in
-    the config directory (the run's backups `*.esremote-*.bak` left out)."""
+    the config directory (a rollback leaves none of its backups there)."""
     out = {}
     for node in lab.nodes():
         config = Path(node["home"]) / "config"
         out[node["name"]] = {
             "yml": (config / "elasticsearch.yml").read_bytes(),
             "keystore": Keystore.load(config / "elasticsearch.keystore").names(),
-            "files": sorted(str(p.relative_to(config)) for p in config.rglob("*")
-                            if not fnmatch(p.name, "*.esremote-*.bak")),
+            "files": sorted(str(p.relative_to(config)) for p in config.rglob("*")),
         }
     return out
 

@@ -4,8 +4,8 @@ login user and sudo, each lab node laid out like a package install (config dir `
 
 1. `sudo -n` (lab `--ssh openssh`, user `esremote`): a full migration. Every file it created or
    changed under a node's config dir is readable through the group `elasticsearch` (the config
-   dir's group), and no secret (p12, keystore, their backups) is world-readable; every backup has
-   its original's bytes, owner, group and mode.
+   dir's group), no secret (p12, keystore) is world-readable, and the run's backups are gone from
+   every config dir once it is verified (the journal holds each elasticsearch.yml as it was).
 2. On that migrated lab, the failure those rules prevent: a remote node's `remote-cluster.p12`
    made `root:root 0600` by hand stops the node at start with `java.nio.file.AccessDeniedException`
    and the path in its log.
@@ -14,8 +14,7 @@ login user and sudo, each lab node laid out like a package install (config dir `
    and every file under every config dir has its bytes, mode, owner and group back. The keystores
    are compared by their entries, not their bytes: the keystore CLI encrypts with a new salt and IV
    on every save, so removing the entries a run added cannot give the old bytes back. No file is
-   added but the run's backups (`*.esremote-<run id>.bak`), which stay on purpose (the operator's
-   copy of what was there), with the original's bytes, owner, group and mode.
+   added, the run's backups (`*.esremote-<run id>.bak`) included: a verified rollback removes them.
 """
 
 from __future__ import annotations
@@ -42,8 +41,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.openssh]
 
 ALIAS = "my_remote"
 SERVICE_GROUP = "elasticsearch"
-BACKUP = "*.esremote-*.bak"
-SECRETS = ("*.p12", "elasticsearch.keystore", "*.p12.esremote-*.bak", "elasticsearch.keystore.esremote-*.bak")
+STRAY = "*.esremote-*"  # the run's backups and temporary files
+SECRETS = ("*.p12", "elasticsearch.keystore")
 
 
 @dataclass(frozen=True)
@@ -84,11 +83,6 @@ def _secret(rel: str) -> bool:
     return any(fnmatch(Path(rel).name, pattern) for pattern in SECRETS)
 
 
-def _original(rel: str) -> str:
-    """`certs/x.p12.esremote-RUN.bak` -> `certs/x.p12`."""
-    return rel.rsplit(".esremote-", 1)[0]
-
-
 def _keystore_entries(data: bytes) -> dict[str, bytes]:
     keystore = Keystore.from_bytes(data)
     return {name: keystore.get(name) for name in keystore.names()}
@@ -110,15 +104,9 @@ def _logins(lab: Lab, user: str) -> list[str]:
             if f"Accepted publickey for {user} " in (run_dir / f"sshd-{n['name']}.log").read_text()]
 
 
-def _check_backups(before: dict[str, Entry], now: dict[str, Entry], node: str) -> list[str]:
-    """Every backup holds its original's bytes, mode, owner and group, and is not world-readable."""
-    backups = [rel for rel in now if fnmatch(Path(rel).name, BACKUP)]
-    for rel in backups:
-        original = before[_original(rel)]
-        assert now[rel].data == original.data, f"{node}: {rel} is not a copy of the original"
-        assert now[rel].meta == original.meta, f"{node}: {rel} {now[rel].meta} vs original {original.meta}"
-        assert not now[rel].mode & stat.S_IROTH, f"{node}: {rel} is world-readable"
-    return backups
+def _strays(now: dict[str, Entry]) -> list[str]:
+    """Files the run left in a config dir that Elasticsearch does not use: backups, temporary files."""
+    return [rel for rel in now if fnmatch(Path(rel).name, STRAY) or fnmatch(Path(rel).name, "." + STRAY)]
 
 
 @dataclass
@@ -129,6 +117,7 @@ class Migrated:
     stderr: str
     returncode: int
     seconds: float
+    state_dir: Path
 
 
 class TestSudoN:
@@ -142,10 +131,11 @@ class TestSudoN:
         try:
             before = snapshot(lab)
             start = time.monotonic()
+            state_dir = tmp_path_factory.mktemp("e2e-openssh-state")
             result = esremote("migrate", "--inventory", str(lab.inventory), "--yes", prefect_api=prefect_api,
-                              state_dir=tmp_path_factory.mktemp("e2e-openssh-state"))
+                              state_dir=state_dir)
             yield Migrated(lab, before, result.stdout, result.stderr, result.returncode,
-                           time.monotonic() - start)
+                           time.monotonic() - start, state_dir)
         finally:
             lab.down()  # two labs at once are too much for a 2-core machine
 
@@ -178,11 +168,13 @@ class TestSudoN:
                 # Made or changed by the run: Elasticsearch (group elasticsearch) reads it.
                 need = stat.S_IRGRP | (stat.S_IXGRP if entry.data is None else 0)
                 assert entry.gid == gid and entry.mode & need == need, f"{name}: {rel} {entry.meta}"
-                if old is not None and not fnmatch(rel, BACKUP):
+                if old is not None:
                     assert entry.meta == old.meta, f"{name}: {rel} was {old.meta}, now {entry.meta}"
-            backups = _check_backups(before, now, name)
-            assert "elasticsearch.yml.esremote-" in " ".join(backups), name
-            assert "elasticsearch.keystore.esremote-" in " ".join(backups), name
+            assert _strays(now) == [], f"{name}: left in the config dir: {_strays(now)}"
+        # What the backups held on the nodes, the journal keeps: every elasticsearch.yml as it was.
+        [run_dir] = (migrated.state_dir / "runs").iterdir()
+        originals = {p.read_bytes() for p in (run_dir / "originals").glob("*.yml")}
+        assert {b["elasticsearch.yml"].data for b in migrated.before.values()} <= originals
         remote = snapshot(lab)[lab.nodes("remote")[0]["name"]]
         p12 = remote["certs/remote-cluster.p12"]
         assert (p12.uid, p12.gid, p12.mode) == (0, gid, 0o660)
@@ -256,9 +248,7 @@ def test_rollback_with_password_sudo_restores_every_file_owner_group_and_mode(la
     [run_id] = [p.name for p in (tmp_path / "runs").iterdir()]
     for name, was in before.items():
         now = snapshot(lab)[name]
-        backups = _check_backups(was, now, name)
-        assert all(f".esremote-{run_id}.bak" in rel for rel in backups), backups
-        assert set(now) - set(backups) == set(was), f"{name}: added or removed {set(now) ^ set(was)}"
+        assert set(now) == set(was), f"{name}: added or removed {set(now) ^ set(was)}"
         for rel, entry in was.items():
             assert now[rel].meta == entry.meta, f"{name}: {rel} was {entry.meta}, now {now[rel].meta}"
             if rel == "elasticsearch.keystore":
