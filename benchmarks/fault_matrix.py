@@ -22,8 +22,13 @@ every node of both clusters is in one of two states (read from the clusters and 
   owner and group it had (an operator's edit kept); keystore entries, names and values, as before;
   roles and the alias's settings as before; no cross-cluster key the run made still valid.
 
-In both, no temporary file (`.NAME.tmp`, `.NAME.*.tmp`) is left in a config directory, and after a
-rollback no `*.esremote-RUN.bak` backup either (Elasticsearch reads that directory).
+In both, no temporary file (`.NAME.tmp`, `.NAME.*.tmp`) and no `*.esremote-RUN.bak` backup is left
+in a config directory (Elasticsearch reads it; a run removes its backups once it ends verified), and
+no esremote command printed a Python traceback.
+
+With `--evidence`, the page also gets the counts of the hostile-input and every-secret tests, run
+in the same sitting (`pytest -s` on tests/test_hostile_input.py, test_hostile_nodes.py and
+test_secrets_everywhere.py): bad inputs tried, places searched, secrets found.
 
 Time to consistency runs from the moment the fault happened (the hook's mark; the first command's
 start for an inventory fault; the operator's edit) to the first observation that passed every check.
@@ -34,6 +39,7 @@ lease outlives it); otherwise the next cell gets a new lab on new addresses.
 from __future__ import annotations
 
 import argparse
+import ast
 import base64
 import difflib
 import hashlib
@@ -62,6 +68,7 @@ SLOW_NODE_DEADLINE = 15.0        # the run's restart deadline in the slow-node c
 SLOW_NODE_SECONDS = 40.0         # ... and how long the slow node takes to start
 REPORT = ROOT / "docs" / "reliability.md"
 KEY_LEFT_VALID = "cross-cluster key(s) the run made still valid"
+TRACEBACK = "Traceback (most recent call last)"
 
 
 # ------------------------------------------------------------------------------------------ points
@@ -438,6 +445,7 @@ class Command:
     code: int
     last_line: str
     seconds: float
+    tracebacks: int = 0             # Python tracebacks in its stdout and stderr (a user sees none)
 
 
 @dataclass
@@ -477,7 +485,7 @@ def run_command(args: list[str], env: dict, out_dir: Path, *, hook: dict | None 
     (out_dir / f"command-{number}.out").write_text(f"$ {name}\nexit {proc.returncode}\n--- stdout\n{proc.stdout}"
                                                   f"\n--- stderr\n{proc.stderr}")
     return Command([name], proc.returncode, operator_line(proc.returncode, proc.stdout, proc.stderr),
-                   round(time.monotonic() - start, 1))
+                   round(time.monotonic() - start, 1), (proc.stdout + proc.stderr).count(TRACEBACK))
 
 
 def operator_line(code: int, stdout: str, stderr: str) -> str:
@@ -585,11 +593,14 @@ def run_cell(lab, fault: Fault, point: Point, prefect_api: str, cell_dir: Path) 
         _clear_faults(lab)
     if fault.kind == "operator-edit" and expect.stopped_node and state == "rolled back":
         problems += _stopped_with_diff(commands, expect.stopped_node)
-    consistent = state in ("migrated", "rolled back") and not problems
     try:
         left = strays(lab)
     except OSError as exc:
         left = [f"unreadable: {exc}"]
+    if left and not expect.stopped_node:  # a rollback stopped for an operator's edit has not ended yet
+        problems.append(f"{len(left)} stray file(s) left where Elasticsearch reads")
+    problems += [f"{c.argv[0]} printed {c.tracebacks} traceback(s)" for c in commands if c.tracebacks]
+    consistent = state in ("migrated", "rolled back") and not problems
     return Result(cell, fault.name, point.name, state, problems, consistent, seconds, left, commands,
                   _safe_restarts(lab, before), run_id)
 
@@ -693,11 +704,44 @@ def describe(result: Result) -> str:
 # ----------------------------------------------------------------------------------------- the report
 
 
-def write_report(results: list[Result], path: Path, *, header: str) -> None:
+EVIDENCE_TESTS = ("tests/test_hostile_input.py", "tests/test_hostile_nodes.py", "tests/test_secrets_everywhere.py")
+
+
+def gather_evidence() -> dict:
+    """Run the hostile-input and every-secret tests; what they counted, and how they ended."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", *EVIDENCE_TESTS],
+                          cwd=ROOT, capture_output=True, text=True, timeout=3600,
+                          env={**os.environ, "ESREMOTE_REQUIRE_OPENSSH": "1"})
+    out = proc.stdout + proc.stderr
+    runs = [ast.literal_eval(line.strip()) for line in out.splitlines() if re.match(r"\s*\{'[^']+': \d+", line)]
+    secrets = [line.strip() for line in out.splitlines() if line.strip().startswith("secrets everywhere:")]
+    summary = [line for line in out.splitlines() if re.search(r"\d+ (passed|failed)", line)]
+    return {"exit": proc.returncode, "bad_inputs": runs[-1] if runs else {}, "secrets": secrets[-1] if secrets else "",
+            "tests": summary[-1].strip("= ") if summary else out.strip().splitlines()[-1:]}
+
+
+def evidence_lines(evidence: dict | None) -> list[str]:
+    if not evidence:
+        return []
+    inputs = evidence["bad_inputs"]
+    return ["## Hostile input and secrets", "",
+            f"`pytest -s {' '.join(EVIDENCE_TESTS)}`, in the same sitting: {evidence['tests']} "
+            f"(exit {evidence['exit']}).", "",
+            f"- Bad inputs tried, each property checked for one line on stderr naming the field, exit 2, no "
+            f"traceback, no connection made: {sum(inputs.values())} "
+            f"({', '.join(f'{k}: {n}' for k, n in inputs.items()) or 'none counted'}); hostile node content "
+            "(not YAML, duplicate keys, tabs, a BOM, an unknown keystore format, a hanging restart, a changed host "
+            "key, a full disk): tests/test_hostile_nodes.py, each refused before anything changed.",
+            f"- Every secret, everywhere: {evidence['secrets'] or 'not printed'}.", ""]
+
+
+def write_report(results: list[Result], path: Path, *, header: str, evidence: dict | None = None) -> None:
     measured = {r.cell: r for r in results}
     total = sum(len(f.points) for f in FAULTS.values())
     consistent = sum(r.consistent for r in results)
     clean = sum(r.consistent and not r.strays for r in results)
+    commands = [c for r in results for c in r.commands]
+    tracebacks = sum(c.tracebacks for c in commands)
     lines = [
         "# Reliability: the fault matrix",
         "",
@@ -708,7 +752,8 @@ def write_report(results: list[Result], path: Path, *, header: str) -> None:
         header,
         "",
         f"**{len(results)} of {total} cells measured: {consistent} consistent, {clean} of them with no stray "
-        "file left in a config directory.**",
+        f"file left in a config directory; {len(commands)} esremote commands run, {tracebacks} traceback(s) "
+        "printed.**",
         "",
         "End states: **migrated** (every local node on the API-key link, verified) or **rolled back**",
         "(every local node on the certificate-model link, every node's files, keystore, roles, alias settings",
@@ -716,9 +761,10 @@ def write_report(results: list[Result], path: Path, *, header: str) -> None:
         "the first observation that passed every check (none: it never did within "
         f"{CONSISTENCY_TIMEOUT:g} s); it includes the recovery command, and grows with the machine's load",
         "(above). Stray files: temporary files and the run's `*.esremote-RUN.bak` backups left in a node's",
-        "config directory, which Elasticsearch reads (issue 11 asks for none).",
+        "config directory, which Elasticsearch reads (a cell with any is not consistent, but for a rollback",
+        "stopped for an operator's edit: the run has not ended there).",
         "",
-    ]
+    ] + evidence_lines(evidence)
     for fault in FAULTS.values():
         lines += [f"## {fault.name}", "", fault.what + ".", "",
                   "| point | end state | time to consistency | restarts (by pid) | stray files in config/ | "
@@ -778,13 +824,18 @@ def main() -> None:
     parser.add_argument("--report", type=Path, default=REPORT, help=f"where the table goes (default {REPORT})")
     parser.add_argument("--results", type=Path, help="also keep the results as JSON here (merged when it exists)")
     parser.add_argument("--report-only", action="store_true", help="write the report from --results, run nothing")
+    parser.add_argument("--evidence", action="store_true",
+                        help="also run the hostile-input and every-secret tests and put their counts in the report")
     args = parser.parse_args()
+    kept = args.results.with_suffix(".evidence.json") if args.results else None
     if args.report_only:
         if not (args.results and args.results.exists()):
             sys.exit("--report-only needs --results FILE, a file an earlier run wrote")
         measured = [line for line in (args.report.read_text().splitlines() if args.report.exists() else [])
                     if line.startswith("Measured ")]
-        write_report(load_results(args.results), args.report, header=measured[0] if measured else "")
+        evidence = json.loads(kept.read_text()) if kept.exists() else None
+        write_report(load_results(args.results), args.report, header=measured[0] if measured else "",
+                     evidence=evidence)
         return
     selected = cells(args.cells)
     if args.list:
@@ -805,20 +856,26 @@ def main() -> None:
     base.chmod(0o711)
     previous = load_results(args.results) if args.results and args.results.exists() else []
     results: list[Result] = []
+    evidence = json.loads(kept.read_text()) if kept and kept.exists() else None
+    if args.evidence:
+        evidence = gather_evidence()
+        print(f"evidence: {evidence}", flush=True)
+        if kept:
+            kept.write_text(json.dumps(evidence, indent=1))
 
     def progress(result: Result, number: int, total: int) -> None:
         results.append(result)
         print(f"[{number}/{total}] {describe(result)}", flush=True)
         if args.results:  # after every cell: a long run stopped midway keeps what it measured
             save_results(_merged(previous, results), args.results)
-        write_report(_merged(previous, results), args.report, header=header)
+        write_report(_merged(previous, results), args.report, header=header, evidence=evidence)
 
     with prefect_test_harness(server_startup_timeout=180):
         run_cells(selected, PREFECT_API_URL.value(), base, on_result=progress)
     merged = _merged(previous, results)
     if args.results:
         save_results(merged, args.results)
-    write_report(merged, args.report, header=header)
+    write_report(merged, args.report, header=header, evidence=evidence)
     bad = [r for r in results if not r.consistent]
     print(f"fault_matrix: cells={len(results)} consistent={len(results) - len(bad)} inconsistent={len(bad)}")
 

@@ -11,7 +11,12 @@ alias settings, the remote's cross-cluster keys, restarts by pid) and names ever
   `--resume`: migrated, one key, and every node restarted exactly once;
 - one local node loads a wrong credential from the end of stage_credentials on: the verification
   fails on that node and the automatic rollback leaves everything as it was, the run's
-  cross-cluster key invalidated (no valid key left that no alias uses).
+  cross-cluster key invalidated (no valid key left that no alias uses);
+- the first remote node does not start with its remote cluster server (prepare_remote, before any
+  outage): the run rolls itself back, that node starts again with its old configuration;
+- the last local node takes longer to start than the run's restart deadline: a failure, rolled
+  back, not a longer outage.
+Every cell also asserts no stray file (backup or temporary) is left in any config directory.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 CELLS = [
     ("killed+resume", "stage_local:after-first", "migrated"),
     ("wrong-credential-one-node", "stage_credentials:end", "rolled back"),
+    ("node-fails-to-start", "prepare_remote:before-first-restart", "rolled back"),
+    ("slow-node", "stage_local:before-last", "rolled back"),
 ]
 
 
