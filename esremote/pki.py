@@ -142,6 +142,14 @@ def parse_dn(dn: str) -> x509.Name:
                                "comma-separated ATTRIBUTE=value pairs, e.g. CN=node-1,OU=ops") from None
 
 
+def signing_dn(cluster: str, alias: str) -> str:
+    """The DN (RFC 4514, most specific first) of a local cluster's signing certificate for one alias
+    (strong identity verification): built as a Name, so any character in the names is escaped."""
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "esremote"),
+                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, alias),
+                      x509.NameAttribute(NameOID.COMMON_NAME, f"{cluster}-signing")]).rfc4514_string()
+
+
 def _validity(days: int) -> tuple[dt.datetime, dt.datetime]:
     if days < 1:
         raise CertificateError(f"validity of {days} days: give a positive number of days (default 1095)")

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+from esremote.cluster.api_key import certificate_identity
 from esremote.cluster.remote_settings import (
     ApiCall,
     SavedRemote,
@@ -30,6 +31,7 @@ from esremote.cluster.facts import parse_version
 from esremote.durations import DAY_MS, duration_ms
 from esremote.esyml import EsYml, unified_diff
 from esremote.params import MigrationParams
+from esremote.pki import signing_dn
 
 # Names on the nodes (relative to the config directory, as Elasticsearch resolves them).
 SERVER_P12 = "certs/remote-cluster.p12"
@@ -41,6 +43,9 @@ SERVER_P12_PASSWORD = "xpack.security.remote_cluster_server.ssl.keystore.secure_
 # (es-facts §12). The p12 holds a private key: group-readable for Elasticsearch, never world-readable.
 P12_MODE, CA_MODE = 0o660, 0o644
 RELOADABLE = (8, 13, 0)
+# Strong identity verification (9.3 technical preview): the remote trusts signing certificates its
+# own CA signed (the remote cluster server's CA, already on its nodes as SERVER_CA).
+SIGNING_CAS = "cluster.remote.signing.certificate_authorities"
 
 Phase = Literal["prepare_remote", "stage_local", "stage_credentials", "stop_cross_cluster_ops", "reconnect",
                 "verify", "resume_cross_cluster_ops"]
@@ -74,6 +79,38 @@ def local_client_settings() -> dict[str, Any]:
         "xpack.security.remote_cluster_client.ssl.enabled": True,
         "xpack.security.remote_cluster_client.ssl.certificate_authorities": [CLIENT_CA],
     }
+
+
+def signing_files(alias: str) -> tuple[str, str]:
+    """The local nodes' signing certificate and key for `alias`, under the config directory; the
+    key is written like the p12 (P12_MODE: group-readable, never world-readable)."""
+    return f"certs/remote-signing-{alias}.crt", f"certs/remote-signing-{alias}.key"
+
+
+def local_signing_settings(aliases: list[str]) -> dict[str, Any]:
+    """elasticsearch.yml of a local node: each alias signs with its certificate (strong identity)."""
+    out: dict[str, Any] = {}
+    for alias in aliases:
+        cert, key = signing_files(alias)
+        out[f"cluster.remote.{alias}.signing.certificate"] = cert
+        out[f"cluster.remote.{alias}.signing.key"] = key
+    return out
+
+
+def remote_signing_settings(yml_text: str | None) -> dict[str, Any]:
+    """elasticsearch.yml of a remote node: trust signing certificates of its own CA, keeping the
+    files it already trusts for other local clusters."""
+    existing = EsYml.parse(yml_text).get(SIGNING_CAS) if yml_text else None
+    files = [existing] if isinstance(existing, str) else list(existing or [])
+    return {SIGNING_CAS: files + [SERVER_CA] if SERVER_CA not in files else files}
+
+
+def remote_settings_for(params: MigrationParams, address: str, port: int, yml_text: str | None) -> dict[str, Any]:
+    """All the settings prepare_remote gives a remote node."""
+    wanted = remote_server_settings(address, port)
+    if params.strong_identity:
+        wanted.update(remote_signing_settings(yml_text))
+    return wanted
 
 
 # ------------------------------------------------------------------------------------------ facts
@@ -300,7 +337,7 @@ def build_plan(params: MigrationParams, facts: MigrationFacts) -> Plan:
     for alias in facts.aliases:
         changes += _api_key(params, alias, facts)
     for local in locals_:
-        changes += _stage_local(facts, local)
+        changes += _stage_local(facts, local, params.strong_identity)
     for local in locals_:
         changes += _stage_credentials(facts, local, [a for a in facts.aliases if a.local == local])
     for alias in facts.aliases:
@@ -347,6 +384,12 @@ def _notes(params: MigrationParams, facts: MigrationFacts) -> list[str]:
         notes.append(f"Alias `{alias.alias}`: {alias.local} -> {alias.remote}, defined in {where}"
                      + ("; already on the API-key model" if alias.migrated else ""))
     notes += _certificate_model_notes(facts)
+    if params.strong_identity:
+        notes.append("Strong identity verification (technical preview, Elasticsearch 9.3+): each local cluster "
+                     "signs its requests with a certificate per alias, signed by the remote cluster's CA; the "
+                     "remote trusts its CA for signing (cluster.remote.signing.certificate_authorities) and the "
+                     "API key takes only requests signed by that DN (certificate_identity). Rollback removes the "
+                     "files and settings with the rest of the preparation.")
     notes.append("Rollback (automatic if reconnect, verify or resume fails) restores the certificate-model "
                  "link: alias settings, roles, keystores (credentials removed) and yml as they were, then "
                  "resumes the stopped work; then it undoes the preparation with one more rolling restart "
@@ -407,11 +450,17 @@ def _prepare_remote(params: MigrationParams, facts: MigrationFacts, remote: str)
                                                        f"directory, readable by {reader}"))
         if node.keystore is None or SERVER_P12_PASSWORD not in node.keystore:
             out.append(Change(phase, "keystore", node.key, f"add {SERVER_P12_PASSWORD} (value on stdin)"))
-        edits = _yml_change(phase, node, remote_server_settings(node.address, port),
-                            why="remote cluster server")
+        edits = _yml_change(phase, node, remote_settings_for(params, node.address, port, node.yml),
+                            why="remote cluster server" + (", trust signing certificates of its CA"
+                                                           if params.strong_identity else ""))
         out += edits
         if edits or not node.files.get(SERVER_P12):
             restart.append(node)
+    if params.strong_identity:
+        for alias in (a for a in facts.aliases if a.remote == remote and not a.migrated):
+            out.append(Change(phase, "secret", remote, f"signing certificate {signing_dn(alias.local, alias.alias)} "
+                                                       f"for {alias.local}, signed by the CA of {remote}",
+                              alias=alias.alias))
     for node in restart:
         out.append(Change(phase, "restart", node.key, "restart, wait until it rejoins and the cluster is green"))
     if nodes:
@@ -431,6 +480,8 @@ def _api_key(params: MigrationParams, alias: AliasState, facts: MigrationFacts) 
                                                       "access_sha256": "<hash of access>"}}}
     if params.key_expiration:
         body["expiration"] = params.key_expiration
+    if params.strong_identity:
+        body["certificate_identity"] = certificate_identity(signing_dn(alias.local, alias.alias))
     how = ""
     if alias.key_access_review:
         how = ("access from usage, narrower than the role copy" if alias.key_access_review.get("narrower")
@@ -449,14 +500,21 @@ def _expiry(params: MigrationParams) -> str:
     return f"expires after {params.key_expiration}: {days:g} days left, about {ends:%Y-%m-%d}"
 
 
-def _stage_local(facts: MigrationFacts, local: str) -> list[Change]:
+def _stage_local(facts: MigrationFacts, local: str, strong_identity: bool = False) -> list[Change]:
     phase = "stage_local"
     out: list[Change] = []
     restart = []
+    signing = [a.alias for a in facts.aliases if a.local == local] if strong_identity else []
     for node in facts.nodes_of(local):
-        edits = _yml_change(phase, node, local_client_settings(), why="trust the remote cluster server CA")
+        wanted = {**local_client_settings(), **local_signing_settings(signing)}
+        edits = _yml_change(phase, node, wanted, why="trust the remote cluster server CA"
+                            + (", sign with a certificate per alias" if signing else ""))
         if not node.files.get(CLIENT_CA) or any(not a.migrated for a in facts.aliases if a.local == local):
             out.append(Change(phase, "file", node.key, f"write {CLIENT_CA} with the remote clusters' CAs (0644)"))
+        for alias in signing:
+            cert, key = signing_files(alias)
+            out.append(Change(phase, "file", node.key, f"write {cert} ({CA_MODE:04o}) and {key} ({P12_MODE:04o}, "
+                                                       "owner and group those of the config directory)", alias=alias))
         out += edits
         if edits:
             restart.append(node)

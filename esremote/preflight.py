@@ -33,7 +33,7 @@ from typing import Any, Literal
 from esremote.cluster import facts as cluster_facts
 from esremote.cluster.client import connect, mapped_errors
 from esremote.cluster.deprecations import DEPRECATED_FROM, certificate_model_aliases
-from esremote.cluster.facts import ClusterFacts, NodeFacts
+from esremote.cluster.facts import STRONG_IDENTITY_FROM, ClusterFacts, NodeFacts
 from esremote.errors import ClusterError, ConfigError, EsRemoteError, KeystoreError, PreconditionError
 from esremote.esyml import EsYml
 from esremote.esyml import _decode as decode_yml
@@ -221,12 +221,13 @@ class PreflightReport:
 
 def preflight(inventory: Inventory, alias: str, *, pool: SSHPool | None = None,
               clients: Mapping[str, Any] | None = None,
-              usage_finder: Callable[..., Any] | None = None, max_workers: int = 8) -> PreflightReport:
+              usage_finder: Callable[..., Any] | None = None, max_workers: int = 8,
+              strong_identity: bool = False) -> PreflightReport:
     """Run every check for `alias` (an entry of the inventory's `aliases:`). Changes nothing.
 
     `clients` maps cluster name -> elasticsearch client (default: `connect` from the inventory);
     `usage_finder(es, cluster, alias)` overrides how cross-cluster work is found; at most
-    `max_workers` nodes are checked over SSH at once."""
+    `max_workers` nodes are checked over SSH at once; `strong_identity` needs 9.3 on both clusters."""
     link = inventory.aliases.get(alias)
     if link is None:
         raise ConfigError(f"alias {alias!r} is not in the inventory's `aliases:` (it has: "
@@ -239,6 +240,8 @@ def preflight(inventory: Inventory, alias: str, *, pool: SSHPool | None = None,
         for name in (link.local, link.remote):
             es = clients.get(name) or clients.setdefault(name, connect(inventory.cluster(name)))
             _cluster_checks(report, inventory, name, es)
+            if strong_identity:
+                _strong_identity(report, report.clusters.get(name))
         _node_checks(report, inventory, pool, [*inventory.nodes(link.local), *inventory.nodes(link.remote)],
                      max_workers)
         _alias_checks(report, link.local, link.remote, clients[link.local])
@@ -286,6 +289,20 @@ def _versions(report: PreflightReport, found: ClusterFacts) -> None:
                        "clusters are beta before 8.14", "consider upgrading to 8.14 or later first")
         else:
             report.add("version", where, "ok", f"Elasticsearch {node.version_text}")
+
+
+def _strong_identity(report: PreflightReport, found: ClusterFacts | None) -> None:
+    """Strong identity verification is a 9.3 technical preview: every node of both clusters needs it."""
+    if found is None:
+        return
+    if found.min_version < STRONG_IDENTITY_FROM:
+        report.add("strong_identity", found.cluster, "block",
+                   f"--strong-identity needs Elasticsearch 9.3 or later, {found.cluster} runs "
+                   f"{'.'.join(map(str, found.min_version))}",
+                   "upgrade both clusters to 9.3+ or migrate without --strong-identity")
+    else:
+        report.add("strong_identity", found.cluster, "ok",
+                   "strong identity verification (technical preview) available")
 
 
 def _membership(report: PreflightReport, inventory: Inventory, found: ClusterFacts) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from prefect import flow
 
 from esremote.params import MigrationParams
-from esremote.plan import CA_MODE, P12_MODE, SERVER_CA, SERVER_P12, SERVER_P12_PASSWORD, remote_server_settings
+from esremote.plan import CA_MODE, P12_MODE, SERVER_CA, SERVER_P12, SERVER_P12_PASSWORD, remote_settings_for
 from esremote.flows.common import pending_aliases, phase_done, remotes_of, wait_all
 from esremote.tasks.certs import make_certificates, p12_path, password_path
 from esremote.tasks.cluster import cross_cluster_key, facts_of, probe
@@ -27,7 +27,10 @@ def prepare_remote_flow(params: MigrationParams, run_id: str | None = None) -> l
         nodes = facts.nodes_of(remote)
         port = facts.remote_cluster_port.get(remote, 9443)
         needing = [n.key for n in nodes if not n.files.get(SERVER_P12)]
-        ca_file = make_certificates(run.id, remote, needing)
+        # strong identity: the local clusters' signing certificates, signed while this CA can sign
+        signing = [[a, run.link(a).local] for a in run.aliases
+                   if run.link(a).remote == remote] if run.params.strong_identity else []
+        ca_file = make_certificates(run.id, remote, needing, signing)
         futures = []
         for node in nodes:
             key = node.key
@@ -40,7 +43,8 @@ def prepare_remote_flow(params: MigrationParams, run_id: str | None = None) -> l
                 futures.append((f"keystore {key}", keystore_add.submit(
                     run.id, key, f"{PHASE}/keystore/{key}", {SERVER_P12_PASSWORD: str(password_path(run, remote))})))
             futures.append((f"yml {key}", edit_yml.submit(run.id, key, f"{PHASE}/yml/{key}",
-                                                          remote_server_settings(node.address, port))))
+                                                          remote_settings_for(params, node.address, port,
+                                                                              node.yml))))
         wait_all(futures)
         for node in nodes:  # one at a time: the cluster stays up
             if node_changed(run, PHASE, node.key):

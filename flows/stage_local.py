@@ -10,9 +10,9 @@ from prefect import flow, task
 from esremote.esyml import EsYml
 from esremote.files import atomic_write
 from esremote.params import MigrationParams
-from esremote.plan import CA_MODE, CLIENT_CA, local_client_settings
+from esremote.plan import CA_MODE, CLIENT_CA, P12_MODE, local_client_settings, local_signing_settings, signing_files
 from esremote.flows.common import locals_of, pending_aliases, phase_done, wait_all
-from esremote.tasks.certs import ensure_ca_known, pki_dir
+from esremote.tasks.certs import ensure_ca_known, pki_dir, signing_paths
 from esremote.tasks.cluster import verify_certificate
 from esremote.tasks.common import RETRYING
 from esremote.tasks.nodes import edit_yml, node_changed, put_file, read_text, restart_node
@@ -52,9 +52,30 @@ def ca_bundle(run_id: str, node: str, remotes: list[str]) -> str:
     return str(path)
 
 
+def signing_aliases(run: Run, local: str) -> list[str]:
+    """The aliases of `local` that sign their requests (strong identity), none without it."""
+    return [a for a in run.aliases if run.link(a).local == local] if run.params.strong_identity else []
+
+
+def signing_puts(run: Run, node: str, local: str) -> list[tuple[str, object]]:
+    """The signing certificate (CA_MODE) and key (P12_MODE: group-readable for Elasticsearch, never
+    world-readable) of every signing alias, put on the node; journaled as `signing` steps, which
+    the rollback removes."""
+    puts = []
+    for alias in signing_aliases(run, local):
+        made_cert, made_key = signing_paths(run, run.link(alias).remote, alias)
+        cert, key = signing_files(alias)
+        for what, target, source, mode in (("crt", cert, made_cert, CA_MODE), ("key", key, made_key, P12_MODE)):
+            puts.append((f"put signing {what} {alias} {node}",
+                         put_file.submit(run.id, node, f"{PHASE}/signing/{alias}-{what}/{node}", target,
+                                         str(source), mode)))
+    return puts
+
+
 def client_settings(run: Run, node) -> dict:
-    """The client TLS settings, keeping any CA file the node already trusts for other remotes."""
-    wanted = local_client_settings()
+    """The client TLS settings, keeping any CA file the node already trusts for other remotes; with
+    strong identity, each alias's signing certificate and key."""
+    wanted = {**local_client_settings(), **local_signing_settings(signing_aliases(run, node.cluster))}
     yml = EsYml.parse(node.yml) if node.yml else None
     existing = yml.get(CA_SETTING) if yml else None
     if existing:
@@ -80,6 +101,7 @@ def stage_local_flow(params: MigrationParams, run_id: str | None = None) -> list
                                                              bundle, CA_MODE)))
             futures.append((f"yml {key}", edit_yml.submit(run.id, key, f"{PHASE}/yml/{key}",
                                                           client_settings(run, node))))
+            futures += signing_puts(run, key, local)
         wait_all(futures)
         for node in nodes:
             if node_changed(run, PHASE, node.key):

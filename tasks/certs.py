@@ -4,6 +4,8 @@ They are kept in the run's directory (0600, directory 0700), so a resumed run re
 minting certificates that the nodes do not have.
 
     run_dir/pki/<remote>/ca.crt, <node>.p12, p12-password, and ca.key only as below
+    run_dir/pki/<remote>/signing-<alias>.crt/.key   strong identity: the local cluster's signing
+                                                    certificate for the alias, signed by this CA
 
 The CA's private key never stays in clear in the state directory:
 - with `ca_passphrase` (a secret reference) a generated CA's key is written encrypted with it
@@ -26,7 +28,7 @@ from prefect import task
 from esremote.errors import CertificateError
 from esremote.fanout import fan_out
 from esremote.files import atomic_write
-from esremote.pki import CertificateAuthority, issue, to_pkcs12
+from esremote.pki import CertificateAuthority, issue, signing_dn, to_pkcs12
 from esremote.plan import SERVER_CA
 from esremote.redact import default_redactor
 from esremote.tasks.common import RETRYING, run_logger
@@ -54,6 +56,12 @@ def p12_path(run: Run, cluster: str, node: str) -> Path:
 
 def password_path(run: Run, cluster: str) -> Path:
     return pki_dir(run, cluster) / "p12-password"
+
+
+def signing_paths(run: Run, cluster: str, alias: str) -> tuple[Path, Path]:
+    """The signing certificate and key of the alias's local cluster, signed by `cluster`'s CA."""
+    base = pki_dir(run, cluster)
+    return base / f"signing-{alias}.crt", base / f"signing-{alias}.key"
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -127,9 +135,11 @@ def _drop_clear_key(run: Run, cluster: str) -> None:
 
 
 @task(name="make-certificates", task_run_name="make-certificates-{cluster}", **RETRYING)
-def make_certificates(run_id: str, cluster: str, nodes_needing: list[str]) -> str:
+def make_certificates(run_id: str, cluster: str, nodes_needing: list[str],
+                      signing: list[list[str]] | None = None) -> str:
     """CA (reused when the run or the nodes already have one) and a p12 for each node that needs
-    one. Returns the CA certificate's path."""
+    one; with strong identity, a signing certificate for each `[alias, local cluster]` of
+    `signing`. Returns the CA certificate's path."""
     run = get_run(run_id)
     log = run_logger()
     password_file = password_path(run, cluster)
@@ -137,16 +147,23 @@ def make_certificates(run_id: str, cluster: str, nodes_needing: list[str]) -> st
         _write(password_file, secrets.token_urlsafe(24).encode())
     password = password_file.read_text()
     default_redactor.add(password)
-    if not nodes_needing:
+    unsigned = [(alias, local) for alias, local in signing or () if not signing_paths(run, cluster, alias)[0].exists()]
+    if not nodes_needing and not unsigned:
         ensure_ca_known(run, cluster)
         _drop_clear_key(run, cluster)
         return str(ca_cert_path(run, cluster))
     missing = [node for node in (run.node(key) for key in nodes_needing)
                if not p12_path(run, cluster, node.name).exists()]
-    if not missing and ca_cert_path(run, cluster).exists():  # a resumed run: all signed already
+    if not missing and not unsigned and ca_cert_path(run, cluster).exists():  # a resumed run: all signed already
         _drop_clear_key(run, cluster)
         return str(ca_cert_path(run, cluster))
+    if not nodes_needing:
+        _ca_signs_again(run, cluster)
     ca = _load_or_make_ca(run, cluster)
+    for alias, local in unsigned:
+        _signing_certificate(run, cluster, ca, alias, local)
+        log.info("signing certificate %s for %s (alias %s) signed by %s", signing_dn(local, alias), local, alias,
+                 ca.subject)
     # One key pair and PKCS#12 per node, independent of the others: made side by side (the RSA key
     # generation runs in OpenSSL, without the GIL), as many at once as the run handles nodes.
     made = fan_out(missing, lambda node: _node_p12(run, cluster, ca, password, node),
@@ -157,6 +174,26 @@ def make_certificates(run_id: str, cluster: str, nodes_needing: list[str]) -> st
         log.info("certificate for %s (%s) signed by %s", node, ", ".join(names), ca.subject)
     _drop_clear_key(run, cluster)
     return str(ca_cert_path(run, cluster))
+
+
+def _ca_signs_again(run: Run, cluster: str) -> None:
+    """The remote cluster server is an earlier run's: only that CA's key can sign what its nodes
+    trust, and a generated CA's key is gone unless ca_passphrase kept it."""
+    ensure_ca_known(run, cluster)
+    if run.params.certificate_strategy == "generate" and not ca_key_path(run, cluster).exists():
+        raise CertificateError(
+            f"strong_identity: the remote cluster server of {cluster} was set up before this run, and its CA's key "
+            "is not here to sign the local clusters' signing certificates: give certificate_strategy provided-ca "
+            "with that CA (ca_cert_file, ca_key_file)")
+
+
+def _signing_certificate(run: Run, cluster: str, ca: CertificateAuthority, alias: str, local: str) -> None:
+    """The local cluster's signing certificate for `alias`: the key first (0600), then the
+    certificate, whose presence says the pair is complete."""
+    issued = issue(ca, signing_dn(local, alias))
+    cert, key = signing_paths(run, cluster, alias)
+    _write(key, issued.key_pem())
+    _write(cert, issued.cert_pem())
 
 
 def _node_p12(run: Run, cluster: str, ca: CertificateAuthority, password: str, node) -> list[str]:

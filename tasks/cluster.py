@@ -19,11 +19,13 @@ from typing import Any
 from prefect import task
 
 from esremote.cluster import key_access, privileges, remote_settings
-from esremote.cluster.api_key import ensure_cross_cluster_key, invalidate_key, list_cross_cluster_keys
+from esremote.cluster.api_key import (certificate_identity, ensure_cross_cluster_key, invalidate_key,
+                                      list_cross_cluster_keys)
 from esremote.cluster.client import mapped_errors, poll
 from esremote.cluster.reload import reload_secure_settings
 from esremote.cluster.remote_settings import SavedRemote
 from esremote.errors import ClusterError
+from esremote.pki import signing_dn
 from esremote.plan import AliasState, MigrationFacts, target_saved
 from esremote.probes import probe_remote_cluster
 from esremote.verify import verify_api_key_link, verify_certificate_link
@@ -95,9 +97,10 @@ def cross_cluster_key(run_id: str, alias: str) -> str:
         if load_key(run, alias, record) is not None:
             return record["key_id"]
     run.journal.intent(step, remote=link.remote, name=f"esremote-{link.local}-{alias}")
+    identity = certificate_identity(signing_dn(link.local, alias)) if run.params.strong_identity else None
     key = ensure_cross_cluster_key(run.es(link.remote), link.remote, local_cluster=link.local, alias=alias,
                                    run_id=run.id, access=state.key_access, stored_secret=_stored_lookup(run, alias),
-                                   expiration=run.params.key_expiration)
+                                   expiration=run.params.key_expiration, identity=identity)
     record = store_key(run, alias, key.id, key.encoded)
     run.journal.done(step, **record, outcome=key.outcome)
     run_logger().info("cross-cluster API key %s for %s: %s (stored in %s)", key.id, alias, key.outcome,

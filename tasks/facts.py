@@ -35,7 +35,8 @@ def preflight_alias(run_id: str, alias: str) -> PreflightReport:
     run = get_run(run_id)
     link = run.link(alias)
     clients = {name: run.es(name) for name in (link.local, link.remote)}
-    report = preflight(run.inventory, alias, pool=run.pool, clients=clients, max_workers=run.params.max_parallel)
+    report = preflight(run.inventory, alias, pool=run.pool, clients=clients, max_workers=run.params.max_parallel,
+                       strong_identity=run.params.strong_identity)
     log = run_logger()
     for finding in report.warnings:
         log.warning("%s", finding)
@@ -187,7 +188,8 @@ def collect_facts(run: Run) -> tuple[MigrationFacts, dict[str, PreflightReport]]
         link = run.link(alias)
         clients = {name: run.es(name) for name in (link.local, link.remote)}
         return preflight_allowing_resume(
-            run, preflight(run.inventory, alias, pool=run.pool, clients=clients, max_workers=workers))
+            run, preflight(run.inventory, alias, pool=run.pool, clients=clients, max_workers=workers,
+                           strong_identity=run.params.strong_identity))
 
     reports = _each(run.aliases, report_of, workers)
     keys = involved_nodes(run)

@@ -136,7 +136,7 @@ def rotation_start(run_id: str, alias: str) -> dict[str, Any]:
     data = {"old_key_id": old_id, "local": link.local, "remote": link.remote, "name": key.name,
             "access": dict(key.access), "metadata": dict(key.metadata), "lifetime": key.lifetime(),
             "expiration": key.expiration, "state": key.state(int(time.time() * 1000)), "record": record,
-            "nodes": sorted(usage.by_node)}
+            "nodes": sorted(usage.by_node), "certificate_identity": key.certificate_identity}
     run.journal.done(name, **data)
     return data
 
@@ -175,7 +175,7 @@ def create_rotated_key(run_id: str, alias: str) -> dict[str, Any]:
     run.journal.intent(name, name=key_name(old["local"], alias), expiration=expiration,
                        access_sha256=metadata["esremote"]["access_sha256"])
     key_id, encoded = create_key(es, remote, name=key_name(old["local"], alias), access=access, metadata=metadata,
-                                 expiration=expiration)
+                                 expiration=expiration, identity=old.get("certificate_identity"))
     record = store_key(run, alias, key_id, encoded, slot="next")
     info = get_key(es, remote, key_id)
     data = {"key_id": key_id, "expiration": expiration, "expires_at": info.expiration if info else None,

@@ -46,6 +46,8 @@ ACCESS = typer.Option("role-copy", "--access", metavar="MODE",
                       help="The cross-cluster API key's access: role-copy (what the remote roles grant) or "
                            "from-usage (only what the alias's work and the local roles' remote_indices read; "
                            "the plan shows the difference).")
+STRONG_IDENTITY_HELP = ("Technical preview, Elasticsearch 9.3+ on both clusters: sign cross-cluster requests "
+                        "with a certificate per alias and bind the API key to its DN.")
 
 
 def _prefect_environment() -> None:
@@ -86,7 +88,7 @@ def plan(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
          json_out: bool = typer.Option(False, "--json", help="Print the plan as JSON instead of Markdown."),
          key_expiration: Optional[str] = typer.Option(None, "--key-expiration",
                                                       help="Plan the key with this expiration (e.g. 90d)."),
-         access: str = ACCESS,
+         access: str = ACCESS, strong_identity: bool = typer.Option(False, "--strong-identity", help=STRONG_IDENTITY_HELP),
          ) -> None:
     """Print every change the migration would make. Changes nothing."""
     import json  # noqa: PLC0415
@@ -99,7 +101,7 @@ def plan(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
     key_expiration = check_key_expiration(key_expiration)
     with tempfile.TemporaryDirectory(prefix="esremote-plan-") as state:
         params = _params(inventory, alias, dry_run=True, state_dir=Path(state), key_expiration=key_expiration,
-                         access=access)
+                         access=access, strong_identity=strong_identity)
         run = open_run(params)
         try:
             facts, _ = collect_facts(run)
@@ -130,6 +132,7 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
                 None, "--key-expiration", help="Expiration of the cross-cluster API key this run creates, an "
                                                "Elasticsearch duration such as 90d (default: never)."),
             access: str = ACCESS,
+            strong_identity: bool = typer.Option(False, "--strong-identity", help=STRONG_IDENTITY_HELP),
             verbose: bool = VERBOSE, output: str = OUTPUT,
             ) -> None:
     """Migrate the aliases to API-key security; roll back by itself if reconnect, verify or resume fails.
@@ -143,7 +146,7 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
     params = _params(inventory, alias, dry_run=dry_run, run_id=resume, connection_mode=connection_mode,
                      restart_strategy=restart_strategy, link_timeout_s=link_timeout, no_wait=no_wait,
                      retire_trust=retire_trust, key_expiration=check_key_expiration(key_expiration),
-                     access=access)
+                     access=access, strong_identity=strong_identity)
     if resume:
         params = _resumed(params, resume)
     if not (yes or dry_run):

@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,13 +89,15 @@ class KeyInfo:
     expiration: int | None = None
     invalidated: bool = False
     username: str = ""
+    certificate_identity: str | None = None   # 9.3+: the DN pattern a signing certificate must match
 
     @classmethod
     def from_response(cls, key: Mapping[str, Any]) -> KeyInfo:
         return cls(id=key["id"], name=key.get("name") or "", type=key.get("type", "rest"),
                    access=key.get("access") or {}, metadata=key.get("metadata") or {},
                    creation=int(key.get("creation") or 0), expiration=key.get("expiration"),
-                   invalidated=bool(key.get("invalidated")), username=str(key.get("username") or ""))
+                   invalidated=bool(key.get("invalidated")), username=str(key.get("username") or ""),
+                   certificate_identity=key.get("certificate_identity"))
 
     def usable(self, now_ms: int) -> bool:
         return (self.type == "cross_cluster" and not self.invalidated
@@ -168,18 +171,30 @@ class KeyPlan:
     reason: str = ""
 
 
+def certificate_identity(dn: str) -> str:
+    """The `certificate_identity` pattern that matches exactly one DN (Elasticsearch matches it as a
+    Java regex against the whole DN: anchored, every special character escaped)."""
+    return "^" + re.escape(dn) + "$"
+
+
 def create_call(name: str, access: Mapping[str, Any], metadata: Mapping[str, Any],
-                expiration: str | None = None) -> ApiCall:
+                expiration: str | None = None, identity: str | None = None) -> ApiCall:
     body: dict[str, Any] = {"name": name, "access": dict(access), "metadata": dict(metadata)}
     if expiration:
         body["expiration"] = expiration
+    if identity is not None:
+        # 9.3+ only (strong identity); elasticsearch-py 8.x has no parameter for it, and every call
+        # here goes through the client's raw request (`perform` -> es.perform_request) anyway.
+        body["certificate_identity"] = identity
     return ApiCall("POST", "/_security/cross_cluster/api_key", body, target=f"API key {name}")
 
 
 def plan_key(existing: Sequence[KeyInfo], *, name: str, access: Mapping[str, Any],
-             metadata: Mapping[str, Any], stored_secret: SecretLookup, expiration: str | None = None) -> KeyPlan:
-    """What to do given the usable keys of that name (newest first) and the stored secrets."""
-    create = create_call(name, access, metadata, expiration)
+             metadata: Mapping[str, Any], stored_secret: SecretLookup, expiration: str | None = None,
+             identity: str | None = None) -> KeyPlan:
+    """What to do given the usable keys of that name (newest first) and the stored secrets;
+    `identity` is the `certificate_identity` the key must carry (None: none)."""
+    create = create_call(name, access, metadata, expiration, identity)
     if not existing:
         return KeyPlan("create", (create,), reason="no earlier key of that name")
     key = existing[0]
@@ -187,11 +202,15 @@ def plan_key(existing: Sequence[KeyInfo], *, name: str, access: Mapping[str, Any
         invalidate = ApiCall("DELETE", "/_security/api_key", {"ids": [key.id]}, target=f"API key {key.id}")
         return KeyPlan("recreate", (invalidate, create), key.id,
                        "its encoded value was not stored, so it cannot be given to the local cluster")
-    if same_access(key.access, access) and dict(key.metadata) == dict(metadata):
+    same_identity = key.certificate_identity == identity
+    if same_access(key.access, access) and dict(key.metadata) == dict(metadata) and same_identity:
         return KeyPlan("unchanged", (), key.id, "same access and metadata")
-    update = ApiCall("PUT", f"/_security/cross_cluster/api_key/{segment(key.id)}",
-                     {"access": dict(access), "metadata": dict(metadata)}, target=f"API key {name}")
-    return KeyPlan("update", (update,), key.id, "access or metadata differ")
+    body: dict[str, Any] = {"access": dict(access), "metadata": dict(metadata)}
+    if not same_identity:  # null clears it; sent only when it changes (a key below 9.3 has none)
+        body["certificate_identity"] = identity
+    update = ApiCall("PUT", f"/_security/cross_cluster/api_key/{segment(key.id)}", body, target=f"API key {name}")
+    return KeyPlan("update", (update,), key.id,
+                   "access or metadata differ" if same_identity else "certificate_identity differs")
 
 
 @dataclass(frozen=True)
@@ -219,12 +238,12 @@ def find_keys(es, cluster: str | None, name: str) -> list[KeyInfo]:
 
 def ensure_cross_cluster_key(es, cluster: str | None, *, local_cluster: str, alias: str, run_id: str,
                              access: Mapping[str, Any], stored_secret: SecretLookup,
-                             expiration: str | None = None) -> CrossClusterKey:
+                             expiration: str | None = None, identity: str | None = None) -> CrossClusterKey:
     """Create the key, or bring the earlier one to `access`; the encoded value either way.
 
     `stored_secret(key_id)` gives the encoded value saved when that key was created (a
     `SecretStr`, or a plain string), or None when there is none. `expiration` applies to a key
-    created now."""
+    created now; `identity` is its `certificate_identity` (strong identity, 9.3+)."""
     check_access(access)
     if expiration:
         duration_ms(expiration)
@@ -235,7 +254,7 @@ def ensure_cross_cluster_key(es, cluster: str | None, *, local_cluster: str, ali
     name = key_name(local_cluster, alias)
     metadata = key_metadata(run_id, alias, local_cluster, access)
     plan = plan_key(find_keys(es, cluster, name), name=name, access=access, metadata=metadata,
-                    stored_secret=secret, expiration=expiration)
+                    stored_secret=secret, expiration=expiration, identity=identity)
     if plan.action == "unchanged":
         return CrossClusterKey(plan.key_id, name, secret(plan.key_id), "unchanged",
                                (Outcome(f"API key {name}", "unchanged", plan.reason),))
@@ -257,10 +276,11 @@ def ensure_cross_cluster_key(es, cluster: str | None, *, local_cluster: str, ali
 
 
 def create_key(es, cluster: str | None, *, name: str, access: Mapping[str, Any], metadata: Mapping[str, Any],
-               expiration: str | None = None) -> tuple[str, SecretStr]:
-    """A new cross-cluster key (rotation): its id and encoded value (a redacted `SecretStr`)."""
+               expiration: str | None = None, identity: str | None = None) -> tuple[str, SecretStr]:
+    """A new cross-cluster key (rotation, which keeps the old key's `certificate_identity`): its id
+    and encoded value (a redacted `SecretStr`)."""
     check_access(access)
-    return _create(es, cluster, create_call(name, access, metadata, expiration))
+    return _create(es, cluster, create_call(name, access, metadata, expiration, identity))
 
 
 def get_key(es, cluster: str | None, key_id: str) -> KeyInfo | None:

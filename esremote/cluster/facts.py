@@ -25,6 +25,7 @@ Version = tuple[int, int, int]
 
 MIN_VERSION: Version = (8, 10, 0)        # API-key remote clusters arrived (beta)
 GA_VERSION: Version = (8, 14, 0)         # generally available
+STRONG_IDENTITY_FROM: Version = (9, 3, 0)  # strong identity verification (technical preview)
 RELOADABLE_CREDENTIALS: Version = (8, 13, 0)
 RELOAD_REPORTS_KEYSTORE: Version = (9, 3, 0)   # keystore_digest per node in the reload answer
 RESOLVE_CLUSTER: Version = (8, 13, 0)
