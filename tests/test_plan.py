@@ -4,6 +4,7 @@ No cluster, no SSH, no Prefect: what `esremote plan` and the plan artifact show.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -264,3 +265,23 @@ def test_aliases_are_checked_against_the_inventory():
 def test_the_run_form_schema_has_no_secret_field():
     schema = json.dumps(MigrationParams.model_json_schema())
     assert "password" not in schema and "writeOnly" not in schema
+
+
+def test_strong_identity_lists_the_signing_certificates_settings_and_key_identity(node_yml):
+    plan = build_plan(params(strong_identity=True), facts(node_yml, version="9.3.0"))
+    dn = "CN=local-signing,OU=my_remote,O=esremote"
+    [diff] = changes(plan, "prepare_remote", "yml", "remote/remote-0")
+    assert "+cluster.remote.signing.certificate_authorities:" in diff.detail
+    assert "certs/remote-cluster-ca.crt" in diff.detail.split("certificate_authorities", 1)[1]
+    [signed] = [c for c in changes(plan, "prepare_remote", "secret") if "signing certificate" in c.summary]
+    assert dn in signed.summary and "signed by the CA of remote" in signed.summary
+    [local_yml] = changes(plan, "stage_local", "yml", "local/local-0")
+    for line in ("+cluster.remote.my_remote.signing.certificate: certs/remote-signing-my_remote.crt",
+                 "+cluster.remote.my_remote.signing.key: certs/remote-signing-my_remote.key"):
+        assert line in local_yml.detail
+    files = [c.summary for c in changes(plan, "stage_local", "file", "local/local-1")]
+    assert any("certs/remote-signing-my_remote.key (0660" in f for f in files), files
+    [key] = changes(plan, "prepare_remote", "api")
+    assert json.loads(key.detail)["certificate_identity"] == "^" + re.escape(dn) + "$"
+    assert any("Strong identity verification" in n for n in plan.notes)
+    assert "certificate_identity" not in changes(build_plan(params(), facts(node_yml)), "prepare_remote", "api")[0].detail
