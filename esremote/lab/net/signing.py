@@ -58,9 +58,14 @@ def effective_settings(ctx) -> dict[str, Any]:
     return merged
 
 
-def _resolve(ctx, value: Any) -> Path:
+def _config_path(config, value: Any) -> Path:
+    """A path setting as Elasticsearch resolves it: relative to the config directory."""
     path = Path(str(value))
-    return path if path.is_absolute() else ctx.config.config_dir / path
+    return path if path.is_absolute() else config.config_dir / path
+
+
+def _resolve(ctx, value: Any) -> Path:
+    return _config_path(ctx.config, value)
 
 
 def _paths(value: Any) -> list[str]:
@@ -186,9 +191,9 @@ def check_startup(config) -> None:
         if not settings.get(f"{base}.key"):
             continue
         passphrase = (config.secure or {}).get(f"{base}.secure_key_passphrase")
-        resolve = lambda v: (Path(str(v)) if Path(str(v)).is_absolute() else config.config_dir / str(v))  # noqa: E731
         try:
-            _load_signer_checked(resolve(settings[key]), resolve(settings[f"{base}.key"]), passphrase, base)
+            _load_signer_checked(_config_path(config, settings[key]), _config_path(config, settings[f"{base}.key"]),
+                                 passphrase, base)
         except SigningConfigError as exc:
             raise StartupError(f"failed to load SSL configuration [{exc.setting}] - {exc.message}",
                                "org.elasticsearch.ElasticsearchSecurityException", exc.cause) from None
