@@ -116,7 +116,7 @@ def test_poll_stops_at_the_deadline_naming_what_and_the_last_answer(monkeypatch)
 
     clock = FakeClock()
     monkeypatch.setattr(client, "time", clock)
-    answers = iter([False, ClusterError("restarting", transient=True), None, False, None])
+    answers = iter([False, ClusterError("restarting", transient=True), None, False, None, False, None, None])
 
     def probe():
         clock.events.append(("probe", clock.now - 1000.0))
@@ -127,7 +127,9 @@ def test_poll_stops_at_the_deadline_naming_what_and_the_last_answer(monkeypatch)
 
     with pytest.raises(PollTimeout) as caught:
         poll(probe, timeout=1.0, what="node local-1 rejoining", cluster="local", interval=0.25)
-    assert [e for e in clock.events if e[0] == "probe"] == [("probe", t) for t in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    # The waits double from FIRST_POLL_INTERVAL (0.02 s) up to the interval, then keep to it.
+    probes = [t for kind, t in clock.events if kind == "probe"]
+    assert probes == pytest.approx([0.0, 0.02, 0.06, 0.14, 0.30, 0.55, 0.80, 1.0])
     assert clock.events[-1] == ("probe", 1.0)  # no sleep after the last look: the deadline ended the wait
     assert "node local-1 rejoining: not done after 1s (last: None)" in str(caught.value)
     assert caught.value.cluster == "local" and not caught.value.transient and caught.value.last is None
@@ -141,8 +143,9 @@ def test_poll_sleeps_no_further_than_its_deadline(monkeypatch):
     with pytest.raises(PollTimeout, match=r"x: not done after 1s \(last: 'no'\)"):
         poll(lambda: clock.events.append(("probe", clock.now - 1000.0)), timeout=1.0, what="x", interval=0.375,
              describe=lambda last: "'no'")
-    assert clock.events == [("probe", 0.0), ("sleep", 0.375), ("probe", 0.375), ("sleep", 0.375), ("probe", 0.75),
-                            ("sleep", 0.25), ("probe", 1.0)]  # the last sleep cut to the deadline
+    sleeps = [t for kind, t in clock.events if kind == "sleep"]
+    assert sleeps == pytest.approx([0.02, 0.04, 0.08, 0.16, 0.32, 0.375, 0.005])  # the last one cut to the deadline
+    assert clock.events[-1] == ("probe", pytest.approx(1.0))
 
 
 def test_poll_lets_a_deterministic_error_through_at_once():

@@ -105,15 +105,22 @@ class PollTimeout(ClusterError):
         self.last = last
 
 
+FIRST_POLL_INTERVAL = 0.02
+
+
 def poll(probe: Callable[[], T | None], *, timeout: float, what: str, cluster: str | None = None,
          interval: float = 0.25, describe: Callable[[Any], str] = repr) -> T:
     """Call `probe` until it returns something other than None/False, or raise `PollTimeout`.
 
     A transient esremote error (node restarting, 429/503) counts as "not yet"; any other error
-    propagates at once. `describe(last)` renders the last answer for the timeout message."""
+    propagates at once. `describe(last)` renders the last answer for the timeout message.
+    The first waits are short and double up to `interval`: most states polled inside the outage
+    (an alias connected, a datafeed started) arrive within tens of milliseconds, and a fixed
+    quarter second would add up to that much to each wait."""
     deadline = time.monotonic() + timeout
     last: Any = "no answer yet"
     waiting = False
+    delay = min(interval, FIRST_POLL_INTERVAL)
     try:
         while True:
             try:
@@ -132,7 +139,8 @@ def poll(probe: Callable[[], T | None], *, timeout: float, what: str, cluster: s
             if not waiting and _WAIT_LOG.isEnabledFor(logging.DEBUG):
                 waiting = True
                 _WAIT_LOG.debug("waiting for %s (up to %gs)", what, timeout, extra={"esremote_wait": what})
-            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(interval, delay * 2)
     finally:
         if waiting:
             _WAIT_LOG.debug("done waiting for %s", what, extra={"esremote_wait_over": what})
