@@ -32,7 +32,7 @@ from prefect import flow
 from esremote.cluster import facts as cluster_facts
 from esremote.errors import EsRemoteError, PreconditionError
 from esremote.params import RotationParams
-from esremote.flows.common import wait_all
+from esremote.flows.common import remove_backups, wait_all
 from esremote.key_inventory import credentials_setting
 from esremote.tasks import reports
 from esremote.tasks.cluster import reload_credentials
@@ -136,6 +136,8 @@ def rotate_cross_cluster_key(params: RotationParams) -> dict:
         for alias in run.aliases:
             summary.aliases[alias] = _rotate(run, alias)
         summary.settle()
+        if summary.status in ("rotated", "rolled-back", "refused"):  # ended verified: no backup left
+            _remove_backups(run, summary)
     finally:
         reports.save(run.journal.run_dir, "rotation.json", summary.to_dict())
         reports.markdown(reports.run_key(run, "rotation"), summary.to_markdown(), description="Key rotation")
@@ -193,6 +195,17 @@ def _rotate(run: Run, alias: str) -> dict[str, Any]:
     log.info("alias %s: key %s replaced by %s, no restart", alias, commit["old_key_id"], commit["key_id"])
     return _end(run, alias, "rotated", f"key {commit['old_key_id']} replaced by {commit['key_id']} and invalidated; "
                                        "every local node verified, no restart", started)
+
+
+def _remove_backups(run: Run, summary: RotationSummary) -> None:
+    """The keystore backups this run made (each holds the old key) leave the nodes; where that
+    fails they stay, and the summary says so."""
+    try:
+        remove_backups(run, "rotate")
+    except Exception as exc:  # noqa: BLE001 - the rotation stands; say what is left
+        run_logger().warning("the run's keystore backups could not be removed: %s", _brief(exc))
+        summary.message += (f"; the keystore backups (elasticsearch.keystore.esremote-{run.id}.bak) are still on "
+                            f"some nodes ({_brief(exc)}): remove them by hand")
 
 
 def _write_keystores(run: Run, alias: str, slot: str, kind: str) -> None:

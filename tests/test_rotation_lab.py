@@ -121,6 +121,9 @@ def test_rotation_without_restart_invalidates_the_old_key(migrated, tmp_path):
     assert len(meta["esremote"]["access_sha256"]) == 64
     assert keystore_key_ids(lab) == {n["name"]: new_id for n in lab.nodes("local")}
     search_on_every_local_node(lab)
+    # The keystore backups (they hold the old key) left the nodes with the rotation's end.
+    left = [p for n in lab.nodes() for p in (Path(n["home"]) / "config").rglob(f"*.esremote-{summary.run_id}*")]
+    assert left == [], left
 
     # The key report: the alias uses the new key (read from both keystores), 30 days left; an
     # unused key esremote made is an orphan it invalidates, one it did not make is left alone.
