@@ -9,7 +9,8 @@ import pytest
 
 from esremote.lab import errors
 from esremote.lab.rest import params
-from esremote.lab.rest.routes import ROUTES, UNSPECIFIED_ROUTES, Router, _HANDLERS, _load_handlers
+from esremote.lab.rest.routes import (ROUTES, ROUTES_SPECIFIED_ELSEWHERE, SPECS_ELSEWHERE, UNSPECIFIED_ROUTES,
+                                      Router, _HANDLERS, _load_handlers)
 
 
 def spec_routes(spec_dir) -> set[tuple[str, str, str]]:
@@ -44,6 +45,15 @@ def test_every_spec_route_is_in_the_table(specs):
 
 def test_the_table_has_no_route_the_specs_lack(specs):
     assert table() - specs == set()
+
+
+def test_routes_of_spec_files_the_shared_directory_lacks_name_their_source(specs):
+    _load_handlers()
+    names = {name for name, _, _ in ROUTES_SPECIFIED_ELSEWHERE}
+    assert names == set(SPECS_ELSEWHERE) == set(params.PARAMS_SPECIFIED_ELSEWHERE)
+    assert names.isdisjoint(name for name, _, _ in specs) and names <= set(_HANDLERS)
+    assert all(source.endswith(".json@" + source[-40:]) and f"/{name}.json@" in source
+               for name, source in SPECS_ELSEWHERE.items())
 
 
 def test_routes_beyond_the_specs_are_only_those_elasticsearch_registers(specs):
@@ -142,7 +152,8 @@ def spec_params(spec_dir) -> dict[str, set[str]]:
 
 def test_the_parameter_table_is_the_specs(shared_dir):
     spec_dir = shared_dir / "es-rest-api-spec"
-    assert {name: set(p) for name, p in params.API_PARAMS.items()} == spec_params(spec_dir)
+    elsewhere = {name: set(p) for name, p in params.PARAMS_SPECIFIED_ELSEWHERE.items()}
+    assert {name: set(p) for name, p in params.API_PARAMS.items()} == {**spec_params(spec_dir), **elsewhere}
     assert params.COMMON_PARAMS == set(json.loads((spec_dir / "_common.json").read_text())["params"])
     assert {name for name, _, _ in ROUTES} <= set(params.API_PARAMS)
 

@@ -276,24 +276,27 @@ def _shards(n: int) -> dict:
     return {"total": n, "successful": n, "skipped": 0, "failed": 0}
 
 
-def matching_docs(store: Any, indices: list[str], query: dict | None) -> list[dict]:
+def matching_docs(store: Any, indices: list[str], query: dict | None,
+                  visible: Callable[[str, dict], bool] | None = None) -> list[dict]:
+    """`visible(index, doc)`: document level security, the documents a role lets the caller see."""
     docs = []
     for index in indices:
         for op in store.current_docs(index).values():
-            if matches(query, op):
+            if matches(query, op) and (visible is None or visible(index, op)):
                 docs.append({**op, "_index": index})
     return docs
 
 
 def search_local(store: Any, index_expr: str | None, body: dict | None, *, allowed: Callable[[str], bool] | None = None,
-                 params: dict | None = None, index_prefix: str = "") -> dict:
+                 params: dict | None = None, index_prefix: str = "",
+                 visible: Callable[[str, dict], bool] | None = None) -> dict:
     """A `_search` response over this cluster's indices (`index_prefix` names a remote's hits)."""
     started = time.monotonic()
     body, params = body or {}, params or {}
     state = store.snapshot()
     indices = resolve_indices(state, index_expr, allowed=allowed,
                               ignore_unavailable=params.get("ignore_unavailable") == "true")
-    docs = matching_docs(store, indices, body.get("query"))
+    docs = matching_docs(store, indices, body.get("query"), visible)
     keys = _sort_keys(body)
     ordered = _sorted(docs, keys) if keys else sorted(docs, key=lambda d: (d["_index"], d["_seq"]))
     start = int(params.get("from", body.get("from", 0)))

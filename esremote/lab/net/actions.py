@@ -72,6 +72,13 @@ class Subject:
     def may(self, action: str, index: str) -> bool:
         return all(entries_grant(group, action, index) for group in self.groups)
 
+    def visible(self, action: str) -> Callable[[str, dict], bool]:
+        """Document level security: in every group, a document must match the `query` of one entry
+        that grants the index, unless such an entry has none (then the group hides nothing)."""
+        def check(index: str, doc: dict) -> bool:
+            return all(_group_shows(group, action, index, doc) for group in self.groups)
+        return check
+
     def describe(self) -> str:
         if self.api_key is not None:
             return (f"user [{self.user}] with assigned roles [{','.join(self.roles)}] authenticated by "
@@ -252,7 +259,8 @@ class RemoteActions:
         expression = body.get("index") or "*"
         self._check_named(subject, action, expression)
         return search_local(self.ctx.store, expression, body.get("body") or {},
-                            allowed=self._allowed(subject, action), params=body.get("params") or {})
+                            allowed=self._allowed(subject, action), params=body.get("params") or {},
+                            visible=subject.visible(action))
 
     def _resolve_cluster(self, subject: Subject | None, body: dict) -> dict:
         from esremote.lab.models.search import resolve_indices
@@ -275,6 +283,20 @@ class RemoteActions:
                                               limit=int(body.get("max_operation_count", 5120)))
         return {"index": index, "operations": operations,
                 "max_seq_no": operations[-1]["_seq"] if operations else int(body.get("from_seq_no", 0)) - 1}
+
+
+def _group_shows(entries: list[dict], action: str, index: str, doc: dict) -> bool:
+    import json
+
+    from esremote.lab.models.search import matches
+    granting = [e for e in entries if entries_grant([e], action, index)]
+    if any(e.get("query") is None for e in granting):
+        return True
+    for entry in granting:
+        query = entry["query"]
+        if matches(json.loads(query) if isinstance(query, str) else query, doc):
+            return True
+    return False
 
 
 def _index_entries(descriptors: list) -> list[dict]:

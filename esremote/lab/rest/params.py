@@ -131,6 +131,14 @@ API_PARAMS: dict[str, frozenset[str]] = {
     'xpack.info': frozenset(['accept_enterprise', 'categories', 'human']),
 }
 
+# The APIs of `routes.ROUTES_SPECIFIED_ELSEWHERE`: the `params` of their spec files (routes.SPECS_ELSEWHERE).
+PARAMS_SPECIFIED_ELSEWHERE: dict[str, frozenset[str]] = {
+    "ml.update_datafeed": frozenset({"allow_no_indices", "expand_wildcards", "ignore_throttled",
+                                     "ignore_unavailable"}),
+    "transform.update_transform": frozenset({"defer_validation", "timeout"}),
+}
+API_PARAMS.update(PARAMS_SPECIFIED_ELSEWHERE)
+
 # Parameters Elasticsearch's REST handlers read that their spec files leave out.
 UNSPECIFIED_PARAMS: dict[str, frozenset[str]] = {
     "ml.open_job": frozenset({"timeout"}),  # RestOpenJobAction: body or `timeout` parameter (es-facts §5)

@@ -191,6 +191,38 @@ def put_datafeed(req: Request) -> dict:
     return {**config, "authorization": st["ml"]["datafeeds"][datafeed_id]["authorization"]}
 
 
+# DatafeedUpdate's fields (job_id may not change here: the lab has one datafeed per job).
+_DATAFEED_UPDATABLE = ("indices", "indexes", "query", "query_delay", "frequency", "scroll_size", "chunking_config",
+                       "delayed_data_check_config", "max_empty_searches", "indices_options", "runtime_mappings")
+
+
+@api("ml.update_datafeed")
+def update_datafeed(req: Request) -> dict:
+    """Only a stopped datafeed can be updated; it then runs as the updating user (its headers)."""
+    datafeed_id = req.path_params["datafeed_id"]
+    body = req.json(required=True)
+    unknown = [k for k in body if k not in _DATAFEED_UPDATABLE]
+    if unknown:
+        raise errors.XContentParseError(f"[datafeed_update] unknown field [{unknown[0]}]")
+    with req.ctx.store.transaction() as st:
+        record = st["ml"]["datafeeds"].get(datafeed_id)
+        if record is None:
+            raise _datafeed_missing(datafeed_id)
+        if record["state"] != "stopped":
+            raise errors.StatusConflict(f"Cannot update datafeed [{datafeed_id}] while its status is started")
+        update = dict(body)
+        if "indexes" in update:
+            update["indices"] = update.pop("indexes")
+        if "indices" in update:
+            indices = update["indices"]
+            update["indices"] = indices if isinstance(indices, list) else [indices]
+            if not update["indices"]:
+                raise errors.ValidationError("indices cannot be empty")
+        record["config"].update(update)
+        record.update({"username": req.user.username, "authorization": req.user.authorization_info()})
+        return _datafeed_body(record)
+
+
 @api("ml.get_datafeeds")
 def get_datafeeds(req: Request) -> dict:
     feeds = req.ctx.store.snapshot()["ml"]["datafeeds"]

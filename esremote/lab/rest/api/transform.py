@@ -4,7 +4,8 @@ Handlers change `transforms.<id>` in the state; the elected node's `work.py` run
 transform on its schedule (reading `source.index`, possibly `alias:index` through the link) and
 sets `state: failed` with a `reason` when the link breaks. As in Elasticsearch, a transform runs with
 the authority of whoever created it (`username`, shown as `authorization`); starting it changes
-neither.
+neither. Updating it does: Elasticsearch stores the updating user's headers, so the transform then
+runs with that user's authority (`TransportUpdateTransformAction`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,30 @@ def _validate_sources(req: Request, sources) -> None:
             raise errors.ValidationError(f"Source index [{exc.extra['index']}] does not exist") from None
         if not found:
             raise errors.ValidationError(f"Source index [{','.join(local)}] does not exist")
+
+
+# TransformConfigUpdate's fields: anything else is refused by its parser.
+_UPDATABLE = ("source", "dest", "frequency", "sync", "description", "settings", "_meta", "retention_policy")
+
+
+@api("transform.update_transform")
+def update_transform(req: Request) -> dict:
+    transform_id = req.path_params["transform_id"]
+    body = req.json(required=True)
+    unknown = [k for k in body if k not in _UPDATABLE]
+    if unknown:
+        raise errors.XContentParseError(f"[data_frame_transform_config_update] unknown field [{unknown[0]}]")
+    if "source" in body and not (body["source"] or {}).get("index"):
+        raise errors.ValidationError("source.index is missing")
+    if "source" in body and not req.bool_param("defer_validation"):
+        _validate_sources(req, body["source"]["index"])
+    with req.ctx.store.transaction() as st:
+        record = st["transforms"].get(transform_id)
+        if record is None:
+            raise _not_found(transform_id)
+        record["config"].update(body)
+        record.update({"username": req.user.username, "authorization": req.user.authorization_info()})
+        return _config_body(record, True)
 
 
 @api("transform.get_transform")
