@@ -13,6 +13,7 @@ are the parameters of the flows that live with the keys after the migration.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -107,6 +108,14 @@ class MigrationParams(BaseModel):
                            "clusters): each local cluster signs its cross-cluster requests with a signing "
                            "certificate per alias (signed by the remote cluster's CA), and the cross-cluster "
                            "API key takes only requests signed with that certificate's DN.")
+    split_search_alias: dict[str, str] = Field(
+        default_factory=dict,
+        description="Consent, per alias, to split a key access that Elasticsearch refuses as one key (DLS/FLS "
+                    "search together with replication): ALIAS -> NAME. ALIAS keeps the replication (followers "
+                    "and auto-follow patterns stay on it); the new alias NAME, on the API-key model, gets a "
+                    "second key with the search access, and the transforms, datafeeds and local roles that "
+                    "search through ALIAS move to NAME. Users' own searches ALIAS:index must become "
+                    "NAME:index.")
     run_id: str | None = Field(None, description="Resume this run (its journal decides what is done).")
     state_dir: Path | None = Field(None, description="Where journals live (default: ESREMOTE_STATE_DIR, "
                                                      "else ~/.local/state/esremote).")
@@ -121,10 +130,22 @@ class MigrationParams(BaseModel):
     def _duration(cls, value: str | None) -> str | None:
         return _key_expiration(value)
 
+    @field_validator("split_search_alias")
+    @classmethod
+    def _split_names(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_split_search_alias(value)
+
     @model_validator(mode="after")
     def _one_window(self) -> MigrationParams:
         if self.window_end is not None and self.window_minutes is not None:
             raise ValueError("give the maintenance window as window_end or as window_minutes, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _split_alone(self) -> MigrationParams:
+        if self.split_search_alias and self.strong_identity:
+            raise ValueError("split_search_alias cannot be combined with strong_identity (the new search alias "
+                             "would need a signing certificate of its own)")
         return self
 
     @model_validator(mode="after")
@@ -146,7 +167,15 @@ class MigrationParams(BaseModel):
         if missing:
             raise ConfigError(f"alias {', '.join(missing)} is not in {self.inventory}; "
                               f"the inventory has: {', '.join(known)}")
-        return [a for a in known if not self.aliases or a in self.aliases]
+        chosen = [a for a in known if not self.aliases or a in self.aliases]
+        for alias, name in self.split_search_alias.items():
+            if alias not in chosen:
+                raise ConfigError(f"split_search_alias: {alias} is not an alias this run migrates "
+                                  f"({', '.join(chosen)})")
+            if name in known:
+                raise ConfigError(f"split_search_alias: {name} is already an alias of {self.inventory}; "
+                                  "name a new alias")
+        return chosen
 
     def public(self) -> dict:
         """What the journal and artifacts record (there is no secret in the parameters)."""
@@ -189,6 +218,25 @@ def _distinct_aliases(aliases: list[str]) -> list[str]:
     if len(set(aliases)) != len(aliases):
         raise ValueError("an alias is listed twice; list each alias once")
     return aliases
+
+
+# What Elasticsearch accepts as a cluster alias in `cluster.remote.<alias>.*` and `<alias>:<index>`:
+# no `:` (it separates the index), no wildcard, no setting separator, no whitespace.
+_ALIAS_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
+def check_split_search_alias(value: dict[str, str]) -> dict[str, str]:
+    """ALIAS -> NAME pairs: NAME a plain alias name, other than ALIAS, used once."""
+    for alias, name in value.items():
+        if not _ALIAS_NAME.fullmatch(name or ""):
+            raise ValueError(f"{alias}={name}: the new alias name may hold only letters, digits, _ and - "
+                             "(not starting with -)")
+        if name == alias:
+            raise ValueError(f"{alias}={name}: the search alias must be a new name, not the alias itself")
+    names = list(value.values())
+    if len(set(names)) != len(names) or set(names) & set(value):
+        raise ValueError("each alias gets its own new search alias, and none is one of the split aliases")
+    return value
 
 
 def _key_expiration(value: str | None) -> str | None:

@@ -25,6 +25,8 @@ from esremote.cluster.remote_settings import (
     SavedRemote,
     plan_readd,
     plan_removal,
+    plan_restore,
+    readd_body,
     split_address,
 )
 from esremote.cluster.facts import parse_version
@@ -180,6 +182,12 @@ class AliasState:
     key_access: dict[str, Any] = field(default_factory=dict)   # cross-cluster API key `access`
     key_access_review: dict[str, Any] | None = None  # access=from-usage: `key_access.AccessReview.to_dict()`
     key_exists: bool = False                     # an earlier run of this migration made the key
+    # split_search_alias consented and needed: {"alias": NAME, "access": the search key's access}
+    split: dict[str, Any] | None = None
+
+    @property
+    def split_alias(self) -> str | None:
+        return (self.split or {}).get("alias")
 
     @property
     def migrated(self) -> bool:
@@ -256,6 +264,7 @@ class Plan:
     outage: Outage
     notes: list[str]
     access: dict[str, dict[str, Any]] = field(default_factory=dict)  # alias -> from-usage review
+    split: dict[str, dict[str, Any]] = field(default_factory=dict)   # alias -> the consented split
 
     def for_phase(self, phase: str) -> list[Change]:
         return [c for c in self.changes if c.phase == phase]
@@ -266,7 +275,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"params": self.params, "aliases": self.aliases, "changes": [asdict(c) for c in self.changes],
-                "outage": asdict(self.outage), "notes": self.notes, "access": self.access}
+                "outage": asdict(self.outage), "notes": self.notes, "access": self.access, "split": self.split}
 
     def to_markdown(self) -> str:
         lines = [f"# Migration plan: {', '.join(self.aliases)}", ""]
@@ -278,6 +287,8 @@ class Plan:
                   f"- Estimate: {self.outage.estimate}", ""]
         for alias, review in self.access.items():
             lines += access_markdown(alias, review)
+        for alias, split in self.split.items():
+            lines += split_markdown(alias, split)
         for phase in PHASES:
             changes = self.for_phase(phase)
             lines += [f"## {phase}", ""]
@@ -310,6 +321,34 @@ def access_markdown(alias: str, review: dict[str, Any]) -> list[str]:
         if review.get(key):
             lines += [f"**{title}**", ""] + [f"- {line}" for line in review[key]] + [""]
     return lines
+
+
+def split_markdown(alias: str, split: dict[str, Any]) -> list[str]:
+    """The consented split of one alias: both keys, the new alias, what moves, what users change."""
+    name = split["alias"]
+    lines = [f"## Split of `{alias}`: searches move to the new alias `{name}`", "",
+             f"Elasticsearch refuses one key with DLS/FLS search and replication (`search does not support "
+             f"document or field level security if replication is assigned`); with your consent "
+             f"(`--split-search-alias {alias}={name}`) the run makes two keys on two aliases to {split['remote']}.", "",
+             f"- `{alias}` keeps the replication (followers and auto-follow patterns stay on it). Its key:",
+             "", "```json", json.dumps(split["replication_access"], indent=2, sort_keys=True), "```", "",
+             f"- `{name}` is a new alias, defined in the persistent cluster settings on the API-key model "
+             f"({_settings_text(split['settings'])}). Its key (the search, with its DLS/FLS):",
+             "", "```json", json.dumps(split["search_access"], indent=2, sort_keys=True), "```", ""]
+    moved = split.get("moves") or []
+    lines += ["**Moved to `" + name + "` during the outage**", ""]
+    lines += [f"- {m}" for m in moved] or ["- no transform or datafeed searches through the alias"]
+    lines += [f"- local role {r}: its remote_indices entries for `{alias}` that grant search also list `{name}`"
+              for r in split.get("roles") or []]
+    lines += ["", f"**What you must change yourself:** every search that names `{alias}:<index>` (users, "
+              f"dashboards, scripts, saved queries) must name `{name}:<index>` from now on: through `{alias}` "
+              "only replication is allowed, and such a search is refused by the remote cluster "
+              "(403). Rollback puts every moved source, role and the alias back, and invalidates both keys.", ""]
+    return lines
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(settings.items()))
 
 
 def _cell(text: str) -> str:
@@ -364,8 +403,9 @@ def build_plan(params: MigrationParams, facts: MigrationFacts) -> Plan:
     outage = Outage(work_stopped=work, credentials=how, restarts_in_window=restarts, estimate=estimate)
     access = {a.alias: a.key_access_review for a in facts.aliases
               if a.key_access_review and not (a.key_exists or a.migrated)}
+    split = {a.alias: split_summary(params, facts, a) for a in facts.aliases if a.split and not a.migrated}
     return Plan(params=params.public(), aliases=[a.alias for a in facts.aliases], changes=changes,
-                outage=outage, notes=_notes(params, facts), access=access)
+                outage=outage, notes=_notes(params, facts), access=access, split=split)
 
 
 def _notes(params: MigrationParams, facts: MigrationFacts) -> list[str]:
@@ -384,6 +424,10 @@ def _notes(params: MigrationParams, facts: MigrationFacts) -> list[str]:
         notes.append(f"Alias `{alias.alias}`: {alias.local} -> {alias.remote}, defined in {where}"
                      + ("; already on the API-key model" if alias.migrated else ""))
     notes += _certificate_model_notes(facts)
+    for alias in (a for a in facts.aliases if a.split and not a.migrated):
+        notes.append(f"Split (consented with --split-search-alias {alias.alias}={alias.split_alias}): `{alias.alias}` "
+                     f"keeps the replication; searches go through the new alias `{alias.split_alias}` from now on. "
+                     f"Users' own searches `{alias.alias}:<index>` must become `{alias.split_alias}:<index>`.")
     if params.strong_identity:
         notes.append("Strong identity verification (technical preview, Elasticsearch 9.3+): each local cluster "
                      "signs its requests with a certificate per alias, signed by the remote cluster's CA; the "
@@ -486,9 +530,24 @@ def _api_key(params: MigrationParams, alias: AliasState, facts: MigrationFacts) 
     if alias.key_access_review:
         how = ("access from usage, narrower than the role copy" if alias.key_access_review.get("narrower")
                else "access from usage, the same as the role copy") + "; "
-    return [Change("prepare_remote", "api", alias.remote,
-                   f"POST /_security/cross_cluster/api_key ({how}{_expiry(params)}); key kept in a {store}",
-                   detail=json.dumps(body, indent=2, sort_keys=True), alias=alias.alias)]
+    if alias.split:
+        body["access"] = alias.key_access
+        how += "replication only (split); "
+    out = [Change("prepare_remote", "api", alias.remote,
+                  f"POST /_security/cross_cluster/api_key ({how}{_expiry(params)}); key kept in a {store}",
+                  detail=json.dumps(body, indent=2, sort_keys=True), alias=alias.alias)]
+    if alias.split:
+        name = alias.split_alias
+        second = {**body, "name": f"esremote-{alias.local}-{name}", "access": alias.split["access"],
+                  "metadata": {"managed_by": "esremote",
+                               "esremote": {"run_id": "<this run>", "alias": name, "local_cluster": alias.local,
+                                            "split_from": alias.alias, "access_sha256": "<hash of access>"}}}
+        second.pop("certificate_identity", None)  # params refuse strong identity with a split
+        out.append(Change("prepare_remote", "api", alias.remote,
+                          f"POST /_security/cross_cluster/api_key (the search key of the new alias {name}, with "
+                          f"its DLS/FLS; {_expiry(params)}); key kept in a {store}",
+                          detail=json.dumps(second, indent=2, sort_keys=True), alias=alias.alias))
+    return out
 
 
 def _expiry(params: MigrationParams) -> str:
@@ -564,9 +623,14 @@ def _stage_credentials(facts: MigrationFacts, local: str, aliases: list[AliasSta
             if not role.already:
                 out.append(Change(phase, "api", local, f"PUT _security/role/{role.role}: add remote_indices",
                                   detail=json.dumps(role.remote_indices, indent=2), alias=alias.alias))
+        if alias.split:
+            out.append(Change(phase, "api", local, f"PUT _security/role/<role>: every remote_indices entry for "
+                              f"{alias.alias} that grants search also lists {alias.split_alias} in its clusters "
+                              "(originals in the journal)", alias=alias.alias))
     for node in facts.nodes_of(local):
-        names = [credentials_setting(a.alias) for a in pending
-                 if node.keystore is None or credentials_setting(a.alias) not in node.keystore]
+        wanted = [a.alias for a in pending] + [a.split_alias for a in pending if a.split]
+        names = [credentials_setting(a) for a in wanted
+                 if node.keystore is None or credentials_setting(a) not in node.keystore]
         if names:
             out.append(Change(phase, "keystore", node.key, f"add {', '.join(names)} (value on stdin; loaded at "
                               "the outage's reload)"))
@@ -605,6 +669,12 @@ def _reconnect(params: MigrationParams, facts: MigrationFacts, local: str, alias
             target = target_saved(params, facts, alias, saved)
             for call in plan_readd(None, target, facts.remote_cluster_port.get(alias.remote, 9443)):
                 out.append(_api_change(phase, local, call, alias.alias, "re-add on the remote cluster port"))
+    for alias in (a for a in pending if a.split):
+        for call in plan_restore(None, SavedRemote(alias.split_alias, split_alias_settings(params, facts, alias))):
+            out.append(_api_change(phase, local, call, alias.alias,
+                                   f"add the search alias {alias.split_alias} (API-key model, its own key)"))
+        for move in work_moves(alias):
+            out.append(Change(phase, "api", local, move, alias=alias.alias, disruptive=True))
     return out
 
 
@@ -621,7 +691,50 @@ def _verify(alias: AliasState, facts: MigrationFacts) -> list[Change]:
     checks.append("a cross-cluster search per remote index pattern in use")
     if any(w.kind == "follower" for w in alias.work):
         checks.append("followers catching up without read exceptions (after resume)")
+    if alias.split:
+        name = alias.split_alias
+        checks += [f"{name}: GET _remote/info on every local node: connected, cluster_credentials redacted",
+                   f"{name}: a cross-cluster request on every local node and a search per pattern the moved work reads"]
     return [Change("verify", "probe", alias.local, check, alias=alias.alias) for check in checks]
+
+
+# ------------------------------------------------------------------------------ the consented split
+
+
+def split_alias_settings(params: MigrationParams, facts: MigrationFacts, alias: AliasState) -> dict[str, Any]:
+    """The new search alias's settings: those the alias gets on the remote cluster port (same mode,
+    proxy address or seeds, options), all of them persistent."""
+    if alias.defined_in == "yml":
+        current = next(iter(alias.yml_settings.values()), {})
+        return target_alias_settings(params, facts, alias, current) if current else {}
+    if not alias.saved:
+        return {}
+    target = target_saved(params, facts, alias, SavedRemote.from_dict(alias.saved))
+    body = readd_body(alias.alias, target, facts.remote_cluster_port.get(alias.remote, 9443))
+    prefix = f"cluster.remote.{alias.alias}."
+    return {k[len(prefix):]: v for layer in ("persistent", "transient") for k, v in (body.get(layer) or {}).items()}
+
+
+def work_moves(alias: AliasState) -> list[str]:
+    """What moves to the search alias, one line per transform or datafeed."""
+    name = alias.split_alias
+    lines = []
+    for w in alias.work:
+        if w.kind in ("transform", "datafeed") and w.remote_patterns:
+            api = "POST _transform/{}/_update (source.index)" if w.kind == "transform" else \
+                "POST _ml/datafeeds/{}/_update (indices)"
+            moves = ", ".join(f"{alias.alias}:{p} -> {name}:{p}" for p in w.remote_patterns)
+            lines.append(f"{w.kind} {w.id}: {moves}; {api.format(w.id)}")
+    return lines
+
+
+def split_summary(params: MigrationParams, facts: MigrationFacts, alias: AliasState) -> dict[str, Any]:
+    searching = {"read", "read_cross_cluster", "all"}
+    roles = [r.role for r in alias.roles
+             if any(searching & {str(p) for p in e.get("privileges") or []} for e in r.remote_indices)]
+    return {"alias": alias.split_alias, "remote": alias.remote, "replication_access": alias.key_access,
+            "search_access": alias.split["access"], "settings": split_alias_settings(params, facts, alias),
+            "moves": work_moves(alias), "roles": roles}
 
 
 # ------------------------------------------------------------------------------ alias target settings

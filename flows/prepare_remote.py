@@ -10,9 +10,10 @@ from esremote.params import MigrationParams
 from esremote.plan import CA_MODE, P12_MODE, SERVER_CA, SERVER_P12, SERVER_P12_PASSWORD, remote_settings_for
 from esremote.flows.common import pending_aliases, phase_done, remotes_of, wait_all
 from esremote.tasks.certs import make_certificates, p12_path, password_path
-from esremote.tasks.cluster import cross_cluster_key, facts_of, probe
+from esremote.tasks.cluster import alias_facts, cross_cluster_key, facts_of, probe
 from esremote.tasks.nodes import edit_yml, keystore_add, node_changed, put_file, restart_node
 from esremote.tasks.runtime import ensure_run
+from esremote.tasks.split import split_key
 
 PHASE = "prepare_remote"
 
@@ -53,6 +54,8 @@ def prepare_remote_flow(params: MigrationParams, run_id: str | None = None) -> l
         done.append(remote)
     for alias in pending_aliases(run):
         cross_cluster_key(run.id, alias)
+        if alias_facts(run, alias).split:  # the consented split: the search alias's own key
+            split_key(run.id, alias)
     phase_done(run, PHASE, [f"remote cluster server ready on {', '.join(done)}",
                             f"cross-cluster API keys for {', '.join(run.aliases)}"])
     return done

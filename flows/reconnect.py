@@ -16,6 +16,7 @@ from esremote.flows.stage_credentials import stage_credentials
 from esremote.tasks.cluster import alias_facts, facts_of, readd_alias, reload_credentials, remove_alias
 from esremote.tasks.nodes import edit_yml, restart_node
 from esremote.tasks.runtime import Run, ensure_run
+from esremote.tasks.split import add_split_alias, move_work
 
 PHASE = "reconnect"
 
@@ -72,6 +73,9 @@ def reconnect(run: Run) -> list[str]:
         for state in states:
             if state.defined_in != "yml":
                 lines += readd_alias(run.id, state.alias)
+        for state in (s for s in states if s.split):  # the consented split: searches move to their alias
+            lines += add_split_alias(run.id, state.alias)
+            lines += move_work(run.id, state.alias)
     return lines
 
 

@@ -48,6 +48,7 @@ from esremote.tasks.cluster import (
 from esremote.tasks.common import install_redaction, run_logger
 from esremote.tasks.nodes import keystore_remove, remove_file, restart_node, restore_file, undo_yml
 from esremote.tasks.runtime import Run, close_run, ensure_run, open_run
+from esremote.tasks.split import invalidate_split_key, remove_split_alias, unmove_work
 from esremote.tasks.work import check_work, resume_work, stop_work
 
 PHASE = "rollback"
@@ -135,9 +136,15 @@ def _undo_outage(run: Run, steps: _Steps) -> None:
     facts = facts_of(run)
     for alias in run.aliases:
         steps.run(f"stop work {alias}", stop_work, run.id, alias, f"{PHASE}/stop/{alias}")
+    for alias in run.aliases:  # a consented split: the moved transforms and datafeeds read the alias again
+        if journal.started_steps(f"reconnect/move-work/{alias}"):
+            steps.run(f"move work back to {alias}", unmove_work, run.id, alias, f"{PHASE}/unmove-work/{alias}")
     for alias in run.aliases:
         if any(journal.started_steps(f"reconnect/{what}/{alias}") for what in ("save-settings", "readd")):
             steps.run(f"remove alias {alias}", null_alias, run.id, alias, f"{PHASE}/null/{alias}")
+        if journal.started_steps(f"reconnect/split-alias/{alias}"):
+            steps.run(f"remove the search alias of {alias}", remove_split_alias, run.id, alias,
+                      f"{PHASE}/null-split/{alias}")
     for alias in run.aliases:
         steps.run(f"restore roles {alias}", restore_roles, run.id, alias, f"{PHASE}/roles/{alias}")
     for local in locals_of(run):
@@ -260,6 +267,8 @@ def _undo_preparation(run: Run, steps: _Steps) -> None:
     for alias in run.aliases:  # last: the certificate link is back, no alias uses the key
         steps.run(f"invalidate the cross-cluster API key of {alias}", invalidate_run_key, run.id, alias,
                   f"{UNDO}/api-key/{alias}")
+        steps.run(f"invalidate the search key of {alias}", invalidate_split_key, run.id, alias,
+                  f"{UNDO}/split-key/{alias}")
     if not steps.failed:  # every node as before: the run's backups are stray files now
         steps.run("backups", lambda: f"{remove_backups(run, UNDO)} removed from the nodes")
 

@@ -31,6 +31,8 @@ from esremote.tasks.cluster import credentials_file, facts_of, update_roles
 from esremote.tasks.nodes import keystore_add
 from esremote.tasks.common import run_logger
 from esremote.tasks.runtime import Run, ensure_run
+from esremote.tasks.split import credentials_file as split_credentials_file
+from esremote.tasks.work import split_name
 
 PHASE = "stage_credentials"
 KEYSTORE_STEP = "reconnect/keystore/{node}"
@@ -47,6 +49,8 @@ def stage_credentials(run: Run) -> list[str]:
         for alias in aliases:
             lines += update_roles(run.id, alias)
         files = {credentials_setting(a): credentials_file(run, a) for a in aliases}
+        files.update({credentials_setting(split_name(run, a)): split_credentials_file(run, a)
+                      for a in aliases if split_name(run, a)})
         nodes = facts.nodes_of(local)
         wait_all([(f"keystore {n.key}", keystore_add.submit(run.id, n.key, KEYSTORE_STEP.format(node=n.key), files))
                   for n in nodes])

@@ -11,6 +11,8 @@ from esremote.params import MigrationParams
 from esremote.flows.common import phase_done
 from esremote.tasks.cluster import verify_api_key
 from esremote.tasks.runtime import Run, ensure_run
+from esremote.tasks.split import verify_split
+from esremote.tasks.work import split_name
 
 PHASE = "verify"
 
@@ -20,6 +22,8 @@ def verify(run: Run) -> list[str]:
     lines = []
     for alias in run.aliases:
         lines += verify_api_key(run.id, alias)
+        if split_name(run, alias):
+            lines += verify_split(run.id, alias)
     return lines
 
 

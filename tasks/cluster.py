@@ -9,6 +9,7 @@ Journal steps (per alias unless noted):
     reconnect/remove-alias/A          done after the alias is gone from _remote/info
     reconnect/reload/CLUSTER          done after every node reloaded
     reconnect/readd/A                 done after the alias is back on the remote cluster port
+(the consented split's steps: tasks/split.py)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from prefect import task
 
-from esremote.cluster import key_access, privileges, remote_settings
+from esremote.cluster import key_access, privileges, remote_settings, split_search
 from esremote.cluster.api_key import (certificate_identity, ensure_cross_cluster_key, invalidate_key,
                                       list_cross_cluster_keys)
 from esremote.cluster.client import mapped_errors, poll
@@ -34,6 +35,7 @@ from esremote.tasks.common import RETRYING, run_logger
 from esremote.tasks.privileges import _custom_roles
 from esremote.tasks.runtime import Run, get_run
 from esremote.tasks.secret_store import block_name, drop_block, key_file, load_key, store_key
+from esremote.tasks.work import split_name
 
 
 def facts_of(run: Run) -> MigrationFacts:
@@ -163,6 +165,9 @@ def update_roles(run_id: str, alias: str) -> list[str]:
     derived = privileges.derive_remote_access(alias, {n: remote_roles.get(n) for n in names}, check=False)
     current = privileges.read_roles(es_local, link.local, list(derived.remote_indices))
     plan = privileges.plan_role_updates(derived, current)
+    name = split_name(run, alias)
+    if name:  # the consented split: roles that search through the alias search through its new alias too
+        plan = split_search.plan_split_roles(plan, _custom_roles(es_local, link.local), alias, name)
     first = run.journal.first_intent(step)
     originals = first.data["originals"] if first else plan.originals
     run.journal.intent(step, originals=originals, diff=plan.diff)

@@ -9,7 +9,6 @@ from typing import Any
 from prefect import task
 
 from esremote.cluster.remote_settings import SavedRemote
-from esremote.cluster.usage import read_usage
 from esremote.node_keystore import NodeKeystore
 from esremote.plan import (
     CLIENT_CA,
@@ -25,6 +24,7 @@ from esremote.preflight import PreflightReport, preflight
 from esremote.tasks.common import RETRYING, run_logger
 from esremote.tasks.privileges import alias_access
 from esremote.tasks.runtime import Run, get_run, prefect_api_configured
+from esremote.tasks.work import usage_of
 
 WATCHED_FILES = (SERVER_P12, SERVER_CA, CLIENT_CA)
 
@@ -75,12 +75,14 @@ def read_access(run_id: str, alias: str, owner_roles: list[str]) -> dict[str, An
     """The local roles that need `remote_indices` and the cross-cluster API key's `access`."""
     run = get_run(run_id)
     link = run.link(alias)
+    split = run.params.split_search_alias.get(alias)
     if run.params.access != "from-usage":
-        return alias_access(run.es(link.local), link.local, run.es(link.remote), link.remote, alias, owner_roles)
+        return alias_access(run.es(link.local), link.local, run.es(link.remote), link.remote, alias, owner_roles,
+                            split=split)
     es_local = run.es(link.local)
     return alias_access(es_local, link.local, run.es(link.remote), link.remote, alias, owner_roles,
-                        mode="from-usage", usage=read_usage(es_local, link.local, alias),
-                        roles_before=roles_before_run(run, alias))
+                        mode="from-usage", usage=usage_of(run, es_local, link.local, alias),
+                        roles_before=roles_before_run(run, alias), split=split)
 
 
 def roles_before_run(run: Run, alias: str) -> dict[str, dict | None]:
@@ -122,7 +124,7 @@ def alias_state(run: Run, report: PreflightReport, access: dict[str, Any]) -> Al
         defined_in="settings" if saved else ("yml" if yml_settings else "settings"),
         saved=saved, yml_settings=yml_settings, remote_info=dict(d.remote_info or {}) if d else {},
         work=work, roles=roles, key_access=access["access"], key_access_review=access.get("access_review"),
-        key_exists=run.journal.is_done(f"prepare_remote/api-key/{report.alias}"))
+        key_exists=run.journal.is_done(f"prepare_remote/api-key/{report.alias}"), split=access.get("split"))
 
 
 def saved_work(run: Run, report: PreflightReport) -> list[WorkItem]:

@@ -30,11 +30,13 @@ def key_file(run: Run, alias: str, slot: str = "") -> Path:
     return run.secrets_dir() / (f"{alias}.cross-cluster-key" + (f".{slot}" if slot else ""))
 
 
-def store_key(run: Run, alias: str, key_id: str, encoded: SecretStr, slot: str = "") -> dict[str, str]:
-    """Keep the encoded key; returns the journal's record of where (no value)."""
+def store_key(run: Run, alias: str, key_id: str, encoded: SecretStr, slot: str = "",
+              local: str | None = None) -> dict[str, str]:
+    """Keep the encoded key; returns the journal's record of where (no value). `local`: the local
+    cluster of an alias the inventory does not list (a split's search alias)."""
     value = encoded.get_secret_value()
     default_redactor.add(value, with_encodings=False)
-    local = run.link(alias).local
+    local = local or run.link(alias).local
     # The file is always written: the keystore step reads the value from it (stdin, never argv).
     atomic_write(key_file(run, alias, slot), value.encode(), mode=0o600)
     if prefect_api_configured():

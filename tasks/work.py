@@ -7,7 +7,7 @@ from prefect import task
 
 from esremote.cluster import xcluster_work
 from esremote.cluster.client import poll
-from esremote.cluster.usage import read_usage
+from esremote.cluster.usage import UsageReport, read_usage
 from esremote.cluster.xcluster_work import WorkRecord
 from esremote.errors import ClusterError
 from esremote.tasks.common import RETRYING, run_logger
@@ -21,6 +21,25 @@ def list_step(alias: str) -> str:
 def records_of(run: Run, alias: str) -> list[WorkRecord] | None:
     first = run.journal.first_intent(list_step(alias))
     return [WorkRecord.from_dict(r) for r in first.data["records"]] if first else None
+
+
+def split_name(run: Run, alias: str) -> str | None:
+    """The search alias of a consented split, once the run began making its key (journal)."""
+    first = run.journal.first_intent(f"prepare_remote/split-key/{alias}")
+    return first.data["alias"] if first else None
+
+
+def usage_of(run: Run, es, local: str, alias: str) -> UsageReport:
+    """What uses the alias now; with a split, also the work that moved to its search alias (the same
+    objects, recorded under the alias before they moved)."""
+    usage = read_usage(es, local, alias)
+    name = split_name(run, alias)
+    if name is None:
+        return usage
+    moved = read_usage(es, local, name)
+    known = {(u.kind, u.id) for u in usage.items}
+    return UsageReport(alias, usage.items + tuple(u for u in moved.items if (u.kind, u.id) not in known),
+                       usage.notes)
 
 
 @task(name="record-work", task_run_name="record-work-{alias}", **RETRYING)
@@ -46,7 +65,7 @@ def _apply(run: Run, alias: str, direction: str, step: str) -> list[str]:
         return []
     local = run.link(alias).local
     es = run.es(local)
-    now = read_usage(es, local, alias)
+    now = usage_of(run, es, local, alias)
     plan = xcluster_work.plan_stop(records, now) if direction == "stop" else xcluster_work.plan_resume(records, now)
     run.journal.intent(step, calls=[str(s) for s in plan])
     outcomes = xcluster_work.apply_steps(es, local, plan)
@@ -86,7 +105,7 @@ def check_work(run_id: str, alias: str) -> list[str]:
     stopped: list[str] = []
 
     def all_running() -> bool:
-        stopped[:] = [str(s) for s in xcluster_work.plan_resume(records, read_usage(es, local, alias))]
+        stopped[:] = [str(s) for s in xcluster_work.plan_resume(records, usage_of(run, es, local, alias))]
         return not stopped
 
     poll(all_running, timeout=run.params.node_timeout_s, what=f"the work using alias {alias} to run again",

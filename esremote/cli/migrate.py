@@ -46,8 +46,26 @@ ACCESS = typer.Option("role-copy", "--access", metavar="MODE",
                       help="The cross-cluster API key's access: role-copy (what the remote roles grant) or "
                            "from-usage (only what the alias's work and the local roles' remote_indices read; "
                            "the plan shows the difference).")
+SPLIT_SEARCH_ALIAS = typer.Option(
+    None, "--split-search-alias", metavar="ALIAS=NAME",
+    help="Consent to split a key Elasticsearch refuses (DLS/FLS search with replication): ALIAS keeps the "
+         "replication; a new alias NAME gets a second key with the search access, and the transforms, datafeeds "
+         "and local roles that search through ALIAS move to it. Users must then search NAME:index. Repeatable.")
 STRONG_IDENTITY_HELP = ("Technical preview, Elasticsearch 9.3+ on both clusters: sign cross-cluster requests "
                         "with a certificate per alias and bind the API key to its DN.")
+
+
+def split_pairs(values: list[str] | None) -> dict[str, str]:
+    """`--split-search-alias ALIAS=NAME` values as a mapping; a bad one is one line naming the option."""
+    pairs: dict[str, str] = {}
+    for value in values or []:
+        alias, sep, name = value.partition("=")
+        if not sep or not alias.strip() or not name.strip():
+            raise ConfigError(f"--split-search-alias: {value!r} is not ALIAS=NAME (e.g. my_remote=my_remote_search)")
+        if alias.strip() in pairs:
+            raise ConfigError(f"--split-search-alias: {alias.strip()} is given twice; give each alias once")
+        pairs[alias.strip()] = name.strip()
+    return pairs
 
 
 def _prefect_environment() -> None:
@@ -89,6 +107,7 @@ def plan(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
          key_expiration: Optional[str] = typer.Option(None, "--key-expiration",
                                                       help="Plan the key with this expiration (e.g. 90d)."),
          access: str = ACCESS, strong_identity: bool = typer.Option(False, "--strong-identity", help=STRONG_IDENTITY_HELP),
+         split_search_alias: Optional[list[str]] = SPLIT_SEARCH_ALIAS,
          ) -> None:
     """Print every change the migration would make. Changes nothing."""
     import json  # noqa: PLC0415
@@ -101,7 +120,8 @@ def plan(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
     key_expiration = check_key_expiration(key_expiration)
     with tempfile.TemporaryDirectory(prefix="esremote-plan-") as state:
         params = _params(inventory, alias, dry_run=True, state_dir=Path(state), key_expiration=key_expiration,
-                         access=access, strong_identity=strong_identity)
+                         access=access, strong_identity=strong_identity,
+                         split_search_alias=split_pairs(split_search_alias))
         run = open_run(params)
         try:
             facts, _ = collect_facts(run)
@@ -133,6 +153,7 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
                                                "Elasticsearch duration such as 90d (default: never)."),
             access: str = ACCESS,
             strong_identity: bool = typer.Option(False, "--strong-identity", help=STRONG_IDENTITY_HELP),
+            split_search_alias: Optional[list[str]] = SPLIT_SEARCH_ALIAS,
             verbose: bool = VERBOSE, output: str = OUTPUT,
             ) -> None:
     """Migrate the aliases to API-key security; roll back by itself if reconnect, verify or resume fails.
@@ -146,7 +167,8 @@ def migrate(inventory: Path = INVENTORY, alias: Optional[list[str]] = ALIASES,
     params = _params(inventory, alias, dry_run=dry_run, run_id=resume, connection_mode=connection_mode,
                      restart_strategy=restart_strategy, link_timeout_s=link_timeout, no_wait=no_wait,
                      retire_trust=retire_trust, key_expiration=check_key_expiration(key_expiration),
-                     access=access, strong_identity=strong_identity)
+                     access=access, strong_identity=strong_identity,
+                     split_search_alias=split_pairs(split_search_alias))
     if resume:
         params = _resumed(params, resume)
     if not (yes or dry_run):

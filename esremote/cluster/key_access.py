@@ -24,7 +24,8 @@ Effective access in the API-key model is the key's access intersected with the l
 `remote_indices` (es-facts §4), so what the role copy grants and this key does not is what would stop
 working; the review lists it per remote role. A key cannot hold DLS/FLS search together with
 replication (8.14+, CVE-2024-23445, es-facts §12): such an access is refused with Elasticsearch's
-reason and the two keys a split would need.
+reason and the two keys a split would need, unless the operator consents to the split
+(`split_search_alias`, `esremote.cluster.split_search`).
 """
 
 from __future__ import annotations
@@ -179,9 +180,10 @@ def narrowed_entries(kind: Kind, needs: Sequence[Need],
 
 
 def from_usage(role_copy: RemoteAccess, needs: Sequence[Need], *,
-               remote_version: tuple[int, int] | None = None) -> AccessReview:
+               remote_version: tuple[int, int] | None = None, split: bool = False) -> AccessReview:
     """The key's access for `needs`, bounded by `role_copy`; refused (PreconditionError) with
-    Elasticsearch's reason when a key cannot hold it."""
+    Elasticsearch's reason when a key cannot hold it (`split`: the operator agreed to split a DLS/FLS
+    search with replication over two keys, so that one is not refused here)."""
     alias = role_copy.alias
     access: dict[str, list[dict]] = {}
     ungranted: list[Need] = []
@@ -197,7 +199,7 @@ def from_usage(role_copy: RemoteAccess, needs: Sequence[Need], *,
         tuple(f"{n.by} would {_VERB[n.kind]} {alias}:{n.pattern}, which no copied remote role grants: it "
               "fails with either access (grant it in a remote role its owner holds)" for n in ungranted),
         role_copy.notes)
-    _check(review, remote_version)
+    _check(review, remote_version, split=split)
     return review
 
 
@@ -247,7 +249,7 @@ def split_access(access: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, A
             {"replication": copy.deepcopy(list(access.get("replication") or []))})
 
 
-def _check(review: AccessReview, remote_version: tuple[int, int] | None) -> None:
+def _check(review: AccessReview, remote_version: tuple[int, int] | None, *, split: bool = False) -> None:
     """Refuse, with Elasticsearch's reason, an access a key cannot hold; say what to do instead."""
     context = f"alias {review.alias}: the access derived from usage (access=from-usage)"
     if not review.access:
@@ -257,7 +259,9 @@ def _check(review: AccessReview, remote_version: tuple[int, int] | None) -> None
             "remote_indices for it); give the local roles of the users who search it remote_indices for "
             "the alias, or run with access=role-copy")
     try:
-        check_access(review.access, remote_version=remote_version, context=context)
+        for part in split_access(review.access) if split else (review.access,):
+            if part.get("search") or part.get("replication"):
+                check_access(part, remote_version=remote_version, context=context)
     except PreconditionError as exc:
         if SEARCH_DLS_WITH_REPLICATION not in str(exc):
             raise
@@ -267,4 +271,5 @@ def _check(review: AccessReview, remote_version: tuple[int, int] | None) -> None
             "a key); split it over two aliases to the remote cluster, each with its own key: one for the "
             f"searches with access {json.dumps(search, sort_keys=True)}, one for the followers and "
             f"auto-follow patterns with access {json.dumps(replication, sort_keys=True)} (define the second "
-            "alias, move the replication onto it, then migrate both)") from None
+            "alias, move the replication onto it, then migrate both), or run with --split-search-alias "
+            f"{review.alias}=NAME") from None

@@ -187,7 +187,7 @@ def check_access(access: Mapping[str, Any], *, remote_version: tuple[int, int] |
     if replication and any(_dls_fls(e) for e in search) and (remote_version is None or remote_version >= (8, 14)):
         raise refuse(SEARCH_DLS_WITH_REPLICATION,
                      "use one key for search with DLS/FLS and a separate alias and key for replication, "
-                     "or drop the query/field_security")
+                     "or drop the query/field_security, or run with --split-search-alias ALIAS=NAME")
 
 
 # --- local role updates -----------------------------------------------------------------------

@@ -45,12 +45,13 @@ __all__ = ["CAUSES", "REDACTED", "Cause", "Check", "LocalNode", "VerificationErr
 def verify_api_key_link(inventory: Inventory, alias: str, *, es: Any = None, pool: SSHPool | None = None,
                         index_patterns: Sequence[str] = (), followers: Sequence[str] = (),
                         connect_timeout: float | None = None, follower_timeout: float = 90.0,
-                        check: bool = True) -> VerifyReport:
+                        check: bool = True, clusters: tuple[str, str] | None = None) -> VerifyReport:
     """Every node's checks, then (only when all passed: they depend on the link) the searches and
     followers in order, stopping at the first failure. `es` is a client of the local cluster (the
     nodes get clients of their own). `pool` lets a failure read the nodes' logs for its cause.
+    `clusters` (local, remote) for an alias the inventory does not list (a split's search alias).
     Raises `VerificationError` when `check`."""
-    report, es, link = _start(inventory, alias, es, pool, api_key=True)
+    report, es, link = _start(inventory, alias, es, pool, api_key=True, clusters=clusters)
     _check_nodes(report, es, inventory, link, connect_timeout, index_patterns[0] if index_patterns else "*")
     steps = [*[(lambda p=p: search_check(es, link, p)) for p in index_patterns],
              *[(lambda f=f: follower_check(es, link, f, follower_timeout)) for f in followers]]
@@ -77,8 +78,8 @@ def patterns_and_followers(usage: Any) -> tuple[list[str], list[str]]:
 
 
 def _start(inventory: Inventory, alias: str, es: Any, pool: SSHPool | None, *,
-           api_key: bool) -> tuple[VerifyReport, Any, Link]:
-    local, remote = _clusters(inventory, alias)
+           api_key: bool, clusters: tuple[str, str] | None = None) -> tuple[VerifyReport, Any, Link]:
+    local, remote = clusters or _clusters(inventory, alias)
     es = es if es is not None else connect(inventory.cluster(local))
     link = Link(local, alias, api_key, Diagnosis(inventory, local, remote, pool))
     return VerifyReport(alias, local, "api_key" if api_key else "certificate"), es, link
