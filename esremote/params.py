@@ -170,10 +170,10 @@ class MigrationParams(BaseModel):
         chosen = [a for a in known if not self.aliases or a in self.aliases]
         for alias, name in self.split_search_alias.items():
             if alias not in chosen:
-                raise ConfigError(f"split_search_alias: {alias} is not an alias this run migrates "
+                raise ConfigError(f"split_search_alias: {alias!r} is not an alias this run migrates "
                                   f"({', '.join(chosen)})")
             if name in known:
-                raise ConfigError(f"split_search_alias: {name} is already an alias of {self.inventory}; "
+                raise ConfigError(f"split_search_alias: {name!r} is already an alias of {self.inventory}; "
                                   "name a new alias")
         return chosen
 
@@ -229,10 +229,10 @@ def check_split_search_alias(value: dict[str, str]) -> dict[str, str]:
     """ALIAS -> NAME pairs: NAME a plain alias name, other than ALIAS, used once."""
     for alias, name in value.items():
         if not _ALIAS_NAME.fullmatch(name or ""):
-            raise ValueError(f"{alias}={name}: the new alias name may hold only letters, digits, _ and - "
+            raise ValueError(f"{alias!r}: the new alias name {name!r} may hold only letters, digits, _ and - "
                              "(not starting with -)")
         if name == alias:
-            raise ValueError(f"{alias}={name}: the search alias must be a new name, not the alias itself")
+            raise ValueError(f"{alias!r}: the search alias must be a new name, not the alias itself")
     names = list(value.values())
     if len(set(names)) != len(names) or set(names) & set(value):
         raise ValueError("each alias gets its own new search alias, and none is one of the split aliases")

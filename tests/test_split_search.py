@@ -36,8 +36,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("value, named", [
     ("my_remote", "is not ALIAS=NAME"), ("my_remote=", "is not ALIAS=NAME"),
-    ("my_remote=a:b", "split_search_alias: my_remote=a:b: the new alias name may hold only"),
-    ("my_remote=my_remote", "must be a new name"), ("other=x", "other is not an alias this run migrates")])
+    ("my_remote=a:b", "split_search_alias: 'my_remote': the new alias name 'a:b' may hold only"),
+    ("my_remote=my_remote", "must be a new name"), ("other=x", "'other' is not an alias this run migrates")])
 def test_a_bad_split_value_is_one_line_naming_the_option_and_nothing_starts(inventory, value, named):  # noqa: F811
     result = cli("plan", "--inventory", str(inventory), "--split-search-alias", value)
     assert result.returncode == 2, result.stderr
@@ -47,6 +47,14 @@ def test_a_bad_split_value_is_one_line_naming_the_option_and_nothing_starts(inve
 
 
 def test_the_split_cannot_take_a_name_the_inventory_has_nor_strong_identity():
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from esremote.errors import ConfigError  # noqa: PLC0415
+
+    inventory = SimpleNamespace(aliases={ALIAS: None, "my_remote2": None})
+    with pytest.raises(ConfigError, match="'my_remote2' is already an alias of i.yml; name a new alias"):
+        MigrationParams(inventory="i.yml", aliases=[ALIAS], split_search_alias={ALIAS: "my_remote2"}
+                        ).selected_aliases(inventory)
     with pytest.raises(ValueError, match="strong_identity"):
         MigrationParams(inventory="i.yml", split_search_alias={ALIAS: NAME}, strong_identity=True)
     with pytest.raises(ValueError, match="its own new search alias"):
