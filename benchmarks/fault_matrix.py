@@ -713,7 +713,8 @@ def gather_evidence() -> dict:
                           cwd=ROOT, capture_output=True, text=True, timeout=3600,
                           env={**os.environ, "ESREMOTE_REQUIRE_OPENSSH": "1"})
     out = proc.stdout + proc.stderr
-    runs = [ast.literal_eval(line.strip()) for line in out.splitlines() if re.match(r"\s*\{'[^']+': \d+", line)]
+    # pytest -q puts its progress dots before what a test prints: find the dict within the line
+    runs = [ast.literal_eval(m.group(0)) for m in re.finditer(r"\{'[^{}]*\d\}", out)]
     secrets = [line.strip() for line in out.splitlines() if line.strip().startswith("secrets everywhere:")]
     summary = [line for line in out.splitlines() if re.search(r"\d+ (passed|failed)", line)]
     return {"exit": proc.returncode, "bad_inputs": runs[-1] if runs else {}, "secrets": secrets[-1] if secrets else "",
@@ -833,7 +834,9 @@ def main() -> None:
             sys.exit("--report-only needs --results FILE, a file an earlier run wrote")
         measured = [line for line in (args.report.read_text().splitlines() if args.report.exists() else [])
                     if line.startswith("Measured ")]
-        evidence = json.loads(kept.read_text()) if kept.exists() else None
+        evidence = gather_evidence() if args.evidence else json.loads(kept.read_text()) if kept.exists() else None
+        if args.evidence:
+            kept.write_text(json.dumps(evidence, indent=1))
         write_report(load_results(args.results), args.report, header=measured[0] if measured else "",
                      evidence=evidence)
         return

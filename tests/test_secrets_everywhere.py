@@ -3,9 +3,8 @@ secret could end up, searched for every secret value of that lab and of those ru
 
 The runs, on a two-node local and a one-node remote cluster with password-protected keystores, all
 reporting to the session's real Prefect server (tests/fixtures/prefect.py):
-1. `esremote migrate` stopped by a fault (the remote cluster port refuses connections, so the TLS
-   probe that ends prepare_remote fails), then `--resume`d to the end once the fault is off: a
-   resume pair, without a kill;
+1. `esremote migrate` SIGKILLed once prepare_remote has ended (the cross-cluster key made), then
+   `--resume`d to the end: a resume pair, the killed run's console searched too;
 2. `esremote rollback` of that run: the certificate model back;
 3. the deployment path: a flow run of `migrate-remote-cluster/manual` created through the API and run
    by the process worker (tests/fixtures/deployed.py), with `certificate_strategy: provided-ca`: the
@@ -159,11 +158,18 @@ class Evidence:
     prefect_homes: list[Path] = field(default_factory=list)  # this session's, and the server's (its logs, the worker's, the database)
 
 
-def esremote(*args: str, server, state_dir: Path) -> subprocess.CompletedProcess:
+def esremote(*args: str, server, state_dir: Path, kill_at: dict | None = None) -> subprocess.CompletedProcess:
+    """`esremote ARGS`; with `kill_at` (a journal entry), SIGKILLed when the run writes it (the fault
+    matrix's orchestrator: benchmarks/fault_orchestrator.py)."""
     env = {**os.environ, "PREFECT_API_URL": server.url, "ESREMOTE_STATE_DIR": str(state_dir),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    return subprocess.run([sys.executable, "-m", "esremote", *args], env=env, capture_output=True, text=True,
-                          timeout=900)
+    module = "esremote"
+    if kill_at:
+        module = "benchmarks.fault_orchestrator"
+        env |= {"FAULT_MATRIX_HOOK": json.dumps({"at": kill_at, "action": "kill", "mark": str(state_dir / "killed-at")}),
+                "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-m", module, *args], env=env, capture_output=True, text=True,
+                          timeout=900, start_new_session=bool(kill_at))
 
 
 def local_key(lab: Lab) -> str:
@@ -211,16 +217,13 @@ def evidence(lab_factory, prefect_server, deployed, tmp_path_factory) -> Evidenc
     found.argv = ArgvSampler()
     found.argv.start()
     try:
-        # 1. A resume pair without a kill: the remote cluster port refuses connections, so the TLS
-        # probe at the end of prepare_remote fails (before anything of the outage) ...
-        control.fault(lab.dir, "remote-port-blocked")
-        try:
-            first = console(found, "migrate (stopped by a fault)",
-                            esremote("migrate", "-i", inventory, "--yes", server=prefect_server, state_dir=cli_state))
-        finally:
-            control.fault(lab.dir, "remote-port-blocked", off=True)
-        assert first.returncode not in (0, 3), first.stdout[-3000:] + first.stderr[-3000:]
-        assert "status: failed" in first.stdout and ":9443" in first.stdout + first.stderr, first.stdout + first.stderr
+        # 1. A resume pair: the orchestrator SIGKILLed once prepare_remote has made the key (its
+        # console up to then is kept) ...
+        first = console(found, "migrate (killed)", esremote(
+            "migrate", "-i", inventory, "--yes", server=prefect_server, state_dir=cli_state,
+            kill_at={"kind": "note", "step": "phase/prepare_remote", "nth": 1}))
+        assert first.returncode == -9, first.stdout[-3000:] + first.stderr[-3000:]
+        assert "prepare_remote" in first.stderr, first.stderr
         [found.migrate_run] = [p.name for p in (cli_state / "runs").iterdir()]
         # ... and the run is resumed to the end.
         second = console(found, "migrate --resume", esremote("migrate", "-i", inventory, "--yes", "--resume",
@@ -334,7 +337,8 @@ def test_no_secret_in_any_place(evidence, prefect_server):
     text = b"\n".join(searched.values())
     assert evidence.migrate_run.encode() in b"".join(v for k, v in searched.items() if k.startswith("prefect logs"))
     assert evidence.deployment_run.encode() in b"".join(v for k, v in searched.items() if k.startswith("prefect "))
-    assert b"status: failed" in text
+    assert b"make-certificates-remote" in searched["console of migrate (killed)"]  # the killed run's words
+    assert b"status: migrated" in text
     assert any(b"elasticsearch-keystore" in argv for argv in evidence.argv.seen), "no keystore command was sampled"
     # Each key a run made or reused (its journal names it) was looked for.
     used = {json.loads(line)["data"]["key_id"] for state in evidence.state_dirs
