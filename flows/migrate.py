@@ -26,12 +26,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from esremote.errors import EsRemoteError, RollbackError
 from esremote.params import MigrationParams
 from esremote.plan import OUTAGE_PHASES, PHASES
-from esremote.flows.common import remote_info, remove_backups
+from esremote.flows.common import pending_aliases, remote_info, remove_backups
 from esremote.flows.pair_lock import PairBusy, pair_lock
 from esremote.flows.summary import Summary
 from esremote.tasks import reports
 from esremote.tasks.common import install_redaction, run_logger
 from esremote.tasks.runtime import close_run, open_run
+from esremote.tasks.work import record_baseline
 
 
 
@@ -123,6 +124,8 @@ def _apply(run, summary: Summary) -> Summary:
     from esremote.flows.stage_credentials import stage_credentials_flow  # noqa: PLC0415
 
     params = run.params
+    for alias in pending_aliases(run):  # the work as it runs before the first change
+        record_baseline(run.id, alias)
     try:
         for name, fn in (("prepare_remote", prepare_remote_flow), ("stage_local", stage_local_flow)):
             if not _window_allows(run, summary, name):

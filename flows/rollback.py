@@ -49,7 +49,7 @@ from esremote.tasks.common import install_redaction, run_logger
 from esremote.tasks.nodes import keystore_remove, remove_file, restart_node, restore_file, undo_yml
 from esremote.tasks.runtime import Run, close_run, ensure_run, open_run
 from esremote.tasks.split import invalidate_split_key, remove_split_alias, unmove_work
-from esremote.tasks.work import check_work, resume_work, stop_work
+from esremote.tasks.work import check_work, records_of, resume_work, stop_work
 
 PHASE = "rollback"
 UNDO = f"{PHASE}/undo"
@@ -261,6 +261,9 @@ def _undo_preparation(run: Run, steps: _Steps) -> None:
     for alias in run.aliases:
         steps.run(f"verify certificate link {alias} again", verify_certificate, run.id, alias)
     for alias in run.aliases:
+        if records_of(run, alias) is None:  # the outage never began: the work as at the run's start
+            steps.run(f"work of {alias} as before the run", resume_work, run.id, alias, f"{UNDO}/work/{alias}",
+                      baseline=True)
         steps.run(f"work of {alias} still runs", check_work, run.id, alias)
     if steps.failed:
         return

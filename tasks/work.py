@@ -23,6 +23,36 @@ def records_of(run: Run, alias: str) -> list[WorkRecord] | None:
     return [WorkRecord.from_dict(r) for r in first.data["records"]] if first else None
 
 
+def baseline_step(alias: str) -> str:
+    return f"baseline/work/{alias}"
+
+
+def baseline_of(run: Run, alias: str) -> list[WorkRecord] | None:
+    first = run.journal.first_intent(baseline_step(alias))
+    return [WorkRecord.from_dict(r) for r in first.data["records"]] if first else None
+
+
+@task(name="record-baseline", task_run_name="record-baseline-{alias}", **RETRYING)
+def record_baseline(run_id: str, alias: str) -> None:
+    """The work as it is before the run's first change. The preparation's rolling restarts can
+    break the certificate-model link for a while (the node a proxy alias points at restarts), and a
+    transform whose remote stays unreachable past its retries fails: the outage's records and a
+    rollback before the outage take what ran here as what must run again."""
+    run = get_run(run_id)
+    if baseline_of(run, alias) is not None:
+        return
+    local = run.link(alias).local
+    records = xcluster_work.record_work(read_usage(run.es(local), local, alias))
+    run.journal.intent(baseline_step(alias), records=[r.to_dict() for r in records])
+
+
+def _with_baseline(run: Run, alias: str, records: list[WorkRecord]) -> list[WorkRecord]:
+    """An object that ran at the run's start and has failed since is recorded as it was then."""
+    before = {(r.kind, r.id): r for r in baseline_of(run, alias) or []}
+    return [before[(r.kind, r.id)] if r.state == "failed" and getattr(before.get((r.kind, r.id)), "running", False)
+            else r for r in records]
+
+
 def split_name(run: Run, alias: str) -> str | None:
     """The search alias of a consented split, once the run began making its key (journal)."""
     first = run.journal.first_intent(f"prepare_remote/split-key/{alias}")
@@ -50,7 +80,7 @@ def record_work(run_id: str, alias: str) -> list[str]:
         return [r.label for r in records_of(run, alias)]
     local = run.link(alias).local
     usage = read_usage(run.es(local), local, alias)
-    records = xcluster_work.record_work(usage)
+    records = _with_baseline(run, alias, xcluster_work.record_work(usage))
     work = [{"kind": u.kind, "id": u.id, "state": u.state, "owner": u.owner.describe() if u.owner else None,
              "job_id": u.job_id, "job_state": u.job_state, "remote_patterns": list(u.remote.patterns)}
             for u in usage.items]
@@ -59,8 +89,8 @@ def record_work(run_id: str, alias: str) -> list[str]:
     return [f"{r.label} ({r.state})" for r in records]
 
 
-def _apply(run: Run, alias: str, direction: str, step: str) -> list[str]:
-    records = records_of(run, alias)
+def _apply(run: Run, alias: str, direction: str, step: str, baseline: bool = False) -> list[str]:
+    records = baseline_of(run, alias) if baseline else records_of(run, alias)
     if records is None:
         return []
     local = run.link(alias).local
@@ -86,9 +116,10 @@ def stop_work(run_id: str, alias: str, step: str) -> list[str]:
 
 
 @task(name="resume-work", task_run_name="resume-work-{alias}", **RETRYING)
-def resume_work(run_id: str, alias: str, step: str) -> list[str]:
-    """Resume exactly what was stopped: jobs then datafeeds, transforms, patterns, followers."""
-    return _apply(get_run(run_id), alias, "resume", step)
+def resume_work(run_id: str, alias: str, step: str, baseline: bool = False) -> list[str]:
+    """Resume exactly what was stopped: jobs then datafeeds, transforms, patterns, followers. With
+    `baseline`: what ran at the run's start (a rollback before the outage, which stopped nothing)."""
+    return _apply(get_run(run_id), alias, "resume", step, baseline)
 
 
 @task(name="check-work", task_run_name="check-work-{alias}", **RETRYING)
@@ -96,7 +127,7 @@ def check_work(run_id: str, alias: str) -> list[str]:
     """Wait until everything that was running before the run runs again (after rollback's restarts
     a job or transform may take a moment to be reassigned); a ClusterError naming what does not."""
     run = get_run(run_id)
-    records = records_of(run, alias)
+    records = records_of(run, alias) or baseline_of(run, alias)
     if records is None:
         return []
     local = run.link(alias).local

@@ -88,6 +88,16 @@ def test_resume_plan_opens_jobs_then_starts_their_datafeeds_and_skips_what_was_s
     assert xw.plan_resume(records, RUNNING) == []
 
 
+def test_a_transform_that_failed_since_is_force_stopped_then_started_and_nothing_else_moves():
+    """Elasticsearch starts no failed transform (409 "Use force stop and then restart")."""
+    records = xw.record_work(RUNNING)
+    steps = xw.plan_resume(records, usage_with(transform_state="failed"))
+    assert [(s.call.method, s.call.path, dict(s.call.params)) for s in steps] == [
+        ("POST", "/_transform/t-remote/_stop", {"force": "true"}),
+        ("POST", "/_transform/t-remote/_start", {}),
+    ]
+
+
 def test_a_job_open_without_a_running_datafeed_is_closed_and_reopened_but_the_feed_stays_stopped():
     before = usage_with(datafeed_state="stopped")
     records = xw.record_work(before)

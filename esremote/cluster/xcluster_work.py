@@ -135,11 +135,20 @@ def plan_stop(records: Sequence[WorkRecord], now: UsageReport) -> list[WorkStep]
 
 
 def plan_resume(records: Sequence[WorkRecord], now: UsageReport) -> list[WorkStep]:
-    """Resume what was running and is not now; never what was stopped before the migration."""
+    """Resume what was running and is not now; never what was stopped before the migration. A
+    transform that failed meanwhile (its remote unreachable for longer than its retries, during a
+    restart of the remote's nodes) is force-stopped first: Elasticsearch starts no failed transform."""
     states = _states_now(now)
-    steps = [WorkStep(r, "resume", _resume_call(r)) for r in records
-             if r.running and (r.kind, r.id) in states and not is_running(r.kind, states[(r.kind, r.id)])]
-    return sorted(steps, key=lambda s: RESUME_ORDER.index(s.record.kind))
+    steps = []
+    for r in records:
+        state = states.get((r.kind, r.id))
+        if not r.running or state is None or is_running(r.kind, state):
+            continue
+        if r.kind == "transform" and state == "failed":
+            steps.append(WorkStep(r, "resume", ApiCall("POST", f"/_transform/{segment(r.id)}/_stop",
+                                                       params={"force": "true"}, target=r.label)))
+        steps.append(WorkStep(r, "resume", _resume_call(r)))
+    return sorted(steps, key=lambda s: RESUME_ORDER.index(s.record.kind))  # stable: the force stop first
 
 
 # --- applying -------------------------------------------------------------------------------------
