@@ -7,19 +7,23 @@ is assigned`). One lab, in order:
 (a) without the option the migration is refused before anything changes, with that reason;
 (b) with it, an automatic rollback after the move (the search key invalidated on the remote once the
     search alias is added) puts every source, role and the alias back and leaves no valid key;
-(c) with it again, the migration ends migrated: two keys (search with DLS, replication), followers
-    on the original alias, the transform and datafeed reading through the search alias, and a
-    cross-cluster search through it returns only what the DLS query allows.
+(c) with it again, the orchestrator dies once the work has moved, and `--resume` ends it migrated:
+    two keys (search with DLS, replication), followers on the original alias, the transform and
+    datafeed reading through the search alias (resumed with their new sources), and a cross-cluster
+    search through it returns only what the DLS query allows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 
 import pytest
 
 from esremote.cluster.privileges import SEARCH_DLS_WITH_REPLICATION
-from tests.test_e2e_migration import done, esremote, journal, running, wait_for, work_states
+from tests.test_e2e_migration import done, esremote, journal, reached, running, wait_for, work_states
 from tests.test_flows import shared_prefect_api
 from tests.test_key_access_lab import now_doc, remote_refusal, total
 
@@ -96,11 +100,22 @@ def test_mixed_dls_search_and_replication_is_refused_then_split_with_consent(lab
     assert running(wait_for("the work to run again", lambda: work_states(lab), timeout=120)) == \
         {k: True for k in work_states(lab)}
 
-    # (c) consent: migrated, two keys, replication on the alias, searches through the search alias
-    result = esremote("migrate", "--inventory", str(lab.inventory), "--yes", "--split-search-alias",
-                      f"{ALIAS}={NAME}", "--output", "json", prefect_api=prefect_api, state_dir=tmp_path / "run")
+    # (c) consent; the orchestrator dies after the move, the resumed run ends migrated
+    first = esremote("migrate", "--inventory", str(lab.inventory), "--yes", "--split-search-alias",
+                     f"{ALIAS}={NAME}", prefect_api=prefect_api, state_dir=tmp_path / "run", wait=False)
+    try:
+        reached(first, tmp_path / "run", f"reconnect/move-work/{ALIAS}")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+        first.communicate()
+    [run_id] = [p.name for p in (tmp_path / "run" / "runs").iterdir()]
+    result = esremote("migrate", "--inventory", str(lab.inventory), "--yes", "--resume", run_id, "--output", "json",
+                      prefect_api=prefect_api, state_dir=tmp_path / "run")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert json.loads(result.stdout)["status"] == "migrated"
+    assert json.loads(result.stdout)["status"] == "migrated" and json.loads(result.stdout)["run_id"] == run_id
+    moves = [e for e in journal(tmp_path / "run") if e["step"] == f"reconnect/move-work/{ALIAS}"]
+    assert [e["kind"] for e in moves] == ["intent", "done"]  # moved once, by the first attempt
     info = local.cluster.remote_info()
     for alias in (ALIAS, NAME):
         assert info[alias]["connected"] and info[alias]["cluster_credentials"] == "::es_redacted::"
