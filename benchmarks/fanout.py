@@ -56,16 +56,9 @@ from esremote.errors import is_transient
 from esremote.fanout import fan_out
 from esremote.lab.ops import control, labfiles
 from esremote.lab.ops.builder import DEFAULT_VERSION
+from esremote.node_settings import CA_MODE, P12_MODE, SERVER_CA, SERVER_P12, SERVER_P12_PASSWORD, remote_server_settings
 from esremote.params import MigrationParams
-from esremote.plan import (
-    CA_MODE,
-    P12_MODE,
-    SERVER_CA,
-    SERVER_P12,
-    SERVER_P12_PASSWORD,
-    build_plan,
-    remote_server_settings,
-)
+from esremote.plan import build_plan
 from esremote.preflight import preflight
 from esremote.tasks.certs import make_certificates, p12_path, password_path
 from esremote.tasks.common import RETRYING

@@ -22,7 +22,7 @@ from ruamel.yaml.comments import CommentedMap
 
 from esremote.errors import EsRemoteError
 from esremote.esyml import EsYml
-from esremote.plan import local_client_settings, remote_server_settings
+from esremote.node_settings import local_client_settings, remote_server_settings
 
 # Beside the clone, as the tests find it (tests/conftest.py).
 TESTDATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "elasticsearch-yml"

@@ -6,10 +6,14 @@ anything changes (pyinfra style: facts in, changes out; no I/O here).
     plan.to_markdown()                      # the Prefect artifact and `esremote plan`
     plan.rows()                             # the table artifact: one row per change
 
-The same desired-state functions serve the plan and the apply steps (`remote_server_settings`,
-`local_client_settings`, `credentials_setting`), so what is shown is what is done. A change that the
-facts show as already made is left out: a plan after a finished migration is empty of changes.
-Secrets never appear: keystore entries are names, API keys are "created at run time".
+The same desired-state functions serve the plan and the apply steps (`esremote.node_settings`:
+`remote_server_settings`, `local_client_settings`, `credentials_setting`; `esremote.alias_target`),
+so what is shown is what is done. A change that the facts show as already made is left out: a plan
+after a finished migration is empty of changes. Secrets never appear: keystore entries are names,
+API keys are "created at run time".
+
+Around it: the facts model (`esremote.plan_facts`), the consented split (`esremote.split_plan`) and
+the Markdown (`esremote.plan_report`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
+from esremote.alias_target import target_alias_settings, target_saved
 from esremote.cluster.api_key import certificate_identity
 from esremote.cluster.remote_settings import (
     ApiCall,
@@ -26,28 +31,28 @@ from esremote.cluster.remote_settings import (
     plan_readd,
     plan_removal,
     plan_restore,
-    readd_body,
-    split_address,
 )
-from esremote.cluster.facts import parse_version
 from esremote.durations import DAY_MS, duration_ms
 from esremote.esyml import EsYml, unified_diff
+from esremote.node_settings import (
+    CA_MODE,
+    CLIENT_CA,
+    P12_MODE,
+    SERVER_CA,
+    SERVER_P12,
+    SERVER_P12_PASSWORD,
+    credentials_setting,
+    local_client_settings,
+    local_signing_settings,
+    remote_settings_for,
+    signing_files,
+)
 from esremote.params import MigrationParams
 from esremote.pki import signing_dn
+from esremote.plan_facts import AliasState, MigrationFacts, NodeState, WorkItem
+from esremote.split_plan import split_alias_settings, split_summary, work_moves
 
-# Names on the nodes (relative to the config directory, as Elasticsearch resolves them).
-SERVER_P12 = "certs/remote-cluster.p12"
-SERVER_CA = "certs/remote-cluster-ca.crt"      # public copy of the CA on the remote nodes
-CLIENT_CA = "remote-cluster-ca.crt"            # what the local nodes trust for :9443
-SERVER_P12_PASSWORD = "xpack.security.remote_cluster_server.ssl.keystore.secure_password"
-# Modes of the files esremote adds under the config directory; a new file also gets the directory's
-# owner and group (root:elasticsearch in a deb/rpm install) and a file already there keeps its own
-# (es-facts §12). The p12 holds a private key: group-readable for Elasticsearch, never world-readable.
-P12_MODE, CA_MODE = 0o660, 0o644
 RELOADABLE = (8, 13, 0)
-# Strong identity verification (9.3 technical preview): the remote trusts signing certificates its
-# own CA signed (the remote cluster server's CA, already on its nodes as SERVER_CA).
-SIGNING_CAS = "cluster.remote.signing.certificate_authorities"
 
 Phase = Literal["prepare_remote", "stage_local", "stage_credentials", "stop_cross_cluster_ops", "reconnect",
                 "verify", "resume_cross_cluster_ops"]
@@ -57,177 +62,6 @@ PHASES: tuple[str, ...] = ("prepare_remote", "stage_local", "stage_credentials",
 # certificate-model link and the work running.
 OUTAGE_PHASES: tuple[str, ...] = PHASES[3:]
 Kind = Literal["yml", "keystore", "file", "api", "restart", "reload", "probe", "secret"]
-
-
-def credentials_setting(alias: str) -> str:
-    return f"cluster.remote.{alias}.credentials"
-
-
-def remote_server_settings(address: str, port: int) -> dict[str, Any]:
-    """elasticsearch.yml of a remote node: the remote cluster server, TLS from the node's p12."""
-    return {
-        "remote_cluster_server.enabled": True,
-        "remote_cluster.host": address,
-        "remote_cluster.port": port,
-        "xpack.security.remote_cluster_server.ssl.enabled": True,
-        "xpack.security.remote_cluster_server.ssl.keystore.path": SERVER_P12,
-    }
-
-
-def local_client_settings() -> dict[str, Any]:
-    """elasticsearch.yml of a local node: trust the remote cluster servers' CAs (es-facts §11.3: the
-    prefix is `xpack.security.`)."""
-    return {
-        "xpack.security.remote_cluster_client.ssl.enabled": True,
-        "xpack.security.remote_cluster_client.ssl.certificate_authorities": [CLIENT_CA],
-    }
-
-
-def signing_files(alias: str) -> tuple[str, str]:
-    """The local nodes' signing certificate and key for `alias`, under the config directory; the
-    key is written like the p12 (P12_MODE: group-readable, never world-readable)."""
-    return f"certs/remote-signing-{alias}.crt", f"certs/remote-signing-{alias}.key"
-
-
-def local_signing_settings(aliases: list[str]) -> dict[str, Any]:
-    """elasticsearch.yml of a local node: each alias signs with its certificate (strong identity)."""
-    out: dict[str, Any] = {}
-    for alias in aliases:
-        cert, key = signing_files(alias)
-        out[f"cluster.remote.{alias}.signing.certificate"] = cert
-        out[f"cluster.remote.{alias}.signing.key"] = key
-    return out
-
-
-def remote_signing_settings(yml_text: str | None) -> dict[str, Any]:
-    """elasticsearch.yml of a remote node: trust signing certificates of its own CA, keeping the
-    files it already trusts for other local clusters."""
-    existing = EsYml.parse(yml_text).get(SIGNING_CAS) if yml_text else None
-    files = [existing] if isinstance(existing, str) else list(existing or [])
-    return {SIGNING_CAS: files + [SERVER_CA] if SERVER_CA not in files else files}
-
-
-def remote_settings_for(params: MigrationParams, address: str, port: int, yml_text: str | None) -> dict[str, Any]:
-    """All the settings prepare_remote gives a remote node."""
-    wanted = remote_server_settings(address, port)
-    if params.strong_identity:
-        wanted.update(remote_signing_settings(yml_text))
-    return wanted
-
-
-# ------------------------------------------------------------------------------------------ facts
-
-
-@dataclass
-class NodeState:
-    """One node as SSH shows it: its elasticsearch.yml text, keystore entry names, files present."""
-
-    cluster: str
-    name: str
-    address: str
-    version: str = ""
-    yml: str = ""
-    keystore: list[str] | None = None           # entry names; None when it could not be read
-    files: dict[str, bool] = field(default_factory=dict)  # config-relative path -> exists
-    config_dir: str = ""
-    service_user: str = ""
-
-    @property
-    def key(self) -> str:
-        return f"{self.cluster}/{self.name}"
-
-    def settings(self) -> dict[str, Any]:
-        return EsYml(self.yml, source=f"{self.key}: elasticsearch.yml").flat() if self.yml else {}
-
-
-@dataclass
-class WorkItem:
-    """A piece of cross-cluster work on the local cluster that uses the alias (`esremote.cluster.usage`)."""
-
-    kind: Literal["transform", "datafeed", "follower", "auto_follow_pattern"]
-    id: str
-    state: str                       # as the cluster reports it (started, active, paused, ...)
-    owner: str | None = None         # who owns it, as far as Elasticsearch says
-    job_id: str | None = None        # a datafeed's anomaly detection job
-    job_state: str | None = None
-    remote_patterns: list[str] = field(default_factory=list)
-
-    @property
-    def running(self) -> bool:
-        if self.kind == "datafeed":
-            return self.state in ("started", "starting") or self.job_state in ("opened", "opening")
-        return self.state in ("started", "indexing", "waiting", "active")
-
-
-@dataclass
-class RoleChange:
-    """A local role that gets `remote_indices` for the alias."""
-
-    role: str
-    remote_indices: list[dict[str, Any]]
-    already: bool = False            # the role has them already
-
-
-@dataclass
-class AliasState:
-    alias: str
-    local: str
-    remote: str
-    defined_in: Literal["settings", "yml"] = "settings"
-    saved: dict[str, Any] | None = None          # SavedRemote.to_dict() when defined in settings
-    yml_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> alias settings
-    remote_info: dict[str, Any] = field(default_factory=dict)
-    work: list[WorkItem] = field(default_factory=list)
-    roles: list[RoleChange] = field(default_factory=list)
-    key_access: dict[str, Any] = field(default_factory=dict)   # cross-cluster API key `access`
-    key_access_review: dict[str, Any] | None = None  # access=from-usage: `key_access.AccessReview.to_dict()`
-    key_exists: bool = False                     # an earlier run of this migration made the key
-    # split_search_alias consented and needed: {"alias": NAME, "access": the search key's access}
-    split: dict[str, Any] | None = None
-
-    @property
-    def split_alias(self) -> str | None:
-        return (self.split or {}).get("alias")
-
-    @property
-    def migrated(self) -> bool:
-        return self.remote_info.get("cluster_credentials") == "::es_redacted::" and bool(
-            self.remote_info.get("connected"))
-
-
-@dataclass
-class MigrationFacts:
-    clusters: dict[str, dict[str, Any]]          # name -> {"versions": {node: "8.15.0"}, "role": ...}
-    nodes: list[NodeState]
-    aliases: list[AliasState]
-    remote_cluster_port: dict[str, int] = field(default_factory=dict)  # remote cluster -> port
-    secret_store: str = "file"                   # "prefect" when a Prefect API server keeps the key
-    # 9.x local cluster -> its aliases still on the certificate model (deprecations.CertificateModelAliases)
-    certificate_model: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def nodes_of(self, cluster: str) -> list[NodeState]:
-        return [n for n in self.nodes if n.cluster == cluster]
-
-    def min_version(self, cluster: str) -> tuple[int, int, int]:
-        versions = [parse_version(v) for v in self.clusters.get(cluster, {}).get("versions", {}).values()]
-        versions += [parse_version(n.version) for n in self.nodes_of(cluster) if n.version]
-        return min(versions, default=(0, 0, 0))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MigrationFacts:
-        return cls(
-            clusters=data["clusters"],
-            nodes=[NodeState(**n) for n in data["nodes"]],
-            aliases=[AliasState(**{**a, "work": [WorkItem(**w) for w in a.get("work", [])],
-                                   "roles": [RoleChange(**r) for r in a.get("roles", [])]})
-                     for a in data["aliases"]],
-            remote_cluster_port=data.get("remote_cluster_port", {}),
-            secret_store=data.get("secret_store", "file"),
-            certificate_model=data.get("certificate_model", {}),
-        )
 
 
 # ------------------------------------------------------------------------------------------ changes
@@ -278,81 +112,9 @@ class Plan:
                 "outage": asdict(self.outage), "notes": self.notes, "access": self.access, "split": self.split}
 
     def to_markdown(self) -> str:
-        lines = [f"# Migration plan: {', '.join(self.aliases)}", ""]
-        lines += [f"- {note}" for note in self.notes]
-        lines += ["", "## Expected outage", "",
-                  f"- Cross-cluster work paused: {', '.join(self.outage.work_stopped) or 'none'}",
-                  f"- Credentials loaded by: {self.outage.credentials}",
-                  f"- Restarts while paused: {', '.join(self.outage.restarts_in_window) or 'none'}",
-                  f"- Estimate: {self.outage.estimate}", ""]
-        for alias, review in self.access.items():
-            lines += access_markdown(alias, review)
-        for alias, split in self.split.items():
-            lines += split_markdown(alias, split)
-        for phase in PHASES:
-            changes = self.for_phase(phase)
-            lines += [f"## {phase}", ""]
-            if not changes:
-                lines += ["Nothing to do.", ""]
-                continue
-            lines += ["| target | kind | change |", "|---|---|---|"]
-            lines += [f"| {c.target} | {c.kind} | {_cell(c.summary)}{' **(disruptive)**' if c.disruptive else ''} |"
-                      for c in changes]
-            details = [c for c in changes if c.detail]
-            for c in details:
-                lang = "diff" if c.kind == "yml" else ("json" if c.kind == "api" else "")
-                lines += ["", f"**{c.target}: {c.summary}**", "", f"```{lang}", c.detail.rstrip("\n"), "```"]
-            lines.append("")
-        return "\n".join(lines)
+        from esremote.plan_report import plan_markdown  # noqa: PLC0415 - it reads PHASES from here
 
-
-def access_markdown(alias: str, review: dict[str, Any]) -> list[str]:
-    """The from-usage key access of one alias: its diff against the role copy, what each entry
-    serves, and what the role copy allows that this key would stop."""
-    lines = [f"## Key access of `{alias}`: from usage", "",
-             "Narrower than the copy of the remote roles." if review.get("narrower")
-             else "The same as the copy of the remote roles: everything it grants is used.", ""]
-    if review.get("diff"):
-        lines += ["```diff", review["diff"].rstrip("\n"), "```", ""]
-    sections = (("What each entry serves", "serves"),
-                ("What would stop working (the role copy allows it, this key does not)", "lost"),
-                ("Used but granted by neither access", "ungranted"))
-    for title, key in sections:
-        if review.get(key):
-            lines += [f"**{title}**", ""] + [f"- {line}" for line in review[key]] + [""]
-    return lines
-
-
-def split_markdown(alias: str, split: dict[str, Any]) -> list[str]:
-    """The consented split of one alias: both keys, the new alias, what moves, what users change."""
-    name = split["alias"]
-    lines = [f"## Split of `{alias}`: searches move to the new alias `{name}`", "",
-             f"Elasticsearch refuses one key with DLS/FLS search and replication (`search does not support "
-             f"document or field level security if replication is assigned`); with your consent "
-             f"(`--split-search-alias {alias}={name}`) the run makes two keys on two aliases to {split['remote']}.", "",
-             f"- `{alias}` keeps the replication (followers and auto-follow patterns stay on it). Its key:",
-             "", "```json", json.dumps(split["replication_access"], indent=2, sort_keys=True), "```", "",
-             f"- `{name}` is a new alias, defined in the persistent cluster settings on the API-key model "
-             f"({_settings_text(split['settings'])}). Its key (the search, with its DLS/FLS):",
-             "", "```json", json.dumps(split["search_access"], indent=2, sort_keys=True), "```", ""]
-    moved = split.get("moves") or []
-    lines += ["**Moved to `" + name + "` during the outage**", ""]
-    lines += [f"- {m}" for m in moved] or ["- no transform or datafeed searches through the alias"]
-    lines += [f"- local role {r}: its remote_indices entries for `{alias}` that grant search also list `{name}`"
-              for r in split.get("roles") or []]
-    lines += ["", f"**What you must change yourself:** every search that names `{alias}:<index>` (users, "
-              f"dashboards, scripts, saved queries) must name `{name}:<index>` from now on: through `{alias}` "
-              "only replication is allowed, and such a search is refused by the remote cluster "
-              "(403). Rollback puts every moved source, role and the alias back, and invalidates both keys.", ""]
-    return lines
-
-
-def _settings_text(settings: dict[str, Any]) -> str:
-    return ", ".join(f"{k}: {v}" for k, v in sorted(settings.items()))
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+        return plan_markdown(self)
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -696,88 +458,3 @@ def _verify(alias: AliasState, facts: MigrationFacts) -> list[Change]:
         checks += [f"{name}: GET _remote/info on every local node: connected, cluster_credentials redacted",
                    f"{name}: a cross-cluster request on every local node and a search per pattern the moved work reads"]
     return [Change("verify", "probe", alias.local, check, alias=alias.alias) for check in checks]
-
-
-# ------------------------------------------------------------------------------ the consented split
-
-
-def split_alias_settings(params: MigrationParams, facts: MigrationFacts, alias: AliasState) -> dict[str, Any]:
-    """The new search alias's settings: those the alias gets on the remote cluster port (same mode,
-    proxy address or seeds, options), all of them persistent."""
-    if alias.defined_in == "yml":
-        current = next(iter(alias.yml_settings.values()), {})
-        return target_alias_settings(params, facts, alias, current) if current else {}
-    if not alias.saved:
-        return {}
-    target = target_saved(params, facts, alias, SavedRemote.from_dict(alias.saved))
-    body = readd_body(alias.alias, target, facts.remote_cluster_port.get(alias.remote, 9443))
-    prefix = f"cluster.remote.{alias.alias}."
-    return {k[len(prefix):]: v for layer in ("persistent", "transient") for k, v in (body.get(layer) or {}).items()}
-
-
-def work_moves(alias: AliasState) -> list[str]:
-    """What moves to the search alias, one line per transform or datafeed."""
-    name = alias.split_alias
-    lines = []
-    for w in alias.work:
-        if w.kind in ("transform", "datafeed") and w.remote_patterns:
-            api = "POST _transform/{}/_update (source.index)" if w.kind == "transform" else \
-                "POST _ml/datafeeds/{}/_update (indices)"
-            moves = ", ".join(f"{alias.alias}:{p} -> {name}:{p}" for p in w.remote_patterns)
-            lines.append(f"{w.kind} {w.id}: {moves}; {api.format(w.id)}")
-    return lines
-
-
-def split_summary(params: MigrationParams, facts: MigrationFacts, alias: AliasState) -> dict[str, Any]:
-    searching = {"read", "read_cross_cluster", "all"}
-    roles = [r.role for r in alias.roles
-             if any(searching & {str(p) for p in e.get("privileges") or []} for e in r.remote_indices)]
-    return {"alias": alias.split_alias, "remote": alias.remote, "replication_access": alias.key_access,
-            "search_access": alias.split["access"], "settings": split_alias_settings(params, facts, alias),
-            "moves": work_moves(alias), "roles": roles}
-
-
-# ------------------------------------------------------------------------------ alias target settings
-
-
-def target_saved(params: MigrationParams, facts: MigrationFacts, alias: AliasState,
-                 saved: SavedRemote) -> SavedRemote:
-    """The alias's settings to re-add, before the port move: the saved ones, in the wanted mode."""
-    mode = saved.mode if params.connection_mode == "keep" else params.connection_mode
-    if mode == saved.mode:
-        return saved
-    return SavedRemote(saved.alias, **{layer: switch_mode(dict(saved.layer(layer)), mode, facts, alias)
-                                       for layer in saved.layers})
-
-
-def target_alias_settings(params: MigrationParams, facts: MigrationFacts, alias: AliasState,
-                          current: dict[str, Any]) -> dict[str, Any]:
-    """An alias defined in elasticsearch.yml: its settings on the remote cluster port."""
-    from esremote.cluster.remote_settings import yml_readd  # noqa: PLC0415
-
-    mode = str(current.get("mode", "sniff")).lower()
-    wanted = mode if params.connection_mode == "keep" else params.connection_mode
-    settings = switch_mode(dict(current), wanted, facts, alias) if wanted != mode else dict(current)
-    port = facts.remote_cluster_port.get(alias.remote, 9443)
-    edit = yml_readd(alias.alias, {"n": settings}, port)["n"]
-    prefix = f"cluster.remote.{alias.alias}."
-    return {k[len(prefix):]: v for k, v in edit.set.items()}
-
-
-def switch_mode(settings: dict[str, Any], mode: str, facts: MigrationFacts, alias: AliasState) -> dict[str, Any]:
-    """Settings of the other mode: proxy points at the first remote node, sniff seeds up to three."""
-    from esremote.cluster.remote_settings import PROXY_KEYS, SNIFF_KEYS  # noqa: PLC0415
-
-    port = facts.remote_cluster_port.get(alias.remote, 9443)
-    addresses = [f"{n.address}:{port}" for n in facts.nodes_of(alias.remote)]
-    drop = SNIFF_KEYS if mode == "proxy" else PROXY_KEYS
-    out = {k: v for k, v in settings.items() if k not in drop}
-    out["mode"] = mode
-    if mode == "proxy":
-        out["proxy_address"] = addresses[0]
-    else:
-        out["seeds"] = addresses[:3]
-    for address in addresses[:1]:
-        split_address(address, what=f"remote cluster {alias.remote} node address")
-    return out
-

@@ -6,7 +6,8 @@ from __future__ import annotations
 from prefect import flow
 
 from esremote.params import MigrationParams
-from esremote.plan import MigrationFacts, Plan, build_plan
+from esremote.plan import Plan, build_plan
+from esremote.plan_facts import MigrationFacts
 from esremote.tasks import reports
 from esremote.tasks.runtime import ensure_run
 

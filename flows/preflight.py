@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect import flow, unmapped
 
 from esremote.params import MigrationParams
-from esremote.plan import MigrationFacts
+from esremote.plan_facts import MigrationFacts
 from esremote.tasks import reports
 from esremote.tasks.facts import involved_nodes, migration_facts, owner_roles, preflight_alias, read_access, read_node
 from esremote.tasks.runtime import ensure_run

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from prefect import flow
 
+from esremote.node_settings import CA_MODE, P12_MODE, SERVER_CA, SERVER_P12, SERVER_P12_PASSWORD, remote_settings_for
 from esremote.params import MigrationParams
-from esremote.plan import CA_MODE, P12_MODE, SERVER_CA, SERVER_P12, SERVER_P12_PASSWORD, remote_settings_for
 from esremote.flows.common import pending_aliases, phase_done, remotes_of, wait_all
 from esremote.tasks.certs import make_certificates, p12_path, password_path
 from esremote.tasks.cluster import alias_facts, cross_cluster_key, facts_of, probe

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from prefect import flow
 
+from esremote.alias_target import target_alias_settings
 from esremote.params import MigrationParams
-from esremote.plan import credentials_by, target_alias_settings
+from esremote.plan import credentials_by
 from esremote.flows.common import locals_of, pending_aliases, phase_done, wait_all
 from esremote.flows.stage_credentials import PHASE as STAGED
 from esremote.flows.stage_credentials import stage_credentials

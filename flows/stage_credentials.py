@@ -25,8 +25,8 @@ from datetime import datetime
 from prefect import flow
 
 from esremote.flows.common import locals_of, pending_aliases, phase_done, wait_all
+from esremote.node_settings import credentials_setting
 from esremote.params import MigrationParams
-from esremote.plan import credentials_setting
 from esremote.tasks.cluster import credentials_file, facts_of, update_roles
 from esremote.tasks.nodes import keystore_add
 from esremote.tasks.common import run_logger

@@ -9,8 +9,15 @@ from prefect import flow, task
 
 from esremote.esyml import EsYml
 from esremote.files import atomic_write
+from esremote.node_settings import (
+    CA_MODE,
+    CLIENT_CA,
+    P12_MODE,
+    local_client_settings,
+    local_signing_settings,
+    signing_files,
+)
 from esremote.params import MigrationParams
-from esremote.plan import CA_MODE, CLIENT_CA, P12_MODE, local_client_settings, local_signing_settings, signing_files
 from esremote.flows.common import locals_of, pending_aliases, phase_done, wait_all
 from esremote.tasks.certs import ensure_ca_known, pki_dir, signing_paths
 from esremote.tasks.cluster import verify_certificate

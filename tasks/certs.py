@@ -28,8 +28,8 @@ from prefect import task
 from esremote.errors import CertificateError
 from esremote.fanout import fan_out
 from esremote.files import atomic_write
+from esremote.node_settings import SERVER_CA
 from esremote.pki import CertificateAuthority, issue, signing_dn, to_pkcs12
-from esremote.plan import SERVER_CA
 from esremote.redact import default_redactor
 from esremote.tasks.common import RETRYING, run_logger
 from esremote.tasks.nodes import read_text

@@ -19,6 +19,7 @@ from typing import Any
 
 from prefect import task
 
+from esremote.alias_target import target_saved
 from esremote.cluster import key_access, privileges, remote_settings, split_search
 from esremote.cluster.api_key import (certificate_identity, ensure_cross_cluster_key, invalidate_key,
                                       list_cross_cluster_keys)
@@ -27,7 +28,7 @@ from esremote.cluster.reload import reload_secure_settings
 from esremote.cluster.remote_settings import SavedRemote
 from esremote.errors import ClusterError
 from esremote.pki import signing_dn
-from esremote.plan import AliasState, MigrationFacts, target_saved
+from esremote.plan_facts import AliasState, MigrationFacts
 from esremote.probes import probe_remote_cluster
 from esremote.verify import verify_api_key_link, verify_certificate_link
 from esremote.tasks import reports

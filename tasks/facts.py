@@ -10,16 +10,8 @@ from prefect import task
 
 from esremote.cluster.remote_settings import SavedRemote
 from esremote.node_keystore import NodeKeystore
-from esremote.plan import (
-    CLIENT_CA,
-    SERVER_CA,
-    SERVER_P12,
-    AliasState,
-    MigrationFacts,
-    NodeState,
-    RoleChange,
-    WorkItem,
-)
+from esremote.node_settings import CLIENT_CA, SERVER_CA, SERVER_P12
+from esremote.plan_facts import AliasState, MigrationFacts, NodeState, RoleChange, WorkItem
 from esremote.preflight import PreflightReport, preflight
 from esremote.tasks.common import RETRYING, run_logger
 from esremote.tasks.privileges import alias_access

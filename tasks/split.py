@@ -20,7 +20,7 @@ from esremote.cluster.calls import perform
 from esremote.cluster.client import mapped_errors, poll
 from esremote.cluster.remote_settings import SavedRemote
 from esremote.errors import ClusterError
-from esremote.plan import split_alias_settings
+from esremote.split_plan import split_alias_settings
 from esremote.verify import verify_api_key_link
 from esremote.tasks.cluster import _encoded_id, alias_facts, facts_of, remote_info
 from esremote.tasks.common import RETRYING, run_logger

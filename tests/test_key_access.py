@@ -17,7 +17,8 @@ from esremote.cluster.api_key import same_access
 from esremote.cluster.usage import find_usage
 from esremote.errors import PreconditionError
 from esremote.params import MigrationParams
-from esremote.plan import AliasState, MigrationFacts, build_plan
+from esremote.plan import build_plan
+from esremote.plan_facts import AliasState, MigrationFacts
 
 ALIAS = "my_remote"
 READ = ["read", "read_cross_cluster", "view_index_metadata"]

@@ -12,21 +12,16 @@ from pydantic import ValidationError
 from esremote.errors import ConfigError, PreconditionError
 from esremote.esyml import EsYml
 from esremote.inventory import Inventory
-from esremote.params import MigrationParams
-from esremote.plan import (
+from esremote.node_settings import (
     CLIENT_CA,
-    OUTAGE_PHASES,
     SERVER_P12,
     SERVER_P12_PASSWORD,
-    AliasState,
-    MigrationFacts,
-    NodeState,
-    RoleChange,
-    WorkItem,
-    build_plan,
     local_client_settings,
     remote_server_settings,
 )
+from esremote.params import MigrationParams
+from esremote.plan import OUTAGE_PHASES, build_plan
+from esremote.plan_facts import AliasState, MigrationFacts, NodeState, RoleChange, WorkItem
 
 ALIAS = "my_remote"
 DOCKER_TLS = "028-AlanNggg-docker-elk-tls-8.7.yml"        # a TLS-enabled node, no remote settings

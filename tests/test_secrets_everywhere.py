@@ -47,8 +47,8 @@ from cryptography.hazmat.primitives import serialization
 from esremote.inventory import load_inventory
 from esremote.keystore import Keystore
 from esremote.lab.ops import control
+from esremote.node_settings import CLIENT_CA, SERVER_P12, SERVER_P12_PASSWORD
 from esremote.pki import CertificateAuthority, key_to_pem_aes128, load_pkcs12
-from esremote.plan import CLIENT_CA, SERVER_P12, SERVER_P12_PASSWORD
 from esremote.secrets import SecretRef
 from tests.fixtures.deployed import logs, start, wait_final, wait_for
 from tests.fixtures.lab import Lab

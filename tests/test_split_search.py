@@ -17,7 +17,8 @@ from esremote.cluster import privileges as pv
 from esremote.cluster import split_search as ss
 from esremote.errors import PreconditionError
 from esremote.params import MigrationParams
-from esremote.plan import AliasState, MigrationFacts, NodeState, WorkItem, build_plan
+from esremote.plan import build_plan
+from esremote.plan_facts import AliasState, MigrationFacts, NodeState, WorkItem
 from esremote.tasks.privileges import _derive
 from tests.test_cli_migrate import inventory, one_line_error  # noqa: F401 - the fixture
 from tests.test_key_access import ALIAS, READ, REMOTE_ROLES, derive, index, role
