@@ -26,7 +26,8 @@ from esremote.cluster.api_key import certificate_identity, key_name
 from esremote.cluster.facts import ClusterFacts, NodeFacts
 from esremote.esyml import EsYml
 from esremote.pki import signing_dn
-from esremote.preflight import PreflightReport, _strong_identity
+from esremote.preflight import PreflightReport
+from esremote.preflight.cluster_checks import _strong_identity
 from tests.test_e2e_migration import (ALIAS, connected_on_every_local_node, esremote, journal, node_files,
                                       prefect_api, searches_on_every_local_node, wait_for)  # noqa: F401
 

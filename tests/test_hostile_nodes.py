@@ -17,7 +17,8 @@ from esremote.esyml import EsYml
 from esremote.inventory import Auth, Cluster, Inventory, Node, SecretRef, SSHSettings
 from esremote.keystore import CODEC_MAGIC, FOOTER_MAGIC, Keystore
 from esremote.node_keystore import NodeKeystore
-from esremote.preflight import NodeCheck, PreflightReport, _read_yml
+from esremote.preflight import NodeCheck, PreflightReport
+from esremote.preflight.node_checks import _read_yml
 from esremote.ssh import CommandTimeoutError, SSHPool
 
 RUN = "20260101T000000Z"
