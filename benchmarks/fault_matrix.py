@@ -647,6 +647,7 @@ class Labs:
         self.current = None
         self.options: dict | None = None
         self.count = 0
+        self.nets: set[int] = set()  # a killed run's leases name its lab's addresses: never reuse them
 
     def get(self, extra: dict):
         from tests.fixtures.lab import Lab, free_net  # noqa: PLC0415
@@ -661,7 +662,9 @@ class Labs:
         lab_dir = self.base / f"lab-{self.count}"
         lab_dir.mkdir(mode=0o755)
         lab_dir.chmod(0o755)  # the nodes run as elasticsearch when root runs this
-        control.up(lab_dir, {**options, "net": free_net()})
+        net = next(n for n in iter(free_net, None) if n not in self.nets)
+        self.nets.add(net)
+        control.up(lab_dir, {**options, "net": net})
         self.current, self.options = Lab.read(lab_dir), options
         return self.current
 

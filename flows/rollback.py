@@ -35,6 +35,7 @@ from esremote.journal import Entry
 from esremote.params import MigrationParams
 from esremote.plan import RELOADABLE, credentials_by
 from esremote.flows.common import locals_of, phase_done, remote_info, remotes_of, remove_backups
+from esremote.flows.pair_lock import release_stale_leases
 from esremote.flows.summary import Summary
 from esremote.tasks.cluster import (
     facts_of,
@@ -280,6 +281,9 @@ def run_rollback(params: MigrationParams) -> Summary:
     """`esremote rollback RUN_ID`: the rollback flow on its own, for a run found in the journal."""
     install_redaction()
     run = open_run(params)
+    # The run's orchestrator died holding its pair's concurrency slots (this command is for a run
+    # that is not running any more): give them back now rather than when the server expires them.
+    release_stale_leases(run)
     summary = Summary(run_id=run.id, status="rollback-failed", aliases=run.aliases,
                       journal_dir=str(run.journal.run_dir), remote_info_before=remote_info(run))
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 import yaml
 
 from esremote.flows.fleet import child_params, pairs_of
@@ -66,3 +67,31 @@ def test_a_fleet_runs_one_migration_per_pair_of_every_inventory(tmp_path):
         "restart_strategy": "auto", "no_wait": True, "window_end": "2026-12-12T06:00:00+00:00",
         "state_dir": str(tmp_path / "s")}
     assert "window_end" not in child_params(params, pairs[2], None)
+
+
+def test_the_slots_a_dead_run_held_are_given_back_by_its_rollback_or_resume(request, tmp_path):
+    """A SIGKILLed run keeps its lease until the server expires it; `esremote rollback RUN_ID` and
+    `migrate --resume` give it back first (release_stale_leases), so the pair is free at once."""
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError  # noqa: PLC0415
+    from prefect.concurrency._sync import acquire_concurrency_slots_with_lease  # noqa: PLC0415
+
+    from esremote.flows.pair_lock import LEASE_STEP, Lock, ensure_limits, release_stale_leases  # noqa: PLC0415
+    from esremote.journal import Journal  # noqa: PLC0415
+    from tests.test_flows import shared_prefect_api  # noqa: PLC0415
+
+    shared_prefect_api(request.config)
+    name = f"esremote-pair-test-{tmp_path.name}"
+    ensure_limits([Lock(name, "cluster pair test")])
+
+    def take():
+        return acquire_concurrency_slots_with_lease([name], 1, max_retries=0, lease_duration=300, strict=True)
+
+    dead = take()  # the killed run's lease: never released by its process
+    journal = Journal.create("dead-run", state_dir=tmp_path)
+    journal.note(LEASE_STEP, lease_id=str(dead.lease_id), limits=[name])
+    with pytest.raises(ConcurrencySlotAcquisitionError):  # held: the dead run's lease
+        take()
+    assert release_stale_leases(SimpleNamespace(journal=journal)) == [str(dead.lease_id)]
+    assert take().lease_id != dead.lease_id  # free again, without waiting for the server
