@@ -215,6 +215,18 @@ def _needs_restart(run: Run, node: str) -> bool:
                for e in run.journal.entries("done", f"{UNDO}/") if not e.step.startswith(f"{UNDO}/restart/"))
 
 
+def _absent_first(run: Run, cluster: str) -> list[str]:
+    """The cluster's nodes, those not in the cluster now first: a node that did not start with the
+    run's configuration is brought back before any running one restarts (a rolling restart waits for
+    green with every node, which a missing node would never let it see)."""
+    nodes = [str(n) for n in run.nodes(cluster)]
+    try:
+        present = {row.get("name") for row in run.es(cluster).cat.nodes(format="json", h="name").body}
+    except Exception:  # noqa: BLE001 - cannot tell: the inventory's order
+        return nodes
+    return sorted(nodes, key=lambda key: key.rsplit("/", 1)[-1] in present)
+
+
 def _undo_cluster(run: Run, steps: _Steps, cluster: str) -> None:
     """One cluster's nodes as before the run: elasticsearch.yml (the run's settings undone, anyone
     else's lines kept) and keystore entries, a rolling restart, then the files the run put (after
@@ -227,7 +239,7 @@ def _undo_cluster(run: Run, steps: _Steps, cluster: str) -> None:
                 for node, names in _added_entries(run, cluster).items() if names and node not in held])
     if steps.failed:
         return
-    for node in (str(n) for n in run.nodes(cluster)):  # one at a time: the cluster stays up
+    for node in _absent_first(run, cluster):  # one at a time: the cluster stays up
         if _needs_restart(run, node):
             steps.run(f"restart {node}", restart_node, run.id, node, f"{UNDO}/restart/{node}")
     if steps.failed:
