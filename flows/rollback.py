@@ -166,8 +166,8 @@ def _undo_outage(run: Run, steps: _Steps) -> None:
         # Below 8.13 a reload cannot drop the credentials, whatever the run's strategy was.
         reloadable = facts.min_version(local) >= RELOADABLE
         if ymls or restarted or not reloadable or credentials_by(run.params, facts, local) == "restart":
-            for node in (n for n in facts.nodes_of(local) if n.key not in held):
-                steps.run(f"restart {node.key}", restart_node, run.id, node.key, f"{PHASE}/restart/{node.key}")
+            for node in (n for n in _absent_first(run, local) if n not in held):
+                steps.run(f"restart {node}", restart_node, run.id, node, f"{PHASE}/restart/{node}")
         else:
             steps.run(f"reload {local}", reload_credentials, run.id, local, f"{PHASE}/reload/{local}")
     for alias in run.aliases:
