@@ -227,26 +227,30 @@ def _absent_first(run: Run, cluster: str) -> list[str]:
     return sorted(nodes, key=lambda key: key.rsplit("/", 1)[-1] in present)
 
 
-def _undo_cluster(run: Run, steps: _Steps, cluster: str) -> None:
+def _undo_cluster(run: Run, steps: _Steps, cluster: str) -> set[str]:
     """One cluster's nodes as before the run: elasticsearch.yml (the run's settings undone, anyone
     else's lines kept) and keystore entries, a rolling restart, then the files the run put (after
     the restart: no running node points at them). A node whose elasticsearch.yml cannot be undone
-    keeps its keystore too, and the restart waits until it can."""
+    (someone changed a setting the run wrote) is held: nothing more changes on it (its keystore, its
+    restart, the files its yml may still name) until a later rollback can undo it; the other nodes
+    go on. Returns the held nodes."""
     futures = [(f"yml {node}", undo_yml.submit(run.id, node, f"{UNDO}/{edits[0]}", path, edits))
                for (node, path), edits in _yml_edits(run, cluster).items()]
     held = {label.removeprefix("yml ") for label in steps.wait(futures)}
+    allowed = len(steps.failed)  # the held nodes' failures: the rest of the cluster still goes on
     steps.wait([(f"keystore {node}", keystore_remove.submit(run.id, node, f"{UNDO}/keystore/{node}", names))
                 for node, names in _added_entries(run, cluster).items() if names and node not in held])
-    if steps.failed:
-        return
+    if len(steps.failed) > allowed:
+        return held
     for node in _absent_first(run, cluster):  # one at a time: the cluster stays up
-        if _needs_restart(run, node):
+        if node not in held and _needs_restart(run, node):
             steps.run(f"restart {node}", restart_node, run.id, node, f"{UNDO}/restart/{node}")
-    if steps.failed:
-        return
+    if len(steps.failed) > allowed:
+        return held
     futures = []
     # "signing": strong identity's signing certificate and key on the local nodes
-    puts = [e for kind in ("p12", "ca", "signing") for e in _first_intents(run, cluster, kind)]
+    puts = [e for kind in ("p12", "ca", "signing") for e in _first_intents(run, cluster, kind)
+            if e.data["node"] not in held]
     for entry in puts:
         node, path, label = entry.data["node"], entry.data["path"], f"file {entry.data['path']} on {entry.data['node']}"
         wrote = entry.data.get("wrote")  # SHA-256 of the bytes the run put there
@@ -262,14 +266,18 @@ def _undo_cluster(run: Run, steps: _Steps, cluster: str) -> None:
         else:  # journaled before originals of put files were kept: nothing to write back
             steps.lines.append(f"{label}: kept (the journal has no copy of its original)")
     steps.wait(futures)
+    return held
 
 
 def _undo_preparation(run: Run, steps: _Steps) -> None:
     """Local clusters first (they stop trusting the remote cluster servers), then the remote ones
-    (no server left that a local node would use), then the link and the work checked again."""
+    (no server left that a local node would use), then the link and the work checked again. A node
+    held for an operator's edit stops nothing else: its alias already runs on the certificate-model
+    link (the outage's part is undone), so the remote cluster server can go."""
+    held = 0
     for cluster in locals_of(run) + [c for c in remotes_of(run) if c not in locals_of(run)]:
-        _undo_cluster(run, steps, cluster)
-        if steps.failed:
+        held += len(_undo_cluster(run, steps, cluster))
+        if len(steps.failed) > held:
             return
     for alias in run.aliases:
         steps.run(f"verify certificate link {alias} again", verify_certificate, run.id, alias)
@@ -278,7 +286,7 @@ def _undo_preparation(run: Run, steps: _Steps) -> None:
             steps.run(f"work of {alias} as before the run", resume_work, run.id, alias, f"{UNDO}/work/{alias}",
                       baseline=True)
         steps.run(f"work of {alias} still runs", check_work, run.id, alias)
-    if steps.failed:
+    if len(steps.failed) > held:
         return
     for alias in run.aliases:  # last: the certificate link is back, no alias uses the key
         steps.run(f"invalidate the cross-cluster API key of {alias}", invalidate_run_key, run.id, alias,

@@ -127,9 +127,15 @@ def test_a_setting_the_operator_changed_stops_the_rollback_on_that_node(lab, pre
     # Nothing changed on that node: its file byte for byte, and it was not restarted.
     assert yml.read_bytes() == edited
     assert lab.pids()[name] == pids[name]
-    # The outage's part was undone all the same: the certificate-model link is back.
+    # The outage's part was undone all the same: the certificate-model link is back. So is every
+    # other node: the held node stops nothing else (its alias is on the certificate model already).
     info = lab.es("local").cluster.remote_info()[ALIAS]
     assert info["connected"] and "cluster_credentials" not in info
+    now = node_files(lab)
+    for other, was in before.items():
+        if other != name:
+            assert now[other]["yml"] == was["yml"] and now[other]["keystore"] == was["keystore"], other
+            assert [f for f in now[other]["files"] if ".esremote-" not in f] == was["files"], other
 
     # The operator puts the run's value back: rolling back again finishes, every node as before.
     edit_by_hand(yml, migrated)
