@@ -421,3 +421,22 @@ def test_removing_a_runs_backups_takes_only_that_runs_beside_each_file_and_a_lin
     assert node.remove_backups(paths, run_id=RUN) == []  # again: nothing left to remove
     with pytest.raises(ValueError):
         node.remove_backups(paths, run_id="x; rm -rf /")
+
+
+def test_a_refused_channel_is_opened_again_and_the_command_runs_once(node, ssh_server, monkeypatch):
+    """A busy SSH server may refuse a channel (paramiko: ChannelException) before anything runs:
+    the open is tried again, and the command runs exactly once."""
+    import paramiko  # noqa: PLC0415
+
+    marker = ssh_server.fresh_dir("channel") / "runs"
+    real, refused = paramiko.Transport.open_session, []
+
+    def open_session(transport, *args, **kwargs):
+        if not refused:
+            refused.append(1)
+            raise paramiko.ChannelException(2, "Unable to open channel")  # what the server answered
+        return real(transport, *args, **kwargs)
+
+    monkeypatch.setattr(paramiko.Transport, "open_session", open_session)
+    assert node.run(f"echo ran >> {marker}; cat {marker}").stdout == "ran\n"
+    assert refused == [1]

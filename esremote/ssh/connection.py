@@ -177,9 +177,8 @@ class SSHConnection(RemoteFiles):
         """Run one command on a new channel: (exit code, stdout, stderr). -1: killed by a signal."""
         deadline = None if timeout is None else time.monotonic() + timeout
         shown = shown or command
-        transport = self._transport()
         with self._session_errors(shown):
-            chan = transport.open_session(timeout=self.target.connect_timeout)
+            transport, chan = self._open_session()
             try:
                 chan.settimeout(timeout)
                 chan.exec_command(command)
@@ -197,6 +196,20 @@ class SSHConnection(RemoteFiles):
                 return chan.recv_exit_status(), out, err
             finally:
                 chan.close()
+
+    def _open_session(self, attempts: int = 3) -> tuple[paramiko.Transport, paramiko.Channel]:
+        """A new channel for one command. A refused or timed-out open is tried again (a busy or
+        restarting SSH server refuses channels for a moment): the command has not started, so
+        trying again cannot run it twice. The connection is reopened when it went down."""
+        for attempt in range(1, attempts + 1):
+            transport = self._transport()
+            try:
+                return transport, transport.open_session(timeout=self.target.connect_timeout)
+            except paramiko.SSHException:
+                if attempt == attempts:
+                    raise
+                time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
 
     def _collect(self, chan: paramiko.Channel, command: str, deadline: float | None,
                  timeout: float | None) -> tuple[bytes, bytes]:
