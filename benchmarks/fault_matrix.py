@@ -739,7 +739,8 @@ def evidence_lines(evidence: dict | None) -> list[str]:
             f"({', '.join(f'{k}: {n}' for k, n in inputs.items()) or 'none counted'}); hostile node content "
             "(not YAML, duplicate keys, tabs, a BOM, an unknown keystore format, a hanging restart, a changed host "
             "key, a full disk): tests/test_hostile_nodes.py, each refused before anything changed.",
-            f"- Every secret, everywhere: {evidence['secrets'] or 'not printed'}.", ""]
+            f"- Every secret, everywhere: {evidence['secrets'].removeprefix('secrets everywhere: ') or 'not printed'}.",
+            ""]
 
 
 def write_report(results: list[Result], path: Path, *, header: str, evidence: dict | None = None) -> None:
