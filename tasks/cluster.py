@@ -35,7 +35,7 @@ from esremote.tasks import reports
 from esremote.tasks.common import RETRYING, run_logger
 from esremote.tasks.privileges import _custom_roles
 from esremote.tasks.runtime import Run, get_run
-from esremote.tasks.secret_store import block_name, drop_block, key_file, load_key, store_key
+from esremote.tasks.secret_store import block_name, drop_block, key_file, key_file_of, load_key, store_key
 from esremote.tasks.work import split_name
 
 
@@ -138,13 +138,8 @@ def invalidate_run_key(run_id: str, alias: str, step: str) -> str:
 
 def credentials_file(run: Run, alias: str) -> str:
     """The 0600 file with the encoded key (restored from the Prefect block when needed)."""
-    path = key_file(run, alias)
-    if not path.exists():
-        records = [e.data for e in run.journal.entries("done", f"prepare_remote/api-key/{alias}")]
-        if not records or load_key(run, alias, records[-1]) is None:
-            raise ClusterError(f"the cross-cluster API key of alias {alias} is not stored where run {run.id} "
-                               "put it: run the prepare_remote phase again (it recreates the key)")
-    return str(path)
+    records = [e.data for e in run.journal.entries("done", f"prepare_remote/api-key/{alias}")]
+    return key_file_of(run, alias, records, f"alias {alias}")
 
 
 # ----------------------------------------------------------------------------------------- roles

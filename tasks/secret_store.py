@@ -78,3 +78,15 @@ def load_key(run: Run, alias: str, record: dict[str, str] | None) -> SecretStr |
         if not path.exists() and path.parent == run.secrets_dir():
             atomic_write(path, value.get_secret_value().encode(), mode=0o600)
     return value
+
+
+def key_file_of(run: Run, name: str, records: list[dict[str, str]], what: str) -> str:
+    """The 0600 file with `name`'s encoded key, written back from its Prefect block when the file
+    is gone (`records`: the journal's records of where the key was kept, newest last)."""
+    from esremote.errors import ClusterError  # noqa: PLC0415
+
+    path = key_file(run, name)
+    if not path.exists() and (not records or load_key(run, name, records[-1]) is None):
+        raise ClusterError(f"the cross-cluster API key of {what} is not stored where run {run.id} put it: run "
+                           "the prepare_remote phase again (it recreates the key)")
+    return str(path)

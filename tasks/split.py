@@ -25,7 +25,7 @@ from esremote.verify import verify_api_key_link
 from esremote.tasks.cluster import _encoded_id, alias_facts, facts_of, remote_info
 from esremote.tasks.common import RETRYING, run_logger
 from esremote.tasks.runtime import Run, get_run
-from esremote.tasks.secret_store import drop_block, key_file, load_key, store_key
+from esremote.tasks.secret_store import drop_block, key_file, key_file_of, load_key, store_key
 from esremote.tasks.work import records_of, split_name
 
 KEY_STEP = "prepare_remote/split-key/{alias}"
@@ -66,12 +66,7 @@ def split_key(run_id: str, alias: str) -> str:
 def credentials_file(run: Run, alias: str) -> str:
     """The 0600 file with the search alias's encoded key (restored from its Prefect block when needed)."""
     name = split_name(run, alias)
-    path = key_file(run, name)
-    records = _key_records(run, alias)
-    if not path.exists() and (not records or load_key(run, name, records[-1]) is None):
-        raise ClusterError(f"the cross-cluster API key of the search alias {name} is not stored where run {run.id} "
-                           "put it: run the prepare_remote phase again (it recreates the key)")
-    return str(path)
+    return key_file_of(run, name, _key_records(run, alias), f"the search alias {name}")
 
 
 # ----------------------------------------------------------------------------------- the alias
